@@ -1,0 +1,76 @@
+//! The one error type of the core. Safe modules return [`Result`]; the `ffi` layer turns an
+//! [`Error`] into an `AceStatus` plus the thread-local message the caller can read back.
+
+use std::fmt;
+
+/// What went wrong, coarse enough for a caller to branch on. Each kind maps to one `AceStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// An argument has a value the function cannot accept (range, NaN, unknown name, ...).
+    InvalidArgument,
+    /// A required pointer was null.
+    NullPointer,
+    /// A buffer length does not match the shape it claims, or is zero where data is required.
+    LengthMismatch,
+    /// A JSON argument did not parse, or has unknown / missing / mistyped keys.
+    InvalidJson,
+    /// A string argument is not valid UTF-8.
+    InvalidUtf8,
+    /// The object is in a state where this call is not allowed (e.g. accept after completion).
+    InvalidState,
+    /// Reading a file failed.
+    Io,
+    /// The tokenizer rejected its file or an input.
+    Tokenizer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn length_mismatch(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::LengthMismatch, message)
+    }
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidJson, message)
+    }
+    pub fn invalid_state(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidState, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Checks that every value of a buffer is finite; `what` names the buffer in the message.
+pub fn ensure_finite(values: &[f32], what: &str) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::invalid_argument(format!(
+            "{what} contains a non-finite value ({}) at index {i}",
+            values[i]
+        ))),
+    }
+}
+
+/// Parses a JSON object into `T`, mapping serde's message into an `InvalidJson` error that names
+/// what was being parsed. Use `#[serde(deny_unknown_fields)]` on `T` so unknown keys are rejected.
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::invalid_json(format!("{what}: {e}")))
+}

@@ -1,0 +1,12 @@
+//! `acestep_runtime`: the ORT-free core of acestep-runtime.
+//!
+//! Everything in ACE-Step 1.5 inference that is not a neural network and must behave identically
+//! in every host lives here as safe Rust: seeded torch-compatible noise, timestep schedules, solver
+//! steps, guidance, LM sampling and constrained decoding, metadata and prompts, tokenization, frame
+//! and tiling math. The [`ffi`] module exposes it as the `ace_*` C ABI; hosts (Python, C#) own the
+//! ONNX Runtime sessions and call in here between model runs.
+
+pub mod error;
+pub mod ffi;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what a new machine lacks and builds the core. Safe to run again: each step skips work
+# that is already done.
+#   scripts/setup.sh          runtime only (what `acestep-runtime generate` needs; no torch)
+#   scripts/setup.sh --dev    plus torch, transformers, diffusers, onnx: the exporter and the tests
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+[ -e /usr/include/sndfile.h ] || [ -e /usr/lib/x86_64-linux-gnu/libsndfile.so.1 ] || need_apt+=(libsndfile1)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "[setup] apt-get install ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "[setup] installing Rust (rustup)"
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
+py="${PYTHON:-python3}"
+req="$root/requirements/runtime.txt"
+[ $dev = 1 ] && req="$root/requirements/dev.txt"
+echo "[setup] pip install -r ${req#$root/}"
+"$py" -m pip install -q --disable-pip-version-check -r "$req"
+if [ $dev = 1 ]; then
+  # The official constrained-decoding processor, for the differential test only. Its other declared
+  # dependencies are not needed (and not wanted): install it alone.
+  "$py" -m pip install -q --disable-pip-version-check --no-deps "ace-step15-fork==20260212"
+fi
+
+echo "[setup] building the core library"
+"$root/scripts/build_core.sh"
+"$py" -m pip install -q --disable-pip-version-check --no-deps -e "$root/bindings/python"
+echo "[setup] done"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up (dev profile) and runs every test: Rust unit and integration tests, then pytest.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/setup.sh" --dev
+echo "[test] cargo test"
+cargo test --manifest-path "$root/runtime_rust_dll/Cargo.toml" 2>&1 | grep -vE '^\s*(Compiling|Downloaded|Downloading)'
+echo "[test] pytest"
+cd "$root"
+python3 -m pytest -q
