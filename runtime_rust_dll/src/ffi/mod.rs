@@ -10,7 +10,10 @@
 //! - objects are created by `ace_<type>_create`/`ace_create_<type>` and freed by the matching
 //!   `_free`; strings returned by the library are freed with [`ace_string_free`].
 
+mod context;
 pub mod guard;
+mod schedule;
+mod solver;
 pub(crate) mod ptr;
 pub mod status;
 
