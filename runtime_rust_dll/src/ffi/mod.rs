@@ -11,6 +11,7 @@
 //!   `_free`; strings returned by the library are freed with [`ace_string_free`].
 
 pub mod guard;
+mod noise;
 pub(crate) mod ptr;
 pub mod status;
 
