@@ -10,6 +10,11 @@
 //!   (53 bits of two MT draws each), r·cos for the first element, the cached r·sin for the next.
 
 use super::cephes_f32;
+
+// torch applies `n·std + mean` even for randn (std 1, mean 0). That is exact, except that adding
+// +0 turns a −0 (radius 0 times a negative cos/sin) into +0; keep the step for bit-exactness.
+const MEAN: f32 = 0.0;
+const STD: f32 = 1.0;
 use super::mt19937::Mt19937;
 
 /// Which of torch's CPU normal kernels to reproduce (they differ in the last bits).
@@ -68,12 +73,11 @@ fn fill_small(mt: &mut Mt19937, out: &mut [f32]) {
                 r * theta.cos()
             }
         };
-        *v = n as f32;
+        *v = (n * STD as f64 + MEAN as f64) as f32;
     }
 }
 
-/// One block of 16 as `normal_fill_16_AVX2` computes it (mean 0, std 1: the final
-/// `fma(n, std, mean)` is then exact and omitted).
+/// One block of 16 as `normal_fill_16_AVX2` computes it (ending in `fma(n, std, mean)`).
 fn transform16_avx2(block: &mut [f32]) {
     let two_pi = (2.0 * std::f64::consts::PI) as f32;
     for j in 0..8 {
@@ -81,8 +85,8 @@ fn transform16_avx2(block: &mut [f32]) {
         let theta = block[j + 8] * two_pi;
         let radius = (-2.0 * cephes_f32::log(u1)).sqrt();
         let (sin, cos) = cephes_f32::sincos(theta);
-        block[j] = radius * cos;
-        block[j + 8] = radius * sin;
+        block[j] = (radius * cos).mul_add(STD, MEAN);
+        block[j + 8] = (radius * sin).mul_add(STD, MEAN);
     }
 }
 
@@ -92,7 +96,7 @@ fn transform16_baseline(block: &mut [f32]) {
         let u1 = 1.0 - block[j];
         let theta = (2.0 * std::f64::consts::PI * block[j + 8] as f64) as f32;
         let radius = (-2.0 * u1.ln()).sqrt();
-        block[j] = radius * theta.cos();
-        block[j + 8] = radius * theta.sin();
+        block[j] = radius * theta.cos() * STD + MEAN;
+        block[j + 8] = radius * theta.sin() * STD + MEAN;
     }
 }
