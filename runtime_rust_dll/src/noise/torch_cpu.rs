@@ -100,3 +100,72 @@ fn transform16_baseline(block: &mut [f32]) {
         block[j + 8] = radius * theta.sin() * STD + MEAN;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Bits printed by torch 2.9.1 (x86-64): `torch.randn(n, generator=torch.Generator().manual_seed(s))`
+    // run with ATEN_CPU_CAPABILITY=avx2 and =default. The Python tests compare far more cases live.
+    const AVX2_17_42: [u32; 17] = [
+        0x3ff6a529, 0xbe236d85, 0xbefeaae4, 0x3ee111d8, 0xbf4214e2, 0x3f8a0650, 0x3f4d0144, 0x3fd71e93,
+        0x3eb63345, 0x3fa5f12f, 0x3f1c4788, 0x3faad8b0, 0xbe6d2eed, 0x3d2b0c00, 0xbe80ce7a, 0x3f5c1fb0,
+        0xbe9e9482,
+    ];
+    const AVX2_16_0: [u32; 16] = [
+        0xbf901b85, 0xbf93808a, 0xbe804bd6, 0xbede255d, 0x3f594515, 0x3f312783, 0xbea1cc6d, 0xc0075fc1,
+        0x3ea50138, 0xbfa1b4f4, 0x3eb330ff, 0x3e9dc3bb, 0x3df56f77, 0x3f9e6b93, 0x3f8ef28e, 0xbe7d367c,
+    ];
+    const BASELINE_17_42: [u32; 17] = [
+        0x3ff6a527, 0xbe236d7b, 0xbefeaae2, 0x3ee111d7, 0xbf4214e2, 0x3f8a0650, 0x3f4d0143, 0x3fd71e93,
+        0x3eb63341, 0x3fa5f12f, 0x3f1c4788, 0x3faad8b0, 0xbe6d2eed, 0x3d2b0c00, 0xbe80ce7a, 0x3f5c1fb0,
+        0xbe9e9487,
+    ];
+    const BASELINE_16_0: [u32; 16] = [
+        0xbf901b85, 0xbf93808a, 0xbe804bd6, 0xbede255e, 0x3f594515, 0x3f312784, 0xbea1cc6d, 0xc0075fc2,
+        0x3ea50138, 0xbfa1b4f4, 0x3eb330ff, 0x3e9dc3ba, 0x3df56f77, 0x3f9e6b93, 0x3f8ef28e, 0xbe7d365a,
+    ];
+    // numel < 16 takes the same double-precision path under every capability.
+    const SMALL_5_42: [u32; 5] = [0x3eac62ae, 0x3e03e69d, 0x3e7016e7, 0x3e6bdc6c, 0xbf8fb9c2];
+
+    fn bits(kernel: CpuKernel, seed: u64, n: usize) -> Vec<u32> {
+        let mut out = vec![0.0f32; n];
+        fill(kernel, seed, &mut out);
+        out.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn avx2_kernel_matches_torch() {
+        assert_eq!(bits(CpuKernel::Avx2, 42, 17), AVX2_17_42);
+        assert_eq!(bits(CpuKernel::Avx2, 0, 16), AVX2_16_0);
+    }
+
+    #[test]
+    fn baseline_kernel_matches_torch_on_glibc() {
+        // Depends on the platform libm (see docs/noise.md); recorded with glibc.
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert_eq!(bits(CpuKernel::Baseline, 42, 17), BASELINE_17_42);
+            assert_eq!(bits(CpuKernel::Baseline, 0, 16), BASELINE_16_0);
+        }
+    }
+
+    #[test]
+    fn small_path_matches_torch_and_ignores_high_seed_bits() {
+        for kernel in [CpuKernel::Avx2, CpuKernel::Baseline] {
+            assert_eq!(bits(kernel, 42, 5), SMALL_5_42);
+            assert_eq!(bits(kernel, (1 << 40) + 7, 1), [0xbe165174]);
+        }
+    }
+
+    #[test]
+    fn tail_redraw_keeps_the_leading_blocks() {
+        // 17 elements: block 0..16 is the 16-element fill of the same stream, then positions
+        // 1..17 are redrawn, so only element 0 survives from the first block.
+        let a = bits(CpuKernel::Avx2, 9, 16);
+        let b = bits(CpuKernel::Avx2, 9, 17);
+        assert_eq!(a[0], b[0]);
+        let c = bits(CpuKernel::Avx2, 9, 48);
+        let d = bits(CpuKernel::Avx2, 9, 40);
+        assert_eq!(c[..24], d[..24]);
+    }
+}
