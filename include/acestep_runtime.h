@@ -189,6 +189,31 @@ AceStatus ace_scheduler_step_inplace(const AceContext *ctx, size_t step_index, f
 // As `ace_scheduler_step`, with `eps` pointing to `len` floats.
 AceStatus ace_scheduler_step_with_noise(const AceContext *ctx, size_t step_index, const float *xt, const float *vt, const float *eps, const size_t *shape, size_t ndim, float *out_xt, size_t len);
 
+// Fills `out` with standard normal noise of the given shape, reproducing torch's `randn` for a
+// freshly seeded generator.
+//
+// - `options_json`: NULL (or `""`) for the default, else a JSON object:
+//   `{"mode": "torch_cpu", "cpu_kernel": "avx2" | "baseline"}` (bit-exact
+//   `torch.randn(shape, generator=torch.Generator().manual_seed(seed))`, float32 CPU; `avx2`,
+//   the default, is what torch computes on x86-64 CPUs with AVX2, `baseline` its portable
+//   kernel), or `{"mode": "torch_cuda", "sm_count": N, "max_threads_per_sm": 2048,
+//   "bf16": false, "offset": 0}` (torch's CUDA Philox mapping; every key optional). Unknown
+//   modes or keys fail with `ACE_STATUS_INVALID_JSON` naming them.
+// - `seed`: ≥ 0 is used as is (torch CPU uses its low 32 bits); < 0 draws a random seed in
+//   0..=2^32−1. The seed actually used is written to `*out_seed_used`.
+// - `shape`/`ndim`: the tensor shape (row-major); every dimension must be ≥ 1; `ndim` 0 is a
+//   scalar. `out_len` must equal the product of the dimensions.
+//
+// Errors: `ACE_STATUS_NULL_POINTER` (shape, out, out_seed_used, naming it),
+// `ACE_STATUS_LENGTH_MISMATCH` (zero dimension, overflow, `out_len` ≠ numel),
+// `ACE_STATUS_INVALID_JSON`/`ACE_STATUS_INVALID_ARGUMENT` (options). Nothing is written on error.
+// Thread-safe: no shared state.
+//
+// # Safety
+// `shape` must point to `ndim` values, `out` to `out_len` writable floats, `options_json` be
+// NULL or a NUL-terminated string.
+AceStatus ace_noise_fill(const char *options_json, int64_t seed, const size_t *shape, size_t ndim, float *out, size_t out_len, int64_t *out_seed_used);
+
 // The turbo shift a requested shift resolves to (nearest of 1, 2, 3; ties to the earlier:
 // 1.5 → 1, 2.5 → 2), written to `*out`.
 //

@@ -19,6 +19,7 @@
 use serde::Deserialize;
 
 use crate::error::{parse_json, Error, Result};
+use crate::noise::{self, NoiseMode};
 use crate::schedule;
 use crate::solver;
 
@@ -76,9 +77,11 @@ struct ContextConfig {
     /// Round the schedule to bf16 as the bf16 CUDA reference run does (spec §4.2).
     #[serde(default)]
     bf16_timesteps: bool,
-    /// One seed per batch item; needed for seeded SDE noise.
-    seeds: Option<Vec<u64>>,
-    /// Noise settings for the SDE draws (the noise module's configuration).
+    /// One seed per batch item; needed for seeded SDE noise. A negative seed means "random"
+    /// (as in the official handler) and is resolved once, at creation (see `info`).
+    seeds: Option<Vec<i64>>,
+    /// Noise options of the SDE draws, as `ace_noise_fill` takes them
+    /// (`{"mode": "torch_cpu"|"torch_cuda", ...}`); default: torch CPU noise.
     noise: Option<serde_json::Value>,
 }
 
@@ -126,7 +129,9 @@ pub struct SchedulerContext {
     effective: Vec<f64>,
     bf16: bool,
     seeds: Option<Vec<u64>>,
-    noise: Option<serde_json::Value>,
+    /// The noise options as given (null → the default mode).
+    noise_json: Option<serde_json::Value>,
+    noise_mode: NoiseMode,
     notes: Vec<String>,
 }
 
@@ -220,7 +225,19 @@ impl SchedulerContext {
             .iter()
             .map(|&t| if cfg.bf16_timesteps { schedule::bf16_timestep(t) } else { t as f32 as f64 })
             .collect();
-        if let Some(seeds) = &cfg.seeds {
+        let seeds: Option<Vec<u64>> = cfg.seeds.as_ref().map(|requested| {
+            requested.iter().map(|&s| noise::resolve_seed(s)).collect()
+        });
+        if let (Some(requested), Some(resolved)) = (&cfg.seeds, &seeds) {
+            if requested.iter().any(|&s| s < 0) {
+                notes.push(format!("negative seeds were replaced by random ones: {resolved:?}"));
+            }
+        }
+        let noise_mode = match &cfg.noise {
+            None => NoiseMode::default(),
+            Some(v) => NoiseMode::from_json(Some(&v.to_string()))?,
+        };
+        if let Some(seeds) = &seeds {
             if seeds.is_empty() {
                 return Err(Error::invalid_argument("seeds is empty; give one seed per batch item"));
             }
@@ -233,7 +250,7 @@ impl SchedulerContext {
                 )));
             }
         }
-        let ctx = Self {
+        Ok(Self {
             model: cfg.model,
             method: cfg.method,
             shift_requested,
@@ -242,12 +259,11 @@ impl SchedulerContext {
             exact,
             effective,
             bf16: cfg.bf16_timesteps,
-            seeds: cfg.seeds,
-            noise: cfg.noise,
+            seeds,
+            noise_json: cfg.noise,
+            noise_mode,
             notes,
-        };
-        ctx.validate_noise()?;
-        Ok(ctx)
+        })
     }
 
     pub fn num_steps(&self) -> usize {
@@ -352,7 +368,7 @@ impl SchedulerContext {
             "timesteps_exact": self.exact,
             "bf16_timesteps": self.bf16,
             "seeds": self.seeds,
-            "noise": self.noise,
+            "noise": self.noise_json,
             "notes": self.notes,
         })
         .to_string()
@@ -426,7 +442,7 @@ impl SchedulerContext {
         let per_item = numel / batch;
         let mut eps = vec![0.0f32; numel];
         for (b, chunk) in eps.chunks_mut(per_item).enumerate() {
-            self.fill_noise(seeds[b], chunk)?;
+            noise::fill_normal(&self.noise_mode, seeds[b], chunk)?;
         }
         Ok(eps)
     }
@@ -443,16 +459,6 @@ fn check_lengths(numel: usize, x: usize, v: usize, out: usize) -> Result<()> {
     Ok(())
 }
 
-// Seeded noise hook (wired to the noise module).
-impl SchedulerContext {
-    fn validate_noise(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn fill_noise(&self, _seed: u64, _out: &mut [f32]) -> Result<()> {
-        Err(Error::invalid_state("seeded SDE noise is not available in this build"))
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -491,6 +497,35 @@ mod tests {
         assert!(err(r#"{"model": "sft", "steps": 8, "timesteps": [0.5]}"#).contains("turbo"));
         assert!(err(r#"{"model": "turbo", "method": "heun"}"#).contains("heun"));
         assert!(err("{").contains("context config"));
+    }
+
+    #[test]
+    fn sde_noise_comes_from_seed_plus_step_plus_one() {
+        let c = SchedulerContext::from_json(
+            r#"{"model": "turbo", "method": "sde", "seeds": [5, 900]}"#,
+        )
+        .unwrap();
+        let shape = [2usize, 3, 4];
+        let x: Vec<f32> = (0..24).map(|i| i as f32 * 0.1 - 1.0).collect();
+        let v: Vec<f32> = (0..24).map(|i| 0.5 - i as f32 * 0.05).collect();
+        let mut out = vec![0.0f32; 24];
+        c.step(2, &x, &v, &shape, &mut out).unwrap();
+        let mut eps = noise::randn(&NoiseMode::default(), 5 + 3, 12).unwrap();
+        eps.extend(noise::randn(&NoiseMode::default(), 900 + 3, 12).unwrap());
+        let mut want = vec![0.0f32; 24];
+        let s = c.step_inputs(2).unwrap();
+        solver::sde_step(&x, &v, s.t, s.t_next, &eps, &mut want).unwrap();
+        assert_eq!(out, want);
+        // wrong batch size for the seeds
+        assert!(c.step(2, &x, &v, &[1, 6, 4], &mut out).unwrap_err().message.contains("batch size"));
+        // the last step ignores the noise: x0
+        c.step(7, &x, &v, &shape, &mut out).unwrap();
+        let mut x0 = vec![0.0f32; 24];
+        solver::x0_from_velocity(&x, &v, c.step_inputs(7).unwrap().t, &mut x0).unwrap();
+        assert_eq!(out, x0);
+        let no_seeds = SchedulerContext::from_json(r#"{"model": "turbo", "method": "sde"}"#).unwrap();
+        assert!(no_seeds.step(0, &x, &v, &shape, &mut out).unwrap_err().message.contains("seeds"));
+        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "noise": {"mode": "x"}}"#).is_err());
     }
 
     #[test]

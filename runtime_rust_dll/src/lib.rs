@@ -9,6 +9,7 @@
 pub mod context;
 pub mod error;
 pub mod ffi;
+pub mod noise;
 pub mod schedule;
 pub mod solver;
 

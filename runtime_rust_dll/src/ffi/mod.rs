@@ -12,6 +12,7 @@
 
 mod context;
 pub mod guard;
+mod noise;
 mod schedule;
 mod solver;
 pub(crate) mod ptr;
