@@ -157,7 +157,7 @@ fn shape_btc(shape: &[usize]) -> Result<(usize, usize)> {
 impl SchedulerContext {
     /// Parses and resolves a JSON configuration (see the module documentation).
     pub fn from_json(config_json: &str) -> Result<Self> {
-        let cfg: ContextConfig = parse_json(config_json, "context config")?;
+        let cfg: ContextConfig = parse_config(config_json)?;
         Self::from_config(cfg)
     }
 
@@ -445,6 +445,29 @@ impl SchedulerContext {
             noise::fill_normal(&self.noise_mode, seeds[b], chunk)?;
         }
         Ok(eps)
+    }
+}
+
+/// Parses the config. serde's messages for a mistyped value do not say which key it was, so a
+/// failed parse is re-checked key by key to name the offending key.
+fn parse_config(text: &str) -> Result<ContextConfig> {
+    let value: serde_json::Value = parse_json(text, "context config")?;
+    let Some(obj) = value.as_object() else {
+        return Err(Error::invalid_json(format!("context config: expected a JSON object, got {value}")));
+    };
+    match serde_json::from_value::<ContextConfig>(value.clone()) {
+        Ok(cfg) => Ok(cfg),
+        Err(e) => {
+            for (key, v) in obj {
+                let probe = serde_json::json!({ "model": "turbo", key.as_str(): v });
+                if let Err(field_err) = serde_json::from_value::<ContextConfig>(probe) {
+                    return Err(Error::invalid_json(format!(
+                        "context config: key \"{key}\" = {v}: {field_err}"
+                    )));
+                }
+            }
+            Err(Error::invalid_json(format!("context config: {e}")))
+        }
     }
 }
 

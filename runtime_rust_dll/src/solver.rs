@@ -19,7 +19,7 @@ use crate::error::{ensure_finite, Error, Result};
 fn ensure_same_len(len: usize, other: usize, name: &str) -> Result<()> {
     if len != other {
         return Err(Error::length_mismatch(format!(
-            "{name} has {other} elements but x has {len}"
+            "{name} has {other} elements but xt has {len}"
         )));
     }
     Ok(())
@@ -27,7 +27,7 @@ fn ensure_same_len(len: usize, other: usize, name: &str) -> Result<()> {
 
 fn ensure_nonempty(len: usize) -> Result<()> {
     if len == 0 {
-        return Err(Error::length_mismatch("x is empty (0 elements)"));
+        return Err(Error::length_mismatch("xt is empty (0 elements)"));
     }
     Ok(())
 }
@@ -42,10 +42,10 @@ fn ensure_finite_scalar(value: f64, name: &str) -> Result<()> {
 /// Checks the buffers every step takes: same non-zero length, all finite.
 fn check_inputs(x: &[f32], v: &[f32], out_len: usize) -> Result<()> {
     ensure_nonempty(x.len())?;
-    ensure_same_len(x.len(), v.len(), "v")?;
+    ensure_same_len(x.len(), v.len(), "vt")?;
     ensure_same_len(x.len(), out_len, "out")?;
-    ensure_finite(x, "x")?;
-    ensure_finite(v, "v")
+    ensure_finite(x, "xt")?;
+    ensure_finite(v, "vt")
 }
 
 /// The flow-matching ODE (Euler) step x ← x − v·dt with dt = f32(t − t_next), as the reference's
