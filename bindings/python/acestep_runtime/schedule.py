@@ -61,10 +61,10 @@ def custom_schedule(timesteps: Sequence[float], fallback_shift: float = 3.0) -> 
     """A turbo schedule from custom timesteps (official rules: drop trailing zeros, fall back to
     the shift schedule when empty, keep the first 20, snap each to the nearest valid turbo
     timestep with ties to the earlier one; no sort, no dedup). Values must lie in [0, 1]."""
-    ts = np.asarray(timesteps, dtype=np.float64).reshape(-1)
-    if ts.dtype.kind != "f":
-        raise TypeError("timesteps must be numbers")
-    ts = np.ascontiguousarray(ts)
+    try:
+        ts = np.ascontiguousarray(np.asarray(timesteps, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        raise TypeError(f"timesteps must be a sequence of numbers, got {timesteps!r}") from None
     ptr = ffi.cast("const double *", ts.ctypes.data) if ts.size else ffi.NULL
     return _call_schedule(lib.ace_schedule_custom, 32, ptr, ts.size, _shift(fallback_shift, "fallback_shift"))
 
