@@ -297,6 +297,25 @@ AceStatus ace_solver_x0(const float *xt, const float *vt, size_t len, double t, 
 // `xt`, `vt`, `eps` must point to `len` floats; `out` to `len` writable floats not overlapping them.
 AceStatus ace_solver_sde_step(const float *xt, const float *vt, const float *eps, size_t len, double t, double t_next, float *out);
 
+// `ace_solver_sde_step` with ε drawn by the library: the `len` floats are split into
+// `num_seeds` equal batch items, and item b's ε is `randn` from a fresh generator seeded with
+// `seeds[b]` in the mode of `noise_json` (the options of `ace_noise_fill`; NULL = torch CPU).
+// These are the seeds of this draw: for the context's policy pass s_b + step + 1.
+//
+// Errors: as `ace_solver_sde_step`; `num_seeds` 0 or not dividing `len` (LENGTH_MISMATCH); bad
+// noise options (INVALID_JSON).
+//
+// # Safety
+// As `ace_solver_ode_step`; `seeds` must point to `num_seeds` values; `noise_json` null or a
+// NUL-terminated string.
+AceStatus ace_solver_sde_step_seeded(const float *xt, const float *vt, size_t len, const uint64_t *seeds, size_t num_seeds, const char *noise_json, double t, double t_next, float *out);
+
+// `ace_solver_pingpong_step` with ε drawn by the library, as in `ace_solver_sde_step_seeded`.
+//
+// # Safety
+// As `ace_solver_sde_step_seeded`.
+AceStatus ace_solver_pingpong_step_seeded(const float *xt, const float *vt, size_t len, const uint64_t *seeds, size_t num_seeds, const char *noise_json, double sigma, double sigma_next, float *out);
+
 // ω of the v1 schedulers for `omega_scale`: 0.9 + 0.2/(1 + e^(−0.1·omega_scale)).
 //
 // # Safety

@@ -439,12 +439,7 @@ impl SchedulerContext {
                 seeds.len()
             )));
         }
-        let per_item = numel / batch;
-        let mut eps = vec![0.0f32; numel];
-        for (b, chunk) in eps.chunks_mut(per_item).enumerate() {
-            noise::fill_normal(&self.noise_mode, seeds[b], chunk)?;
-        }
-        Ok(eps)
+        solver::batch_noise(&self.noise_mode, &seeds, numel)
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`pingpong_step`]: x0 = x − σ·v, then x ← (1 − σ_next)·x0 + σ_next·ε
 
 use crate::error::{ensure_finite, Error, Result};
+use crate::noise::{self, NoiseMode};
 
 fn ensure_same_len(len: usize, other: usize, name: &str) -> Result<()> {
     if len != other {
@@ -104,6 +105,23 @@ pub fn sde_step(
     x0_from_velocity(x, v, t, &mut x0)?;
     renoise(&x0, eps, t_next, out);
     Ok(())
+}
+
+/// Gaussian noise for a batch: `seeds.len()` equal items of `numel / seeds.len()` values, item b
+/// drawn as `randn([1, ...])` from a fresh generator seeded with `seeds[b]` (the official per-item
+/// noise layout, spec §4.4).
+pub fn batch_noise(mode: &NoiseMode, seeds: &[u64], numel: usize) -> Result<Vec<f32>> {
+    if seeds.is_empty() || numel % seeds.len() != 0 {
+        return Err(Error::length_mismatch(format!(
+            "{numel} elements cannot be split into {} equal batch items (one per seed)",
+            seeds.len()
+        )));
+    }
+    let mut eps = vec![0.0f32; numel];
+    for (chunk, &seed) in eps.chunks_mut(numel / seeds.len()).zip(seeds) {
+        noise::fill_normal(mode, seed, chunk)?;
+    }
+    Ok(eps)
 }
 
 /// v1's ω: the logistic 0.9 + 0.2 / (1 + e^(−0.1·omega_scale)); 10 → ≈ 1.0462.

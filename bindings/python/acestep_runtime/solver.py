@@ -89,6 +89,55 @@ def sde_step(xt, vt, eps, t: float, t_next: float) -> np.ndarray:
     return out
 
 
+def _seeds(seeds, batch_hint: int):
+    seeds = [int(s) for s in np.asarray(seeds, dtype=object).reshape(-1)]
+    if not seeds:
+        raise ValueError("seeds is empty: give one seed per batch item")
+    for s in seeds:
+        if not 0 <= s < 2**64:
+            raise ValueError(f"seed {s} is outside 0..2**64-1")
+    if batch_hint % len(seeds):
+        raise ValueError(f"{len(seeds)} seeds cannot split a batch of {batch_hint} items")
+    return ffi.new("uint64_t[]", seeds), len(seeds)
+
+
+def _noise_json(noise):
+    if noise is None:
+        return ffi.NULL
+    if isinstance(noise, dict):
+        noise = json.dumps(noise)
+    return noise.encode("utf-8")
+
+
+def sde_step_seeded(xt, vt, seeds, t: float, t_next: float, noise=None) -> np.ndarray:
+    """``sde_step`` with ε drawn by the core: item b of the leading axis gets
+    ``randn`` seeded with ``seeds[b]`` (``noise``: ``ace_noise_fill`` options, default torch CPU)."""
+    x, v = _xv(xt, vt)
+    seeds_c, n = _seeds(seeds, x.shape[0])
+    out = np.empty_like(x)
+    check(
+        lib.ace_solver_sde_step_seeded(
+            _fp(x), _fp(v), x.size, seeds_c, n, _noise_json(noise), _scalar("t", t), _scalar("t_next", t_next),
+            _fp(out, False),
+        )
+    )
+    return out
+
+
+def pingpong_step_seeded(xt, vt, seeds, sigma: float, sigma_next: float, noise=None) -> np.ndarray:
+    """``pingpong_step`` with ε drawn by the core, as in ``sde_step_seeded``."""
+    x, v = _xv(xt, vt)
+    seeds_c, n = _seeds(seeds, x.shape[0])
+    out = np.empty_like(x)
+    check(
+        lib.ace_solver_pingpong_step_seeded(
+            _fp(x), _fp(v), x.size, seeds_c, n, _noise_json(noise), _scalar("sigma", sigma),
+            _scalar("sigma_next", sigma_next), _fp(out, False),
+        )
+    )
+    return out
+
+
 def omega(omega_scale: float = 10.0) -> float:
     """v1's ω = 0.9 + 0.2 / (1 + exp(−0.1·omega_scale))."""
     out = ffi.new("double *")

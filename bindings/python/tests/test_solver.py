@@ -281,3 +281,69 @@ def test_custom_timesteps_context():
     with V.Context({"model": "turbo", "timesteps": [0.97, 0.76, 0.615, 0.5, 0.395, 0.28, 0.18, 0.085, 0]}) as ctx:
         np.testing.assert_allclose(ctx.timesteps, [0.954545, 0.769231, 0.625, 0.5, 0.4, 0.3, 0.222222, 0.125], atol=1e-6)
         assert any("snapped" in n for n in ctx.info["notes"])
+
+
+def test_seeded_sde_and_pingpong_draw_torch_noise_per_item(rng):
+    x, v = latents(rng, (3, 16, 4))
+    seeds = [11, 12, 2**40 + 5]
+    eps = np.concatenate([torch_randn(s, (1, 16, 4)) for s in seeds])
+    t, tn = 0.9, 0.8333333
+    np.testing.assert_array_equal(V.sde_step_seeded(x, v, seeds, t, tn), ref_sde(x, v, eps, t, tn))
+    np.testing.assert_array_equal(V.sde_step_seeded(x, v, seeds, t, tn), V.sde_step(x, v, eps, t, tn))
+    np.testing.assert_array_equal(
+        V.pingpong_step_seeded(x, v, seeds, t, tn, noise={"mode": "torch_cpu"}), V.pingpong_step(x, v, eps, t, tn)
+    )
+    with pytest.raises(ValueError, match="cannot split"):
+        V.sde_step_seeded(x, v, [1, 2], t, tn)
+    with pytest.raises(V_error(), match="torch_gpu"):
+        V.sde_step_seeded(x, v, seeds, t, tn, noise={"mode": "torch_gpu"})
+
+
+def test_raw_solver_abi_bad_inputs():
+    from acestep_runtime import _native
+    from acestep_runtime._native import ffi, lib
+
+    x = ffi.new("float[4]", [1, 2, 3, 4])
+    v = ffi.new("float[4]", [0.5] * 4)
+    e = ffi.new("float[4]", [0.1] * 4)
+    o = ffi.new("float[4]")
+    msg = lambda: _native.last_error()[2]
+    assert lib.ace_solver_ode_step(x, v, 4, 1.0, 0.5, o) == lib.ACE_STATUS_OK
+    assert lib.ace_solver_ode_step(ffi.NULL, v, 4, 1.0, 0.5, o) == lib.ACE_STATUS_NULL_POINTER and "xt is null" in msg()
+    assert lib.ace_solver_ode_step(x, ffi.NULL, 4, 1.0, 0.5, o) == lib.ACE_STATUS_NULL_POINTER and "vt is null" in msg()
+    assert lib.ace_solver_ode_step(x, v, 4, 1.0, 0.5, ffi.NULL) == lib.ACE_STATUS_NULL_POINTER and "out is null" in msg()
+    assert lib.ace_solver_ode_step(x, v, 0, 1.0, 0.5, o) == lib.ACE_STATUS_LENGTH_MISMATCH and "len is 0" in msg()
+    assert lib.ace_solver_ode_step(x, v, 4, math.nan, 0.5, o) == lib.ACE_STATUS_INVALID_ARGUMENT and "t is not finite" in msg()
+    assert lib.ace_solver_ode_step(x, v, 4, 1.0, math.inf, o) == lib.ACE_STATUS_INVALID_ARGUMENT and "t_next" in msg()
+    assert lib.ace_solver_ode_step(x, v, 4, 1.0, 0.5, x) == lib.ACE_STATUS_INVALID_ARGUMENT and "overlap" in msg()
+    assert lib.ace_solver_x0(x, v, 4, 1.0, v) == lib.ACE_STATUS_INVALID_ARGUMENT and "vt and out overlap" in msg()
+    v[2] = math.nan
+    assert lib.ace_solver_x0(x, v, 4, 1.0, o) == lib.ACE_STATUS_INVALID_ARGUMENT and "vt contains a non-finite value (NaN) at index 2" in msg()
+    v[2] = 0.5
+    assert lib.ace_solver_sde_step(x, v, ffi.NULL, 4, 1.0, 0.5, o) == lib.ACE_STATUS_NULL_POINTER and "eps is null" in msg()
+    assert lib.ace_solver_sde_step(x, v, e, 4, 1.0, 0.5, e) == lib.ACE_STATUS_INVALID_ARGUMENT and "eps and out overlap" in msg()
+    e[0] = math.inf
+    assert lib.ace_solver_pingpong_step(x, v, e, 4, 1.0, 0.5, o) == lib.ACE_STATUS_INVALID_ARGUMENT and "eps contains" in msg()
+    assert lib.ace_solver_euler_omega_step(x, v, 4, 1.0, 0.5, math.nan, o) == lib.ACE_STATUS_INVALID_ARGUMENT and "omega_scale" in msg()
+    d = ffi.new("double *")
+    assert lib.ace_solver_omega(math.inf, d) == lib.ACE_STATUS_INVALID_ARGUMENT
+    assert lib.ace_solver_omega(1.0, ffi.NULL) == lib.ACE_STATUS_NULL_POINTER
+    seeds = ffi.new("uint64_t[]", [1, 2])
+    assert lib.ace_solver_sde_step_seeded(x, v, 4, ffi.NULL, 2, ffi.NULL, 1.0, 0.5, o) == lib.ACE_STATUS_NULL_POINTER and "seeds is null" in msg()
+    assert lib.ace_solver_sde_step_seeded(x, v, 4, seeds, 0, ffi.NULL, 1.0, 0.5, o) == lib.ACE_STATUS_LENGTH_MISMATCH and "num_seeds is 0" in msg()
+    assert lib.ace_solver_sde_step_seeded(x, v, 3, seeds, 2, ffi.NULL, 1.0, 0.5, o) == lib.ACE_STATUS_LENGTH_MISMATCH and "2 equal batch items" in msg()
+    assert lib.ace_solver_pingpong_step_seeded(x, v, 4, seeds, 2, b"{", 1.0, 0.5, o) == lib.ACE_STATUS_INVALID_JSON
+    assert lib.ace_solver_pingpong_step_seeded(x, v, 4, seeds, 2, ffi.NULL, 1.0, 0.5, o) == lib.ACE_STATUS_OK
+    h = ffi.new("AceHeun **")
+    assert lib.ace_heun_create(math.nan, h) == lib.ACE_STATUS_INVALID_ARGUMENT
+    assert lib.ace_heun_create(10.0, ffi.NULL) == lib.ACE_STATUS_NULL_POINTER
+    assert lib.ace_heun_create(10.0, h) == lib.ACE_STATUS_OK
+    stage = ffi.new("int *")
+    assert lib.ace_heun_step(ffi.NULL, x, v, 4, 1.0, 0.5, o, stage) == lib.ACE_STATUS_NULL_POINTER and "heun is null" in msg()
+    assert lib.ace_heun_step(h[0], x, v, 4, 0.0, 0.5, o, stage) == lib.ACE_STATUS_INVALID_ARGUMENT and "sigma is 0" in msg()
+    assert lib.ace_heun_step(h[0], x, v, 4, 1.0, 0.5, o, stage) == lib.ACE_STATUS_OK and stage[0] == 1
+    assert lib.ace_heun_step(h[0], x, v, 3, 1.0, 0.5, o, stage) == lib.ACE_STATUS_LENGTH_MISMATCH and "first stage had 4" in msg()
+    assert lib.ace_heun_step(h[0], x, v, 4, 1.0, 0.0, o, stage) == lib.ACE_STATUS_INVALID_ARGUMENT
+    assert lib.ace_heun_step(h[0], o, v, 4, 1.0, 0.5, x, stage) == lib.ACE_STATUS_OK and stage[0] == 2
+    lib.ace_heun_free(h[0])
+    lib.ace_heun_free(ffi.NULL)

@@ -2,12 +2,13 @@
 //! elements (any layout, e.g. [B, T, C] row-major) and writes a separate `out` buffer that must not
 //! overlap the inputs. NaN/Inf in any input buffer or scalar is rejected (INVALID_ARGUMENT).
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int};
 
 use super::guard::guard;
 use super::ptr;
 use super::AceStatus;
 use crate::error::{Error, Result};
+use crate::noise::NoiseMode;
 use crate::solver::{self, HeunSolver, HeunStage};
 
 /// Opaque two-stage Heun solver (ACE-Step v1). Create with `ace_heun_create`, free with
@@ -96,6 +97,70 @@ pub unsafe extern "C" fn ace_solver_sde_step(
         let (x, v, o) = xv_out(xt, vt, len, out)?;
         let e = eps_in(eps, len, o)?;
         solver::sde_step(x, v, t, t_next, e, o)
+    })
+}
+
+/// The seeded noise of the `_seeded` steps: one fresh generator per batch item.
+unsafe fn seeded_noise(seeds: *const u64, num_seeds: usize, noise_json: *const c_char, len: usize) -> Result<Vec<f32>> {
+    if num_seeds == 0 {
+        return Err(Error::length_mismatch("num_seeds is 0: give one seed per batch item"));
+    }
+    let seeds = ptr::slice_in(seeds, num_seeds, "seeds")?;
+    let options = if noise_json.is_null() { None } else { Some(ptr::str_in(noise_json, "noise_json")?) };
+    let mode = NoiseMode::from_json(options)?;
+    solver::batch_noise(&mode, seeds, len)
+}
+
+/// `ace_solver_sde_step` with ε drawn by the library: the `len` floats are split into
+/// `num_seeds` equal batch items, and item b's ε is `randn` from a fresh generator seeded with
+/// `seeds[b]` in the mode of `noise_json` (the options of `ace_noise_fill`; NULL = torch CPU).
+/// These are the seeds of this draw: for the context's policy pass s_b + step + 1.
+///
+/// Errors: as `ace_solver_sde_step`; `num_seeds` 0 or not dividing `len` (LENGTH_MISMATCH); bad
+/// noise options (INVALID_JSON).
+///
+/// # Safety
+/// As `ace_solver_ode_step`; `seeds` must point to `num_seeds` values; `noise_json` null or a
+/// NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ace_solver_sde_step_seeded(
+    xt: *const f32,
+    vt: *const f32,
+    len: usize,
+    seeds: *const u64,
+    num_seeds: usize,
+    noise_json: *const c_char,
+    t: f64,
+    t_next: f64,
+    out: *mut f32,
+) -> AceStatus {
+    guard(|| {
+        let (x, v, o) = xv_out(xt, vt, len, out)?;
+        let eps = seeded_noise(seeds, num_seeds, noise_json, len)?;
+        solver::sde_step(x, v, t, t_next, &eps, o)
+    })
+}
+
+/// `ace_solver_pingpong_step` with ε drawn by the library, as in `ace_solver_sde_step_seeded`.
+///
+/// # Safety
+/// As `ace_solver_sde_step_seeded`.
+#[no_mangle]
+pub unsafe extern "C" fn ace_solver_pingpong_step_seeded(
+    xt: *const f32,
+    vt: *const f32,
+    len: usize,
+    seeds: *const u64,
+    num_seeds: usize,
+    noise_json: *const c_char,
+    sigma: f64,
+    sigma_next: f64,
+    out: *mut f32,
+) -> AceStatus {
+    guard(|| {
+        let (x, v, o) = xv_out(xt, vt, len, out)?;
+        let eps = seeded_noise(seeds, num_seeds, noise_json, len)?;
+        solver::pingpong_step(x, v, sigma, sigma_next, &eps, o)
     })
 }
 
