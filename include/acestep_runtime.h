@@ -101,6 +101,9 @@ void ace_string_free(char *s);
 // Creates a context from a UTF-8 JSON object:
 // `{"model": "turbo"|"base"|"sft", "shift": 3.0, "steps": N, "timesteps": [...],
 //   "method": "ode"|"sde", "bf16_timesteps": false, "seeds": [...], "noise": {...}}`.
+// Cover tasks may add "cover_noise_strength" (0..1: start at the schedule entry nearest 1 − strength,
+// see `ace_context_initial_latents`) and "audio_cover_strength" (default 1: steps i <
+// int(N·strength) use the cover condition; see "cover_condition" in `ace_prepare_step_inputs`).
 // Only "model" is required (plus "steps" for base/sft). Turbo ignores "steps" and snaps "shift"
 // to 1, 2 or 3 (default 3); "timesteps" (turbo only) follows the official custom rules. Base/SFT
 // shift defaults to 1. "seeds" (one per batch item) feed the SDE noise (step i of item b uses
@@ -150,7 +153,8 @@ AceStatus ace_context_info(const AceContext *ctx, char **out_json);
 AceStatus ace_context_timestep_input(const AceContext *ctx, size_t step_index, float *out);
 
 // Writes what step `step_index` needs and does, as JSON (free with `ace_string_free`):
-// `{"step", "num_steps", "t", "t_next", "dt", "is_last", "timestep_input", "update"}` where
+// `{"step", "num_steps", "t", "t_next", "dt", "is_last", "timestep_input", "cover_condition",
+// "update"}` where
 // "update" is "ode", "sde" or "x0" (last step); SDE steps add "renoise_t" and "noise_seeds".
 //
 // Errors: step_index ≥ num_steps (INVALID_ARGUMENT); null pointers.
@@ -158,6 +162,19 @@ AceStatus ace_context_timestep_input(const AceContext *ctx, size_t step_index, f
 // # Safety
 // `ctx` must be a live handle; `out_json` a writable `char *` slot.
 AceStatus ace_prepare_step_inputs(const AceContext *ctx, size_t step_index, char **out_json);
+
+// Writes the starting latents [B, T, C] to `out`: a copy of `noise`, or, when the context has
+// "cover_noise_strength" > 0, t*·noise + (1 − t*)·src with t* the schedule entry the run starts
+// at (the reference's cover start). `src` (the source latents, same shape) may be NULL when cover
+// noise is off. `out` must not overlap the inputs.
+//
+// Errors: as `ace_scheduler_step` for shapes and lengths; NaN/Inf in noise or src; src NULL with
+// cover noise on (INVALID_ARGUMENT).
+//
+// # Safety
+// `ctx` a live handle; `shape` `ndim` size_t values; `noise` (and `src` unless NULL) `len`
+// floats; `out` `len` writable floats.
+AceStatus ace_context_initial_latents(const AceContext *ctx, const float *noise, const float *src, const size_t *shape, size_t ndim, float *out, size_t len);
 
 // Applies step `step_index` to the latents `xt` [B, T, C] (= `shape`, `ndim` = 3) with the DiT
 // velocity `vt` (same shape) and writes the result to `out_xt`: on the last step x0 = xt − vt·t;

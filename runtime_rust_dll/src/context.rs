@@ -83,6 +83,12 @@ struct ContextConfig {
     /// Noise options of the SDE draws, as `ace_noise_fill` takes them
     /// (`{"mode": "torch_cpu"|"torch_cuda", ...}`); default: torch CPU noise.
     noise: Option<serde_json::Value>,
+    /// Cover tasks: start from t* = the schedule entry nearest 1 − strength, x = t*·noise +
+    /// (1 − t*)·src, and run only the schedule from t* on (spec §4.1). 0 (default) = off.
+    cover_noise_strength: Option<f64>,
+    /// Cover tasks: steps i < int(N·strength) use the cover condition, later ones the non-cover
+    /// condition (spec §4.1). Default 1 (never switch).
+    audio_cover_strength: Option<f64>,
 }
 
 /// What one step does to x.
@@ -111,6 +117,9 @@ pub struct StepInputs {
     /// The value to feed the DiT as both `timestep` and `timestep_r`.
     pub timestep_input: f32,
     pub update: Update,
+    /// Whether the host feeds the cover condition (i < int(N·audio_cover_strength)) or switches to
+    /// the non-cover one (silence context + default instruction).
+    pub cover_condition: bool,
 }
 
 /// A resolved schedule plus update rule for one generation.
@@ -133,6 +142,10 @@ pub struct SchedulerContext {
     noise_json: Option<serde_json::Value>,
     noise_mode: NoiseMode,
     notes: Vec<String>,
+    /// t* of the cover start when cover_noise_strength > 0 (model dtype value).
+    cover_start_t: Option<f64>,
+    /// Steps i < cover_steps use the cover condition.
+    cover_steps: usize,
 }
 
 fn shape_btc(shape: &[usize]) -> Result<(usize, usize)> {
@@ -221,10 +234,35 @@ impl SchedulerContext {
                 (schedule::base_schedule(steps, shift)?, shift, Some(shift), Some(steps))
             }
         };
-        let effective: Vec<f64> = exact
+        let mut exact = exact;
+        let mut base_steps = base_steps;
+        let mut effective: Vec<f64> = exact
             .iter()
             .map(|&t| if cfg.bf16_timesteps { schedule::bf16_timestep(t) } else { t as f32 as f64 })
             .collect();
+        let cover_noise = check_strength(cfg.cover_noise_strength, "cover_noise_strength", 0.0, Some(1.0))?;
+        let mut cover_start_t = None;
+        if cover_noise > 0.0 {
+            // The reference picks the nearest entry of the model-dtype schedule (ties → first)
+            // and truncates the schedule there; base/SFT then count steps from the new length.
+            let level = 1.0 - cover_noise;
+            let start = nearest_index(&effective, level);
+            notes.push(format!(
+                "cover_noise_strength {cover_noise}: starting at t = {} (step {start} of {}), {} steps remain",
+                effective[start],
+                effective.len(),
+                effective.len() - start
+            ));
+            exact.drain(..start);
+            effective.drain(..start);
+            if base_steps.is_some() {
+                base_steps = Some(effective.len());
+            }
+            cover_start_t = Some(effective[0]);
+        }
+        let audio_cover = check_strength(cfg.audio_cover_strength, "audio_cover_strength", 1.0, None)?;
+        // int() of a non-negative product: truncation.
+        let cover_steps = (effective.len() as f64 * audio_cover).floor() as usize;
         let seeds: Option<Vec<u64>> = cfg.seeds.as_ref().map(|requested| {
             requested.iter().map(|&s| noise::resolve_seed(s)).collect()
         });
@@ -263,6 +301,8 @@ impl SchedulerContext {
             noise_json: cfg.noise,
             noise_mode,
             notes,
+            cover_start_t,
+            cover_steps,
         })
     }
 
@@ -321,7 +361,16 @@ impl SchedulerContext {
                 },
             }
         };
-        Ok(StepInputs { step, t, t_next, dt, is_last, timestep_input: t as f32, update })
+        Ok(StepInputs {
+            step,
+            t,
+            t_next,
+            dt,
+            is_last,
+            timestep_input: t as f32,
+            update,
+            cover_condition: step < self.cover_steps,
+        })
     }
 
     /// The seeds of step `step`'s SDE draws, one per batch item (s_b + step + 1).
@@ -342,6 +391,7 @@ impl SchedulerContext {
             "dt": s.dt,
             "is_last": s.is_last,
             "timestep_input": s.timestep_input,
+            "cover_condition": s.cover_condition,
         });
         let (update, extra) = match s.update {
             Update::Ode { .. } => ("ode", None),
@@ -370,8 +420,44 @@ impl SchedulerContext {
             "seeds": self.seeds,
             "noise": self.noise_json,
             "notes": self.notes,
+            "cover_start_t": self.cover_start_t,
+            "cover_steps": self.cover_steps,
         })
         .to_string()
+    }
+
+    /// The starting latents: `noise`, or with cover_noise_strength > 0, t*·noise + (1 − t*)·src
+    /// (the reference's `renoise(src, t*, noise)`). `src` is required only in that case.
+    pub fn initial_latents(&self, noise: &[f32], src: Option<&[f32]>, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let (_, numel) = shape_btc(shape)?;
+        for (name, len) in [("noise", noise.len()), ("out", out.len())] {
+            if len != numel {
+                return Err(Error::length_mismatch(format!(
+                    "{name} has {len} elements but its shape needs {numel}"
+                )));
+            }
+        }
+        crate::error::ensure_finite(noise, "noise")?;
+        match self.cover_start_t {
+            None => {
+                out.copy_from_slice(noise);
+                Ok(())
+            }
+            Some(t) => {
+                let src = src.ok_or_else(|| {
+                    Error::invalid_argument("src is required: the context has cover_noise_strength > 0")
+                })?;
+                if src.len() != numel {
+                    return Err(Error::length_mismatch(format!(
+                        "src has {} elements but its shape needs {numel}",
+                        src.len()
+                    )));
+                }
+                crate::error::ensure_finite(src, "src")?;
+                solver::renoise(src, noise, t, out);
+                Ok(())
+            }
+        }
     }
 
     /// Applies step `step` to x (`shape` = [B, T, C]); ε for SDE steps is drawn from the seeds.
@@ -466,6 +552,28 @@ fn parse_config(text: &str) -> Result<ContextConfig> {
     }
 }
 
+/// Validates an optional strength in [0, max] (max None: unbounded), returning the default if absent.
+fn check_strength(value: Option<f64>, name: &str, default: f64, max: Option<f64>) -> Result<f64> {
+    let v = value.unwrap_or(default);
+    let in_range = v.is_finite() && v >= 0.0 && max.is_none_or(|m| v <= m);
+    if !in_range {
+        let range = max.map_or("[0, inf)".to_string(), |m| format!("[0, {m}]"));
+        return Err(Error::invalid_argument(format!("{name} must be within {range}, got {v}")));
+    }
+    Ok(v)
+}
+
+/// Index of the first entry with the smallest |x − target| (Python's `min(..., key=...)`).
+fn nearest_index(values: &[f64], target: f64) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate().skip(1) {
+        if (v - target).abs() < (values[best] - target).abs() {
+            best = i;
+        }
+    }
+    best
+}
+
 fn check_lengths(numel: usize, x: usize, v: usize, out: usize) -> Result<()> {
     for (name, len) in [("xt", x), ("vt", v), ("out", out)] {
         if len != numel {
@@ -544,6 +652,32 @@ mod tests {
         let no_seeds = SchedulerContext::from_json(r#"{"model": "turbo", "method": "sde"}"#).unwrap();
         assert!(no_seeds.step(0, &x, &v, &shape, &mut out).unwrap_err().message.contains("seeds"));
         assert!(SchedulerContext::from_json(r#"{"model": "turbo", "noise": {"mode": "x"}}"#).is_err());
+    }
+
+    #[test]
+    fn cover_noise_truncates_and_recounts_base_steps() {
+        let c = SchedulerContext::from_json(
+            r#"{"model": "turbo", "cover_noise_strength": 0.3, "audio_cover_strength": 0.5}"#,
+        )
+        .unwrap();
+        // 1 − 0.3 = 0.7 → nearest of the shift-3 list is 0.75 (index 4)
+        assert_eq!(c.timesteps_f32(), vec![0.75, 0.64285713, 0.5, 0.3]);
+        assert_eq!(c.cover_steps, 2);
+        assert!(c.step_inputs(1).unwrap().cover_condition && !c.step_inputs(2).unwrap().cover_condition);
+        let noise = [1.0f32, 2.0];
+        let src = [3.0f32, 5.0];
+        let mut out = [0.0f32; 2];
+        c.initial_latents(&noise, Some(&src), &[1, 1, 2], &mut out).unwrap();
+        assert_eq!(out, [0.75 + 0.25 * 3.0, 1.5 + 0.25 * 5.0]);
+        assert!(c.initial_latents(&noise, None, &[1, 1, 2], &mut out).is_err());
+        let b = SchedulerContext::from_json(
+            r#"{"model": "base", "steps": 10, "method": "sde", "cover_noise_strength": 0.5}"#,
+        )
+        .unwrap();
+        assert_eq!(b.num_steps(), 5);
+        assert_eq!(b.step_inputs(0).unwrap().update, Update::Sde { renoise_t: 0.8 });
+        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "cover_noise_strength": 1.5}"#).is_err());
+        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "audio_cover_strength": -1}"#).is_err());
     }
 
     #[test]

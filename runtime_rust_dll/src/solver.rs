@@ -80,7 +80,7 @@ pub fn x0_from_velocity(x: &[f32], v: &[f32], t: f64, out: &mut [f32]) -> Result
 
 /// Re-noises a clean estimate to level `t`: t·ε + (1 − t)·x0 (the reference's `renoise`: the
 /// scalar 1 − t is formed in f64, then both scalars are cast to f32).
-fn renoise(x0: &[f32], eps: &[f32], t: f64, out: &mut [f32]) {
+pub(crate) fn renoise(x0: &[f32], eps: &[f32], t: f64, out: &mut [f32]) {
     let a = t as f32;
     let b = (1.0 - t) as f32;
     for ((o, &x), &e) in out.iter_mut().zip(x0).zip(eps) {

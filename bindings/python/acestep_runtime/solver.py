@@ -235,7 +235,8 @@ class Heun(_Handle):
 class Context(_Handle):
     """A scheduling context (``ace_create_context``). ``config`` is a dict or a JSON string:
     ``{"model": "turbo"|"base"|"sft", "shift", "steps", "timesteps", "method": "ode"|"sde",
-    "bf16_timesteps", "seeds", "noise"}``. Latents are float32 [B, T, C]."""
+    "bf16_timesteps", "seeds", "noise", "cover_noise_strength", "audio_cover_strength"}``.
+    Latents are float32 [B, T, C]."""
 
     _free = lib.ace_free_context
 
@@ -286,6 +287,25 @@ class Context(_Handle):
         if arrays[0].ndim != 3:
             raise ValueError(f"xt must have shape [B, T, C], got shape {arrays[0].shape}")
         return arrays
+
+    def initial_latents(self, noise, src=None) -> np.ndarray:
+        """The starting latents: ``noise``, or t*·noise + (1 − t*)·src with cover noise."""
+        n = _f32("noise", noise)
+        if n.ndim != 3:
+            raise ValueError(f"noise must have shape [B, T, C], got shape {n.shape}")
+        s = None
+        if src is not None:
+            s = _f32("src", src)
+            if s.shape != n.shape:
+                raise ValueError(f"src has shape {s.shape} but noise has shape {n.shape}")
+        out = np.empty_like(n)
+        shape = ffi.new("size_t[]", list(n.shape))
+        check(
+            lib.ace_context_initial_latents(
+                self._live, _fp(n), ffi.NULL if s is None else _fp(s), shape, 3, _fp(out, False), n.size
+            )
+        )
+        return out
 
     def step(self, step: int, xt, vt, eps=None) -> np.ndarray:
         """Applies step ``step`` (ODE, SDE or the final x0). ``eps`` replaces the seeded SDE noise."""

@@ -55,6 +55,8 @@ def ctx():
         ({"model": "turbo", "seeds": []}, "INVALID_ARGUMENT", "seeds is empty"),
         ({"model": "turbo", "noise": {"mode": "torch_tpu"}}, "INVALID_JSON", "torch_tpu"),
         ({"model": "turbo", "bf16_timesteps": 1}, "INVALID_JSON", "bf16_timesteps"),
+        ({"model": "turbo", "cover_noise_strength": 1.5}, "INVALID_ARGUMENT", "cover_noise_strength must be within [0, 1], got 1.5"),
+        ({"model": "turbo", "audio_cover_strength": -0.5}, "INVALID_ARGUMENT", "audio_cover_strength must be within"),
     ],
 )
 def test_bad_configs(config, status, fragment):
@@ -237,3 +239,26 @@ def test_python_context_lifecycle_and_argument_checks():
         V.Context(42)
     with pytest.raises(AceError, match="shfit"):
         V.Context({"model": "turbo", "shfit": 3})
+
+
+def test_initial_latents_bad_inputs():
+    status, handle = create({"model": "turbo", "cover_noise_strength": 0.5})
+    assert status == 0
+    try:
+        noise, np_ = _buf(np.ones((1, 2, 3)))
+        src, sp = _buf(np.zeros((1, 2, 3)))
+        out, op = _buf(np.zeros((1, 2, 3)))
+        shape = ffi.new("size_t[]", [1, 2, 3])
+        assert lib.ace_context_initial_latents(handle, np_, sp, shape, 3, op, 6) == 0
+        np.testing.assert_array_equal(out, np.full((1, 2, 3), 0.5, np.float32))
+        assert lib.ace_context_initial_latents(handle, np_, ffi.NULL, shape, 3, op, 6) == lib.ACE_STATUS_INVALID_ARGUMENT
+        assert "src is required" in last_message()
+        assert lib.ace_context_initial_latents(handle, ffi.NULL, sp, shape, 3, op, 6) == lib.ACE_STATUS_NULL_POINTER
+        assert lib.ace_context_initial_latents(handle, np_, sp, shape, 3, op, 5) == lib.ACE_STATUS_LENGTH_MISMATCH
+        assert lib.ace_context_initial_latents(handle, np_, sp, shape, 3, sp, 6) == lib.ACE_STATUS_INVALID_ARGUMENT
+        assert "src and out overlap" in last_message()
+        src[0, 1, 2] = math.nan
+        assert lib.ace_context_initial_latents(handle, np_, sp, shape, 3, op, 6) == lib.ACE_STATUS_INVALID_ARGUMENT
+        assert "src contains a non-finite value" in last_message()
+    finally:
+        lib.ace_free_context(handle)

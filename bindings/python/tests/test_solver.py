@@ -347,3 +347,46 @@ def test_raw_solver_abi_bad_inputs():
     assert lib.ace_heun_step(h[0], o, v, 4, 1.0, 0.5, x, stage) == lib.ACE_STATUS_OK and stage[0] == 2
     lib.ace_heun_free(h[0])
     lib.ace_heun_free(ffi.NULL)
+
+
+def ref_cover(sched_f32, strength):
+    level = 1.0 - strength
+    vals = [float(t) for t in sched_f32]
+    nearest = min(vals, key=lambda t: abs(t - level))
+    return vals.index(nearest)
+
+
+@pytest.mark.parametrize("strength", [0.3, 0.5, 0.05, 0.999, 0.25])
+def test_cover_noise_turbo_start_and_truncation_vs_reference(rng, strength):
+    sched = ref_turbo_f32(3.0)
+    start = ref_cover(sched, strength)
+    noise, src = latents(rng, (1, 12, 4))
+    cfg = {"model": "turbo", "shift": 3.0, "cover_noise_strength": strength, "audio_cover_strength": 0.6}
+    with V.Context(cfg) as ctx:
+        np.testing.assert_array_equal(ctx.timesteps, sched[start:])
+        t0 = float(sched[start])
+        np.testing.assert_array_equal(ctx.initial_latents(noise, src), f32(t0) * noise + f32(1 - t0) * src)
+        cover_steps = int(len(sched[start:]) * 0.6)
+        assert [ctx.step_inputs(i)["cover_condition"] for i in range(ctx.num_steps)] == [
+            i < cover_steps for i in range(ctx.num_steps)
+        ]
+        with pytest.raises(V_error(), match="src is required"):
+            ctx.initial_latents(noise)
+    with V.Context({"model": "turbo"}) as ctx:
+        np.testing.assert_array_equal(ctx.initial_latents(noise), noise)
+        assert all(ctx.step_inputs(i)["cover_condition"] for i in range(8))
+
+
+def test_cover_noise_base_sde_recounts_steps_like_the_reference(rng):
+    steps, shift, strength = 20, 3.0, 0.4
+    t = np.linspace(1, 0, steps + 1)
+    t = (shift * t / (1 + (shift - 1) * t)).astype(f32)
+    start = ref_cover(t[:-1], strength)
+    remaining = steps - start
+    with V.Context({"model": "base", "steps": steps, "shift": shift, "method": "sde", "seeds": [3],
+                    "cover_noise_strength": strength}) as ctx:
+        assert ctx.num_steps == remaining
+        np.testing.assert_allclose(ctx.timesteps, t[start:-1], rtol=3e-7)
+        for i in range(remaining - 1):
+            # the reference re-assigns infer_steps = len(t) - 1 after truncation
+            assert ctx.step_inputs(i)["renoise_t"] == pytest.approx(1 - (i + 1) / remaining, abs=1e-15)

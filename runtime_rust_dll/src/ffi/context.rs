@@ -19,6 +19,9 @@ pub struct AceContext {
 /// Creates a context from a UTF-8 JSON object:
 /// `{"model": "turbo"|"base"|"sft", "shift": 3.0, "steps": N, "timesteps": [...],
 ///   "method": "ode"|"sde", "bf16_timesteps": false, "seeds": [...], "noise": {...}}`.
+/// Cover tasks may add "cover_noise_strength" (0..1: start at the schedule entry nearest 1 − strength,
+/// see `ace_context_initial_latents`) and "audio_cover_strength" (default 1: steps i <
+/// int(N·strength) use the cover condition; see "cover_condition" in `ace_prepare_step_inputs`).
 /// Only "model" is required (plus "steps" for base/sft). Turbo ignores "steps" and snaps "shift"
 /// to 1, 2 or 3 (default 3); "timesteps" (turbo only) follows the official custom rules. Base/SFT
 /// shift defaults to 1. "seeds" (one per batch item) feed the SDE noise (step i of item b uses
@@ -112,7 +115,8 @@ pub unsafe extern "C" fn ace_context_timestep_input(
 }
 
 /// Writes what step `step_index` needs and does, as JSON (free with `ace_string_free`):
-/// `{"step", "num_steps", "t", "t_next", "dt", "is_last", "timestep_input", "update"}` where
+/// `{"step", "num_steps", "t", "t_next", "dt", "is_last", "timestep_input", "cover_condition",
+/// "update"}` where
 /// "update" is "ode", "sde" or "x0" (last step); SDE steps add "renoise_t" and "noise_seeds".
 ///
 /// Errors: step_index ≥ num_steps (INVALID_ARGUMENT); null pointers.
@@ -129,6 +133,43 @@ pub unsafe extern "C" fn ace_prepare_step_inputs(
         let c = ptr::handle_ref(ctx, "ctx")?;
         ptr::ensure_out(out_json, "out_json")?;
         ptr::string_out(out_json, c.inner.step_inputs_json(step_index)?, "out_json")
+    })
+}
+
+/// Writes the starting latents [B, T, C] to `out`: a copy of `noise`, or, when the context has
+/// "cover_noise_strength" > 0, t*·noise + (1 − t*)·src with t* the schedule entry the run starts
+/// at (the reference's cover start). `src` (the source latents, same shape) may be NULL when cover
+/// noise is off. `out` must not overlap the inputs.
+///
+/// Errors: as `ace_scheduler_step` for shapes and lengths; NaN/Inf in noise or src; src NULL with
+/// cover noise on (INVALID_ARGUMENT).
+///
+/// # Safety
+/// `ctx` a live handle; `shape` `ndim` size_t values; `noise` (and `src` unless NULL) `len`
+/// floats; `out` `len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn ace_context_initial_latents(
+    ctx: *const AceContext,
+    noise: *const f32,
+    src: *const f32,
+    shape: *const usize,
+    ndim: usize,
+    out: *mut f32,
+    len: usize,
+) -> AceStatus {
+    guard(|| {
+        let c = ptr::handle_ref(ctx, "ctx")?;
+        let shape = shape_in(shape, ndim)?;
+        let numel = ptr::shape_numel(shape, "shape")?;
+        ptr::ensure_len(len, numel, "noise")?;
+        let n = ptr::slice_in(noise, len, "noise")?;
+        let s = if src.is_null() { None } else { Some(ptr::slice_in(src, len, "src")?) };
+        let o = ptr::slice_out(out, len, "out")?;
+        ptr::ensure_disjoint(n, "noise", o, "out")?;
+        if let Some(s) = s {
+            ptr::ensure_disjoint(s, "src", o, "out")?;
+        }
+        c.inner.initial_latents(n, s, shape, o)
     })
 }
 
