@@ -371,6 +371,7 @@ void ace_heun_free(AceHeun *heun);
 //   ω mean shift; evaluate the model on it at σ_next and call again;
 // - stage 2 (vt evaluated at σ_next on that prediction; same σ, σ_next): out = the kept xt
 //   advanced by ½(d1 + d2)·dt with the ω mean shift.
+//
 // The last interval of a v1 schedule (σ_next = 0) is first-stage only: use its output and call
 // `ace_heun_reset`. On error the solver's state is unchanged.
 //

@@ -176,71 +176,15 @@ impl SchedulerContext {
 
     fn from_config(cfg: ContextConfig) -> Result<Self> {
         let mut notes = Vec::new();
-        let (exact, shift_requested, shift_used, base_steps) = match cfg.model {
-            ModelKind::Turbo => {
-                let shift = cfg.shift.unwrap_or(3.0);
-                if let Some(steps) = cfg.steps {
-                    notes.push(format!(
-                        "steps={steps} is ignored: the turbo model runs its fixed 8-entry schedule \
-                         (or the custom timesteps)"
-                    ));
-                }
-                match &cfg.timesteps {
-                    Some(ts) => {
-                        let sched = schedule::custom_turbo_schedule(ts, shift)?;
-                        let trimmed = ts.iter().rposition(|&t| t != 0.0).map_or(0, |p| p + 1);
-                        if trimmed == 0 {
-                            let s = schedule::nearest_turbo_shift(shift)?;
-                            notes.push(format!(
-                                "timesteps has no non-zero value; using the shift schedule (shift {s})"
-                            ));
-                            (sched, shift, Some(s), None)
-                        } else {
-                            if trimmed > schedule::MAX_CUSTOM_TIMESTEPS {
-                                notes.push(format!(
-                                    "timesteps has {trimmed} values; only the first {} are used",
-                                    schedule::MAX_CUSTOM_TIMESTEPS
-                                ));
-                            }
-                            if ts[..trimmed.min(schedule::MAX_CUSTOM_TIMESTEPS)] != sched[..] {
-                                notes.push("timesteps were snapped to the nearest valid turbo timesteps".into());
-                            }
-                            (sched, shift, None, None)
-                        }
-                    }
-                    None => {
-                        let s = schedule::nearest_turbo_shift(shift)?;
-                        if s != shift {
-                            notes.push(format!("shift {shift} is not a turbo shift; using {s}"));
-                        }
-                        (schedule::turbo_schedule(shift)?, shift, Some(s), None)
-                    }
-                }
-            }
-            ModelKind::Base | ModelKind::Sft => {
-                if cfg.timesteps.is_some() {
-                    return Err(Error::invalid_argument(format!(
-                        "timesteps is only supported for the turbo model, not {}",
-                        cfg.model.name()
-                    )));
-                }
-                let steps = cfg.steps.ok_or_else(|| {
-                    Error::invalid_argument(format!(
-                        "steps is required for the {} model (e.g. 32-64)",
-                        cfg.model.name()
-                    ))
-                })?;
-                let shift = cfg.shift.unwrap_or(1.0);
-                (schedule::base_schedule(steps, shift)?, shift, Some(shift), Some(steps))
-            }
-        };
-        let mut exact = exact;
-        let mut base_steps = base_steps;
+        let resolved = resolve_schedule(&cfg, &mut notes)?;
+        let (exact, shift_requested, shift_used, base_steps) = resolved;
+        let (mut exact, mut base_steps) = (exact, base_steps);
         let mut effective: Vec<f64> = exact
             .iter()
             .map(|&t| if cfg.bf16_timesteps { schedule::bf16_timestep(t) } else { t as f32 as f64 })
             .collect();
-        let cover_noise = check_strength(cfg.cover_noise_strength, "cover_noise_strength", 0.0, Some(1.0))?;
+        let cover_noise =
+            check_strength(cfg.cover_noise_strength, "cover_noise_strength", 0.0, Some(1.0))?;
         let mut cover_start_t = None;
         if cover_noise > 0.0 {
             // The reference picks the nearest entry of the model-dtype schedule (ties → first)
@@ -260,12 +204,14 @@ impl SchedulerContext {
             }
             cover_start_t = Some(effective[0]);
         }
-        let audio_cover = check_strength(cfg.audio_cover_strength, "audio_cover_strength", 1.0, None)?;
+        let audio_cover =
+            check_strength(cfg.audio_cover_strength, "audio_cover_strength", 1.0, None)?;
         // int() of a non-negative product: truncation.
         let cover_steps = (effective.len() as f64 * audio_cover).floor() as usize;
-        let seeds: Option<Vec<u64>> = cfg.seeds.as_ref().map(|requested| {
-            requested.iter().map(|&s| noise::resolve_seed(s)).collect()
-        });
+        let seeds: Option<Vec<u64>> = cfg
+            .seeds
+            .as_ref()
+            .map(|requested| requested.iter().map(|&s| noise::resolve_seed(s)).collect());
         if let (Some(requested), Some(resolved)) = (&cfg.seeds, &seeds) {
             if requested.iter().any(|&s| s < 0) {
                 notes.push(format!("negative seeds were replaced by random ones: {resolved:?}"));
@@ -277,7 +223,9 @@ impl SchedulerContext {
         };
         if let Some(seeds) = &seeds {
             if seeds.is_empty() {
-                return Err(Error::invalid_argument("seeds is empty; give one seed per batch item"));
+                return Err(Error::invalid_argument(
+                    "seeds is empty; give one seed per batch item",
+                ));
             }
             // s + i + 1 must not overflow for any step.
             let max_offset = exact.len() as u64;
@@ -375,9 +323,7 @@ impl SchedulerContext {
 
     /// The seeds of step `step`'s SDE draws, one per batch item (s_b + step + 1).
     pub fn step_seeds(&self, step: usize) -> Option<Vec<u64>> {
-        self.seeds
-            .as_ref()
-            .map(|s| s.iter().map(|&seed| seed + step as u64 + 1).collect())
+        self.seeds.as_ref().map(|s| s.iter().map(|&seed| seed + step as u64 + 1).collect())
     }
 
     /// `step_inputs` as JSON.
@@ -428,7 +374,13 @@ impl SchedulerContext {
 
     /// The starting latents: `noise`, or with cover_noise_strength > 0, t*·noise + (1 − t*)·src
     /// (the reference's `renoise(src, t*, noise)`). `src` is required only in that case.
-    pub fn initial_latents(&self, noise: &[f32], src: Option<&[f32]>, shape: &[usize], out: &mut [f32]) -> Result<()> {
+    pub fn initial_latents(
+        &self,
+        noise: &[f32],
+        src: Option<&[f32]>,
+        shape: &[usize],
+        out: &mut [f32],
+    ) -> Result<()> {
         let (_, numel) = shape_btc(shape)?;
         for (name, len) in [("noise", noise.len()), ("out", out.len())] {
             if len != numel {
@@ -445,7 +397,9 @@ impl SchedulerContext {
             }
             Some(t) => {
                 let src = src.ok_or_else(|| {
-                    Error::invalid_argument("src is required: the context has cover_noise_strength > 0")
+                    Error::invalid_argument(
+                        "src is required: the context has cover_noise_strength > 0",
+                    )
                 })?;
                 if src.len() != numel {
                     return Err(Error::length_mismatch(format!(
@@ -461,7 +415,14 @@ impl SchedulerContext {
     }
 
     /// Applies step `step` to x (`shape` = [B, T, C]); ε for SDE steps is drawn from the seeds.
-    pub fn step(&self, step: usize, x: &[f32], v: &[f32], shape: &[usize], out: &mut [f32]) -> Result<()> {
+    pub fn step(
+        &self,
+        step: usize,
+        x: &[f32],
+        v: &[f32],
+        shape: &[usize],
+        out: &mut [f32],
+    ) -> Result<()> {
         let plan = self.step_inputs(step)?;
         let (batch, numel) = shape_btc(shape)?;
         check_lengths(numel, x.len(), v.len(), out.len())?;
@@ -503,7 +464,13 @@ impl SchedulerContext {
         }
     }
 
-    fn apply_deterministic(&self, plan: &StepInputs, x: &[f32], v: &[f32], out: &mut [f32]) -> Result<()> {
+    fn apply_deterministic(
+        &self,
+        plan: &StepInputs,
+        x: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
         match plan.update {
             Update::FinalX0 => solver::x0_from_velocity(x, v, plan.t, out),
             Update::Ode { dt } => solver::euler_step(x, v, dt, out),
@@ -534,7 +501,9 @@ impl SchedulerContext {
 fn parse_config(text: &str) -> Result<ContextConfig> {
     let value: serde_json::Value = parse_json(text, "context config")?;
     let Some(obj) = value.as_object() else {
-        return Err(Error::invalid_json(format!("context config: expected a JSON object, got {value}")));
+        return Err(Error::invalid_json(format!(
+            "context config: expected a JSON object, got {value}"
+        )));
     };
     match serde_json::from_value::<ContextConfig>(value.clone()) {
         Ok(cfg) => Ok(cfg),
@@ -550,6 +519,75 @@ fn parse_config(text: &str) -> Result<ContextConfig> {
             Err(Error::invalid_json(format!("context config: {e}")))
         }
     }
+}
+
+/// The schedule a config asks for: (exact f64 schedule, requested shift, shift used, base/SFT
+/// step count). Adjustments the user should know about go to `notes`.
+fn resolve_schedule(
+    cfg: &ContextConfig,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<f64>, f64, Option<f64>, Option<usize>)> {
+    Ok(match cfg.model {
+        ModelKind::Turbo => {
+            let shift = cfg.shift.unwrap_or(3.0);
+            if let Some(steps) = cfg.steps {
+                notes.push(format!(
+                    "steps={steps} is ignored: the turbo model runs its fixed 8-entry schedule \
+                     (or the custom timesteps)"
+                ));
+            }
+            match &cfg.timesteps {
+                Some(ts) => {
+                    let sched = schedule::custom_turbo_schedule(ts, shift)?;
+                    let trimmed = ts.iter().rposition(|&t| t != 0.0).map_or(0, |p| p + 1);
+                    if trimmed == 0 {
+                        let s = schedule::nearest_turbo_shift(shift)?;
+                        notes.push(format!(
+                            "timesteps has no non-zero value; using the shift schedule (shift {s})"
+                        ));
+                        (sched, shift, Some(s), None)
+                    } else {
+                        if trimmed > schedule::MAX_CUSTOM_TIMESTEPS {
+                            notes.push(format!(
+                                "timesteps has {trimmed} values; only the first {} are used",
+                                schedule::MAX_CUSTOM_TIMESTEPS
+                            ));
+                        }
+                        if ts[..trimmed.min(schedule::MAX_CUSTOM_TIMESTEPS)] != sched[..] {
+                            notes.push(
+                                "timesteps were snapped to the nearest valid turbo timesteps"
+                                    .into(),
+                            );
+                        }
+                        (sched, shift, None, None)
+                    }
+                }
+                None => {
+                    let s = schedule::nearest_turbo_shift(shift)?;
+                    if s != shift {
+                        notes.push(format!("shift {shift} is not a turbo shift; using {s}"));
+                    }
+                    (schedule::turbo_schedule(shift)?, shift, Some(s), None)
+                }
+            }
+        }
+        ModelKind::Base | ModelKind::Sft => {
+            if cfg.timesteps.is_some() {
+                return Err(Error::invalid_argument(format!(
+                    "timesteps is only supported for the turbo model, not {}",
+                    cfg.model.name()
+                )));
+            }
+            let steps = cfg.steps.ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "steps is required for the {} model (e.g. 32-64)",
+                    cfg.model.name()
+                ))
+            })?;
+            let shift = cfg.shift.unwrap_or(1.0);
+            (schedule::base_schedule(steps, shift)?, shift, Some(shift), Some(steps))
+        }
+    })
 }
 
 /// Validates an optional strength in [0, max] (max None: unbounded), returning the default if absent.
@@ -585,14 +623,14 @@ fn check_lengths(numel: usize, x: usize, v: usize, out: usize) -> Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn turbo_defaults_and_notes() {
-        let c = SchedulerContext::from_json(r#"{"model": "turbo", "steps": 30, "shift": 2.7}"#).unwrap();
+        let c = SchedulerContext::from_json(r#"{"model": "turbo", "steps": 30, "shift": 2.7}"#)
+            .unwrap();
         assert_eq!(c.num_steps(), 8);
         assert_eq!(c.timesteps_f32()[1], (3.0f64 * 0.875 / (1.0 + 2.0 * 0.875)) as f32);
         assert_eq!(c.notes().len(), 2);
@@ -643,15 +681,22 @@ mod tests {
         solver::sde_step(&x, &v, s.t, s.t_next, &eps, &mut want).unwrap();
         assert_eq!(out, want);
         // wrong batch size for the seeds
-        assert!(c.step(2, &x, &v, &[1, 6, 4], &mut out).unwrap_err().message.contains("batch size"));
+        assert!(c
+            .step(2, &x, &v, &[1, 6, 4], &mut out)
+            .unwrap_err()
+            .message
+            .contains("batch size"));
         // the last step ignores the noise: x0
         c.step(7, &x, &v, &shape, &mut out).unwrap();
         let mut x0 = vec![0.0f32; 24];
         solver::x0_from_velocity(&x, &v, c.step_inputs(7).unwrap().t, &mut x0).unwrap();
         assert_eq!(out, x0);
-        let no_seeds = SchedulerContext::from_json(r#"{"model": "turbo", "method": "sde"}"#).unwrap();
+        let no_seeds =
+            SchedulerContext::from_json(r#"{"model": "turbo", "method": "sde"}"#).unwrap();
         assert!(no_seeds.step(0, &x, &v, &shape, &mut out).unwrap_err().message.contains("seeds"));
-        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "noise": {"mode": "x"}}"#).is_err());
+        assert!(
+            SchedulerContext::from_json(r#"{"model": "turbo", "noise": {"mode": "x"}}"#).is_err()
+        );
     }
 
     #[test]
@@ -663,7 +708,9 @@ mod tests {
         // 1 − 0.3 = 0.7 → nearest of the shift-3 list is 0.75 (index 4)
         assert_eq!(c.timesteps_f32(), vec![0.75, 0.64285713, 0.5, 0.3]);
         assert_eq!(c.cover_steps, 2);
-        assert!(c.step_inputs(1).unwrap().cover_condition && !c.step_inputs(2).unwrap().cover_condition);
+        assert!(
+            c.step_inputs(1).unwrap().cover_condition && !c.step_inputs(2).unwrap().cover_condition
+        );
         let noise = [1.0f32, 2.0];
         let src = [3.0f32, 5.0];
         let mut out = [0.0f32; 2];
@@ -676,8 +723,10 @@ mod tests {
         .unwrap();
         assert_eq!(b.num_steps(), 5);
         assert_eq!(b.step_inputs(0).unwrap().update, Update::Sde { renoise_t: 0.8 });
-        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "cover_noise_strength": 1.5}"#).is_err());
-        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "audio_cover_strength": -1}"#).is_err());
+        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "cover_noise_strength": 1.5}"#)
+            .is_err());
+        assert!(SchedulerContext::from_json(r#"{"model": "turbo", "audio_cover_strength": -1}"#)
+            .is_err());
     }
 
     #[test]

@@ -85,9 +85,7 @@ fn nearest_in_order(candidates: &[f64], x: f64) -> f64 {
 /// The 8-entry turbo schedule of the nearest turbo shift: s·t/(1+(s−1)t) with t = 1 − i/8.
 pub fn turbo_schedule(shift: f64) -> Result<Vec<f64>> {
     let s = nearest_turbo_shift(shift)?;
-    Ok((0..TURBO_STEPS)
-        .map(|i| shift_timestep(1.0 - i as f64 / TURBO_STEPS as f64, s))
-        .collect())
+    Ok((0..TURBO_STEPS).map(|i| shift_timestep(1.0 - i as f64 / TURBO_STEPS as f64, s)).collect())
 }
 
 /// The nearest entry of [`VALID_TIMESTEPS`] (ties to the earlier entry).
@@ -96,9 +94,11 @@ pub fn snap_to_valid_timestep(t: f64) -> f64 {
 }
 
 /// A turbo schedule from user timesteps, following the official rules (spec §4.1):
-/// 1. drop trailing exact zeros; 2. if nothing is left, use the shift schedule of `fallback_shift`;
-/// 3. keep the first 20; 4. snap each to the nearest VALID_TIMESTEPS entry (ties to the first in
-/// list order); 5. no sorting, no de-duplication.
+/// 1. drop trailing exact zeros;
+/// 2. if nothing is left, use the shift schedule of `fallback_shift`;
+/// 3. keep the first 20;
+/// 4. snap each to the nearest VALID_TIMESTEPS entry (ties to the first in list order);
+/// 5. no sorting, no de-duplication.
 ///
 /// Stricter than the official code: values must be finite and within [0, 1] (the official code
 /// would silently snap e.g. 7.0 to 1.0; here that is an error naming the index and value).
@@ -111,9 +111,7 @@ pub fn custom_turbo_schedule(timesteps: &[f64], fallback_shift: f64) -> Result<V
             )));
         }
         if !(0.0..=1.0).contains(&t) {
-            return Err(Error::invalid_argument(format!(
-                "timesteps[{i}] = {t} is outside [0, 1]"
-            )));
+            return Err(Error::invalid_argument(format!("timesteps[{i}] = {t} is outside [0, 1]")));
         }
     }
     let mut kept = timesteps.len();
@@ -308,8 +306,9 @@ mod tests {
 
     #[test]
     fn custom_example_from_the_spec() {
-        let got = custom_turbo_schedule(&[0.97, 0.76, 0.615, 0.5, 0.395, 0.28, 0.18, 0.085, 0.0], 3.0)
-            .unwrap();
+        let got =
+            custom_turbo_schedule(&[0.97, 0.76, 0.615, 0.5, 0.395, 0.28, 0.18, 0.085, 0.0], 3.0)
+                .unwrap();
         let want = [0.954545, 0.769231, 0.625, 0.5, 0.4, 0.3, 0.222222, 0.125];
         assert!(close(&got, &want, 1e-6), "{got:?}");
     }
@@ -323,7 +322,10 @@ mod tests {
         assert_eq!(custom_turbo_schedule(&[0.0, 0.0], 2.0).unwrap(), turbo_schedule(2.0).unwrap());
         assert_eq!(custom_turbo_schedule(&[], 1.0).unwrap(), turbo_schedule(1.0).unwrap());
         // a zero inside the list is kept and snapped; no sort, no dedup
-        assert_eq!(custom_turbo_schedule(&[0.5, 0.0, 0.5, 0.0], 3.0).unwrap(), vec![0.5, 0.125, 0.5]);
+        assert_eq!(
+            custom_turbo_schedule(&[0.5, 0.0, 0.5, 0.0], 3.0).unwrap(),
+            vec![0.5, 0.125, 0.5]
+        );
         // truncation to 20
         let long: Vec<f64> = (0..25).map(|i| 1.0 - i as f64 * 0.01).collect();
         assert_eq!(custom_turbo_schedule(&long, 3.0).unwrap().len(), 20);

@@ -111,7 +111,7 @@ pub fn sde_step(
 /// drawn as `randn([1, ...])` from a fresh generator seeded with `seeds[b]` (the official per-item
 /// noise layout, spec §4.4).
 pub fn batch_noise(mode: &NoiseMode, seeds: &[u64], numel: usize) -> Result<Vec<f32>> {
-    if seeds.is_empty() || numel % seeds.len() != 0 {
+    if seeds.is_empty() || !numel.is_multiple_of(seeds.len()) {
         return Err(Error::length_mismatch(format!(
             "{numel} elements cannot be split into {} equal batch items (one per seed)",
             seeds.len()
@@ -249,7 +249,8 @@ impl HeunSolver {
                 let s = sigma as f32;
                 let dt = (sigma_next as f32) - s;
                 // The reference forms the derivative through the x0 estimate; keep its rounding.
-                let d1: Vec<f32> = x.iter().zip(v).map(|(&xi, &vi)| (xi - (xi - vi * s)) / s).collect();
+                let d1: Vec<f32> =
+                    x.iter().zip(v).map(|(&xi, &vi)| (xi - (xi - vi * s)) / s).collect();
                 let dx: Vec<f32> = d1.iter().map(|&d| d * dt).collect();
                 apply_omega(x, &dx, omega, out);
                 self.pending = Some(HeunPending { x: x.to_vec(), d1, sigma, sigma_next });

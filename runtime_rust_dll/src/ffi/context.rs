@@ -33,7 +33,10 @@ pub struct AceContext {
 /// # Safety
 /// `config_json` must be a NUL-terminated string; `out` a writable `AceContext *` slot.
 #[no_mangle]
-pub unsafe extern "C" fn ace_create_context(config_json: *const c_char, out: *mut *mut AceContext) -> AceStatus {
+pub unsafe extern "C" fn ace_create_context(
+    config_json: *const c_char,
+    out: *mut *mut AceContext,
+) -> AceStatus {
     guard(|| {
         ptr::ensure_out(out, "out")?;
         let json = ptr::str_in(config_json, "config_json")?;
@@ -56,7 +59,10 @@ pub unsafe extern "C" fn ace_free_context(ctx: *mut AceContext) {
 /// # Safety
 /// `ctx` must be a live handle; `out` a writable `size_t`.
 #[no_mangle]
-pub unsafe extern "C" fn ace_context_num_steps(ctx: *const AceContext, out: *mut usize) -> AceStatus {
+pub unsafe extern "C" fn ace_context_num_steps(
+    ctx: *const AceContext,
+    out: *mut usize,
+) -> AceStatus {
     guard(|| {
         let c = ptr::handle_ref(ctx, "ctx")?;
         ptr::write_out(out, c.inner.num_steps(), "out")
@@ -69,7 +75,11 @@ pub unsafe extern "C" fn ace_context_num_steps(ctx: *const AceContext, out: *mut
 /// # Safety
 /// `ctx` must be a live handle; `out` must point to `len` writable floats.
 #[no_mangle]
-pub unsafe extern "C" fn ace_context_timesteps(ctx: *const AceContext, out: *mut f32, len: usize) -> AceStatus {
+pub unsafe extern "C" fn ace_context_timesteps(
+    ctx: *const AceContext,
+    out: *mut f32,
+    len: usize,
+) -> AceStatus {
     guard(|| {
         let c = ptr::handle_ref(ctx, "ctx")?;
         let t = c.inner.timesteps_f32();
@@ -86,7 +96,10 @@ pub unsafe extern "C" fn ace_context_timesteps(ctx: *const AceContext, out: *mut
 /// # Safety
 /// `ctx` must be a live handle; `out_json` a writable `char *` slot.
 #[no_mangle]
-pub unsafe extern "C" fn ace_context_info(ctx: *const AceContext, out_json: *mut *mut c_char) -> AceStatus {
+pub unsafe extern "C" fn ace_context_info(
+    ctx: *const AceContext,
+    out_json: *mut *mut c_char,
+) -> AceStatus {
     guard(|| {
         let c = ptr::handle_ref(ctx, "ctx")?;
         ptr::string_out(out_json, c.inner.info_json(), "out_json")

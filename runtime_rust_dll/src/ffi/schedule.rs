@@ -8,7 +8,12 @@ use crate::error::{Error, Result};
 use crate::schedule;
 
 /// Writes `values` (as f32) into a caller buffer, failing if it is too small.
-unsafe fn write_schedule(values: &[f64], out: *mut f32, out_capacity: usize, out_len: *mut usize) -> Result<()> {
+unsafe fn write_schedule(
+    values: &[f64],
+    out: *mut f32,
+    out_capacity: usize,
+    out_len: *mut usize,
+) -> Result<()> {
     ptr::ensure_out(out_len, "out_len")?;
     if out_capacity < values.len() {
         return Err(Error::length_mismatch(format!(
@@ -75,8 +80,14 @@ pub unsafe extern "C" fn ace_schedule_custom(
     out_len: *mut usize,
 ) -> AceStatus {
     guard(|| {
-        let ts: &[f64] = if count == 0 { &[] } else { ptr::slice_in(timesteps, count, "timesteps")? };
-        write_schedule(&schedule::custom_turbo_schedule(ts, fallback_shift)?, out, out_capacity, out_len)
+        let ts: &[f64] =
+            if count == 0 { &[] } else { ptr::slice_in(timesteps, count, "timesteps")? };
+        write_schedule(
+            &schedule::custom_turbo_schedule(ts, fallback_shift)?,
+            out,
+            out_capacity,
+            out_len,
+        )
     })
 }
 
@@ -116,7 +127,12 @@ pub unsafe extern "C" fn ace_schedule_v1_sigmas(
     out_len: *mut usize,
 ) -> AceStatus {
     guard(|| {
-        write_schedule(&schedule::v1_sigmas(steps, shift, sigma_max, sigma_min)?, out, out_capacity, out_len)
+        write_schedule(
+            &schedule::v1_sigmas(steps, shift, sigma_max, sigma_min)?,
+            out,
+            out_capacity,
+            out_len,
+        )
     })
 }
 
@@ -141,7 +157,11 @@ pub unsafe extern "C" fn ace_schedule_v1_default_sigma_min(shift: f64, out: *mut
 /// # Safety
 /// `values` must point to `len` floats and `out` to `len` writable floats.
 #[no_mangle]
-pub unsafe extern "C" fn ace_bf16_round(values: *const f32, out: *mut f32, len: usize) -> AceStatus {
+pub unsafe extern "C" fn ace_bf16_round(
+    values: *const f32,
+    out: *mut f32,
+    len: usize,
+) -> AceStatus {
     guard(|| {
         if len == 0 {
             return Err(Error::length_mismatch("len is 0"));

@@ -101,12 +101,18 @@ pub unsafe extern "C" fn ace_solver_sde_step(
 }
 
 /// The seeded noise of the `_seeded` steps: one fresh generator per batch item.
-unsafe fn seeded_noise(seeds: *const u64, num_seeds: usize, noise_json: *const c_char, len: usize) -> Result<Vec<f32>> {
+unsafe fn seeded_noise(
+    seeds: *const u64,
+    num_seeds: usize,
+    noise_json: *const c_char,
+    len: usize,
+) -> Result<Vec<f32>> {
     if num_seeds == 0 {
         return Err(Error::length_mismatch("num_seeds is 0: give one seed per batch item"));
     }
     let seeds = ptr::slice_in(seeds, num_seeds, "seeds")?;
-    let options = if noise_json.is_null() { None } else { Some(ptr::str_in(noise_json, "noise_json")?) };
+    let options =
+        if noise_json.is_null() { None } else { Some(ptr::str_in(noise_json, "noise_json")?) };
     let mode = NoiseMode::from_json(options)?;
     solver::batch_noise(&mode, seeds, len)
 }
@@ -173,7 +179,9 @@ pub unsafe extern "C" fn ace_solver_omega(omega_scale: f64, out: *mut f64) -> Ac
     guard(|| {
         ptr::ensure_out(out, "out")?;
         if !omega_scale.is_finite() {
-            return Err(Error::invalid_argument(format!("omega_scale is not finite ({omega_scale})")));
+            return Err(Error::invalid_argument(format!(
+                "omega_scale is not finite ({omega_scale})"
+            )));
         }
         ptr::write_out(out, solver::omega_from_scale(omega_scale), "out")
     })
@@ -249,6 +257,7 @@ pub unsafe extern "C" fn ace_heun_free(heun: *mut AceHeun) {
 ///   ω mean shift; evaluate the model on it at σ_next and call again;
 /// - stage 2 (vt evaluated at σ_next on that prediction; same σ, σ_next): out = the kept xt
 ///   advanced by ½(d1 + d2)·dt with the ω mean shift.
+///
 /// The last interval of a v1 schedule (σ_next = 0) is first-stage only: use its output and call
 /// `ace_heun_reset`. On error the solver's state is unchanged.
 ///
@@ -295,7 +304,10 @@ pub unsafe extern "C" fn ace_heun_reset(heun: *mut AceHeun) -> AceStatus {
 /// # Safety
 /// `heun` must be a live handle; `out_stage` a writable int.
 #[no_mangle]
-pub unsafe extern "C" fn ace_heun_next_stage(heun: *const AceHeun, out_stage: *mut c_int) -> AceStatus {
+pub unsafe extern "C" fn ace_heun_next_stage(
+    heun: *const AceHeun,
+    out_stage: *mut c_int,
+) -> AceStatus {
     guard(|| {
         let h = ptr::handle_ref(heun, "heun")?;
         let n = match h.inner.stage() {
