@@ -13,6 +13,10 @@
 //! we follow acestep.cpp's choice instead): batch item b with seed s_b draws the ε of step i as
 //! `randn([1, T, C])` from a fresh generator seeded with s_b + i + 1, in the configured noise mode.
 //!
+//! Cover tasks (spec §4.1): `cover_noise_strength` > 0 starts the run at the schedule entry t*
+//! nearest 1 − strength (x = t*·noise + (1 − t*)·src, see `initial_latents`) and drops the earlier
+//! entries; `audio_cover_strength` marks steps i < int(N·strength) as using the cover condition.
+//!
 //! The context is immutable after creation: every call depends only on the step index, so steps
 //! may be repeated or run from several threads.
 
