@@ -10,12 +10,12 @@
 //!   (53 bits of two MT draws each), r·cos for the first element, the cached r·sin for the next.
 
 use super::cephes_f32;
+use super::mt19937::Mt19937;
 
 // torch applies `n·std + mean` even for randn (std 1, mean 0). That is exact, except that adding
 // +0 turns a −0 (radius 0 times a negative cos/sin) into +0; keep the step for bit-exactness.
 const MEAN: f32 = 0.0;
 const STD: f32 = 1.0;
-use super::mt19937::Mt19937;
 
 /// Which of torch's CPU normal kernels to reproduce (they differ in the last bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,7 +58,8 @@ pub fn fill(kernel: CpuKernel, seed: u64, out: &mut [f32]) {
 }
 
 /// The scalar path for fewer than 16 elements (torch's `normal_distribution<double>` with its
-/// cached second sample; the cache starts empty on a fresh generator).
+/// cached second sample; the cache starts empty on a fresh generator). torch 2.9 uses
+/// `log1p(−u2)`, not `log(1 − u2)`: float64 `randn` of torch matches only the former.
 fn fill_small(mt: &mut Mt19937, out: &mut [f32]) {
     let mut cached: Option<f64> = None;
     for v in out.iter_mut() {
