@@ -46,7 +46,8 @@ def randn(shape: int | Sequence[int], seed: int, mode: str = "torch_cpu", **opti
     Options for ``mode="torch_cpu"``: ``cpu_kernel="avx2"`` (default; torch on x86-64 with AVX2)
     or ``"baseline"`` (torch's portable kernel, ``ATEN_CPU_CAPABILITY=default``).
     Options for ``mode="torch_cuda"``: ``sm_count`` (None: no grid cap), ``max_threads_per_sm``
-    (2048), ``bf16`` (False: round to bfloat16 values), ``offset`` (0).
+    (2048), ``bf16`` (False; True rounds every value to bfloat16, returned as float32),
+    ``offset`` (0).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

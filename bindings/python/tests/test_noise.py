@@ -66,7 +66,8 @@ def test_torch_cpu_is_bit_exact(capability, kernel, tmp_path):
     if capability != "default" and not _cpu_supports_avx2():
         pytest.skip("this CPU has no AVX2; torch cannot run the AVX2 kernel here")
     ref = _torch_reference(capability, tmp_path)
-    assert str(ref["capability"]) == capability.upper()
+    if str(ref["capability"]) != capability.upper():
+        pytest.skip(f"torch cannot run the {capability} kernels on this CPU (got {ref['capability']})")
     for i, (shape, seed) in enumerate(_cases()):
         ours, used = noise.randn(shape, seed, cpu_kernel=kernel)
         assert used == seed

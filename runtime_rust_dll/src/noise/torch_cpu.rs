@@ -10,12 +10,12 @@
 //!   (53 bits of two MT draws each), r·cos for the first element, the cached r·sin for the next.
 
 use super::cephes_f32;
+use super::mt19937::Mt19937;
 
 // torch applies `n·std + mean` even for randn (std 1, mean 0). That is exact, except that adding
 // +0 turns a −0 (radius 0 times a negative cos/sin) into +0; keep the step for bit-exactness.
 const MEAN: f32 = 0.0;
 const STD: f32 = 1.0;
-use super::mt19937::Mt19937;
 
 /// Which of torch's CPU normal kernels to reproduce (they differ in the last bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,7 +47,7 @@ pub fn fill(kernel: CpuKernel, seed: u64, out: &mut [f32]) {
     for block in out.chunks_exact_mut(16) {
         transform(block);
     }
-    if out.len() % 16 != 0 {
+    if !out.len().is_multiple_of(16) {
         let n = out.len();
         let tail = &mut out[n - 16..];
         for v in tail.iter_mut() {
@@ -58,7 +58,8 @@ pub fn fill(kernel: CpuKernel, seed: u64, out: &mut [f32]) {
 }
 
 /// The scalar path for fewer than 16 elements (torch's `normal_distribution<double>` with its
-/// cached second sample; the cache starts empty on a fresh generator).
+/// cached second sample; the cache starts empty on a fresh generator). torch 2.9 uses
+/// `log1p(−u2)`, not `log(1 − u2)`: float64 `randn` of torch matches only the former.
 fn fill_small(mt: &mut Mt19937, out: &mut [f32]) {
     let mut cached: Option<f64> = None;
     for v in out.iter_mut() {
@@ -80,13 +81,14 @@ fn fill_small(mt: &mut Mt19937, out: &mut [f32]) {
 /// One block of 16 as `normal_fill_16_AVX2` computes it (ending in `fma(n, std, mean)`).
 fn transform16_avx2(block: &mut [f32]) {
     let two_pi = (2.0 * std::f64::consts::PI) as f32;
+    let u1: cephes_f32::Lanes = std::array::from_fn(|j| 1.0 - block[j]);
+    let theta: cephes_f32::Lanes = std::array::from_fn(|j| block[j + 8] * two_pi);
+    let log = cephes_f32::log8(u1);
+    let (sin, cos) = cephes_f32::sincos8(theta);
     for j in 0..8 {
-        let u1 = 1.0 - block[j];
-        let theta = block[j + 8] * two_pi;
-        let radius = (-2.0 * cephes_f32::log(u1)).sqrt();
-        let (sin, cos) = cephes_f32::sincos(theta);
-        block[j] = (radius * cos).mul_add(STD, MEAN);
-        block[j + 8] = (radius * sin).mul_add(STD, MEAN);
+        let radius = (-2.0 * log[j]).sqrt();
+        block[j] = cephes_f32::fma(radius * cos[j], STD, MEAN);
+        block[j + 8] = cephes_f32::fma(radius * sin[j], STD, MEAN);
     }
 }
 

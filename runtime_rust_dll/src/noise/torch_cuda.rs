@@ -56,7 +56,7 @@ impl CudaNoiseOptions {
                 self.max_threads_per_sm
             )));
         }
-        if self.offset % 4 != 0 {
+        if !self.offset.is_multiple_of(4) {
             return Err(Error::invalid_argument(format!(
                 "torch_cuda: offset must be a multiple of 4, got {}",
                 self.offset
@@ -76,7 +76,10 @@ impl CudaNoiseOptions {
     }
 }
 
-/// cuRAND's Box–Muller on two 32-bit words: (√(−2 ln u)·sin v, √(−2 ln u)·cos v).
+/// cuRAND's `_curand_box_muller` on two 32-bit words: (√(−2 ln u)·sin v, √(−2 ln u)·cos v) with
+/// u = x·2⁻³² + 2⁻³³ and v = y·2π₃₂·2⁻³² + π₃₂·2⁻³² (2π₃₂ = 2π rounded to f32). This is the
+/// header's host-side branch (`logf`, `sinf`, `cosf`); the device branch uses the fast
+/// `__sincosf` intrinsic, so GPU values can differ in the last float bits (docs/noise.md).
 pub fn box_muller(x: u32, y: u32) -> (f32, f32) {
     const POW32_INV: f32 = 2.328_306_4e-10;
     let pow32_inv_2pi: f32 = POW32_INV * 6.283_185_5;
@@ -116,6 +119,8 @@ pub fn fill(options: &CudaNoiseOptions, seed: u64, out: &mut [f32]) -> Result<()
             2 => box_muller(words[2], words[3]).0,
             _ => box_muller(words[2], words[3]).1,
         };
+        // torch's transform `n·std + mean` (std 1, mean 0; an FMA under nvcc) only changes −0 to +0.
+        let n = n.mul_add(1.0, 0.0);
         *v = if options.bf16 { round_bf16(n) } else { n };
     }
     Ok(())
