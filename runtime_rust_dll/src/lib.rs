@@ -6,7 +6,11 @@
 //! and tiling math. The [`ffi`] module exposes it as the `ace_*` C ABI; hosts (Python, C#) own the
 //! ONNX Runtime sessions and call in here between model runs.
 
+pub mod context;
 pub mod error;
 pub mod ffi;
+pub mod noise;
+pub mod schedule;
+pub mod solver;
 
 pub use error::{Error, ErrorKind, Result};

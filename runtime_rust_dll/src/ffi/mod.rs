@@ -10,7 +10,11 @@
 //! - objects are created by `ace_<type>_create`/`ace_create_<type>` and freed by the matching
 //!   `_free`; strings returned by the library are freed with [`ace_string_free`].
 
+mod context;
 pub mod guard;
+mod noise;
+mod schedule;
+mod solver;
 pub(crate) mod ptr;
 pub mod status;
 
