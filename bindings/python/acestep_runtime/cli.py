@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio-codes", help="LM codes: <|audio_code_N|> tokens or comma-separated ints")
     gen.add_argument("--noise", dest="noise_mode", choices=["torch_cpu", "torch_cuda"])
     gen.add_argument("--format", default="flac", help="flac (default), wav16, wav24, wav32f, mp3")
-    gen.add_argument("--out", type=Path, default=Path("out/"), help="output file or directory (default out/)")
+    gen.add_argument("--out", default="out/", help="output file, or directory if it exists or ends with / (default out/)")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gen.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     gen.add_argument("--verify", action="store_true", help="check every package file's sha256 first")
@@ -130,8 +130,7 @@ class _Progress:
             self.close()
             self.stage = stage
             self.bar = tqdm(total=total, desc=f"{stage:>9}", unit="step", file=sys.stderr, leave=True)
-        self.bar.n = done
-        self.bar.refresh()
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -30,8 +30,9 @@ def item_params(request: GenerationRequest, result: GenerationResult, index: int
 def output_paths(out: str | Path, ids: list[str], fmt: str) -> list[Path]:
     """``out`` is a directory (existing, or ending in '/'), or a file path; a batch gets ``_i`` suffixes."""
     ext = audio_io.extension(fmt)
+    as_dir = str(out).endswith(("/", "\\"))
     out = Path(out)
-    if out.is_dir() or str(out).endswith(("/", "\\")):
+    if as_dir or out.is_dir():
         return [out / f"{tid[:16]}{ext}" for tid in ids]
     stem = out.with_suffix("") if out.suffix.lower() == ext else out
     if len(ids) == 1:
@@ -45,6 +46,8 @@ def save(result: GenerationResult, request: GenerationRequest, package: ModelPac
     params = [item_params(request, result, i, package) for i in range(len(result.seeds))]
     ids = [track_id(p) for p in params]
     paths = output_paths(out, ids, fmt)
+    if str(out).endswith(("/", "\\")):
+        Path(out).mkdir(parents=True, exist_ok=True)  # an explicit directory is created
     for parent in {p.parent for p in paths}:
         if not parent.is_dir():
             raise FileNotFoundError(f"output directory does not exist: {parent}")
