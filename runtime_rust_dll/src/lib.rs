@@ -8,5 +8,10 @@
 
 pub mod error;
 pub mod ffi;
+pub mod frames;
+pub mod guidance;
+pub mod peak_guard;
+pub mod tiling;
+pub mod track_id;
 
 pub use error::{Error, ErrorKind, Result};

@@ -10,9 +10,14 @@
 //! - objects are created by `ace_<type>_create`/`ace_create_<type>` and freed by the matching
 //!   `_free`; strings returned by the library are freed with [`ace_string_free`].
 
+mod frames;
 pub mod guard;
+mod guidance;
+mod peak_guard;
 pub(crate) mod ptr;
 pub mod status;
+mod tiling;
+mod track_id;
 
 use std::ffi::{c_char, CString};
 
