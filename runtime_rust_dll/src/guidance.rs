@@ -229,7 +229,18 @@ impl Default for ApgConfig {
 
 impl ApgConfig {
     pub fn from_json(text: &str) -> Result<Self> {
-        let config: Self = crate::error::parse_json(text, "APG config")?;
+        let value: serde_json::Value = crate::error::parse_json(text, "APG config")?;
+        let serde_json::Value::Object(map) = &value else {
+            return Err(Error::invalid_json(format!("APG config must be a JSON object, got {value}")));
+        };
+        // serde's type errors do not name the key; check the value types first so they do.
+        for (key, v) in map {
+            if !v.is_number() {
+                return Err(Error::invalid_json(format!("APG config: {key} must be a number, got {v}")));
+            }
+        }
+        let config: Self = serde_json::from_value(value)
+            .map_err(|e| Error::invalid_json(format!("APG config: {e}")))?;
         config.validate()?;
         Ok(config)
     }
