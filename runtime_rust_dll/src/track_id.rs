@@ -131,8 +131,14 @@ pub fn python_float_repr(x: f64) -> Result<String> {
     if !x.is_finite() {
         return Err(Error::invalid_json(format!("number {x} is not finite")));
     }
-    // Rust's `{:e}` prints the shortest round-trip digits: "-1.5e-7", "1e16", "0e0".
-    let sci = format!("{x:e}");
+    // Rust's `{:e}` prints the shortest round-trip digits ("-1.5e-7", "1e16", "0e0"), but breaks an
+    // exact tie between two shortest candidates upwards, where Python (David Gay's dtoa) picks the
+    // even one (repr(1857851371893559.25) == '1857851371893559.2'). So take only the digit count
+    // from it and let fixed-precision formatting, which rounds the exact value half-to-even, pick
+    // the digits.
+    let shortest = format!("{x:e}");
+    let ndigits = shortest.split_once('e').map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
+    let sci = format!("{:.*e}", ndigits - 1, x);
     let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
     let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
     let (negative, mantissa) = match mantissa.strip_prefix('-') {
@@ -140,6 +146,10 @@ pub fn python_float_repr(x: f64) -> Result<String> {
         None => (false, mantissa),
     };
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0".to_string(),
+        d => d.to_string(),
+    };
     let ndigits = digits.len() as i32;
     // Python's decpt: value = 0.d1d2... × 10^decpt.
     let decpt = exp + 1;
@@ -192,6 +202,8 @@ mod tests {
             (5e-324, "5e-324"),
             (3.14159, "3.14159"),
             (12.375, "12.375"),
+            (1857851371893559.25, "1857851371893559.2"),
+            (1857851371893559.75, "1857851371893559.8"),
         ];
         for (x, want) in cases {
             assert_eq!(python_float_repr(x).unwrap(), want, "{x}");
