@@ -131,14 +131,16 @@ pub fn python_float_repr(x: f64) -> Result<String> {
     if !x.is_finite() {
         return Err(Error::invalid_json(format!("number {x} is not finite")));
     }
-    // Rust's `{:e}` prints the shortest round-trip digits ("-1.5e-7", "1e16", "0e0"), but breaks an
-    // exact tie between two shortest candidates upwards, where Python (David Gay's dtoa) picks the
-    // even one (repr(1857851371893559.25) == '1857851371893559.2'). So take only the digit count
-    // from it and let fixed-precision formatting, which rounds the exact value half-to-even, pick
-    // the digits.
+    // Rust's `{:e}` prints shortest round-trip digits ("-1.5e-7", "1e16", "0e0"). When two
+    // shortest candidates are equally close to the exact value it takes the upper one, where
+    // Python (David Gay's dtoa) takes the even one: repr(1857851371893559.25) is
+    // '1857851371893559.2'. Fixed-precision formatting rounds the exact value half-to-even; use
+    // its digits when they still read back to `x` (at a power of two the lower neighbour may not:
+    // repr(2**-24) is '5.960464477539063e-08').
     let shortest = format!("{x:e}");
     let ndigits = shortest.split_once('e').map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
-    let sci = format!("{:.*e}", ndigits - 1, x);
+    let nearest = format!("{:.*e}", ndigits - 1, x);
+    let sci = if nearest.parse::<f64>().ok() == Some(x) { nearest } else { shortest };
     let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
     let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
     let (negative, mantissa) = match mantissa.strip_prefix('-') {
@@ -204,6 +206,7 @@ mod tests {
             (12.375, "12.375"),
             (1857851371893559.25, "1857851371893559.2"),
             (1857851371893559.75, "1857851371893559.8"),
+            (5.9604644775390625e-08, "5.960464477539063e-08"),
         ];
         for (x, want) in cases {
             assert_eq!(python_float_repr(x).unwrap(), want, "{x}");
