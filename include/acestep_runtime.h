@@ -27,6 +27,15 @@
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
 #define MIN_DIT_FRAMES 128
 
+// Number of entries of every turbo shift schedule (the turbo model always runs 8 NFEs).
+#define TURBO_STEPS 8
+
+// Custom turbo timestep lists longer than this are truncated.
+#define MAX_CUSTOM_TIMESTEPS 20
+
+// Number of training timesteps of the v1 schedulers (σ ↔ model timestep scale).
+#define V1_NUM_TRAIN_TIMESTEPS 1000.0
+
 // Official defaults on CUDA/CPU.
 #define DEFAULT_CHUNK 512
 
@@ -62,6 +71,15 @@ typedef int32_t AceStatus;
 // Opaque APG object: settings plus the momentum buffer of one generate call.
 typedef struct AceApg AceApg;
 
+// Opaque scheduling context: a resolved timestep schedule plus update rule. Created by
+// `ace_create_context`, freed by `ace_free_context`. Immutable after creation: every call only
+// reads it, so one context may be used from several threads at once.
+typedef struct AceContext AceContext;
+
+// Opaque two-stage Heun solver (ACE-Step v1). Create with `ace_heun_create`, free with
+// `ace_heun_free`. One thread at a time.
+typedef struct AceHeun AceHeun;
+
 // One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
 // frames `[start, end)`, which gives `(end − start)·1920` samples, drops `crop_left` samples at the
 // front and `crop_right` at the back, and appends the rest (`(core_end − core_start)·1920`).
@@ -79,6 +97,14 @@ typedef struct {
   // Samples to drop at the back of the decoded window: `round((end − core_end)·1920)`.
   uint64_t crop_right;
 } AceTileWindow;
+
+// Turbo shifts, in the order the official code searches them for the nearest value.
+#define TURBO_SHIFTS { 1.0, 2.0, 3.0, }
+
+// The 20 timesteps custom turbo values snap to: the union of the three shift schedules,
+// descending, in the order the official code searches them (ties go to the earlier entry).
+// The literals are the official list's; a unit test checks them against the shift formula.
+#define VALID_TIMESTEPS { 1.0, 0.9545454545454546, 0.9333333333333333, 0.9, 0.875, 0.8571428571428571, 0.8333333333333334, 0.7692307692307693, 0.75, 0.6666666666666666, 0.6428571428571429, 0.625, 0.5454545454545454, 0.5, 0.4, 0.375, 0.3, 0.25, 0.2222222222222222, 0.125, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,6 +140,97 @@ AceStatus ace_last_error_json(char **out);
 // # Safety
 // `s` must be null or a pointer this library returned and that has not been freed yet.
 void ace_string_free(char *s);
+
+// Creates a context from a UTF-8 JSON object:
+// `{"model": "turbo"|"base"|"sft", "shift": 3.0, "steps": N, "timesteps": [...],
+//   "method": "ode"|"sde", "bf16_timesteps": false, "seeds": [...], "noise": {...}}`.
+// Only "model" is required (plus "steps" for base/sft). Turbo ignores "steps" and snaps "shift"
+// to 1, 2 or 3 (default 3); "timesteps" (turbo only) follows the official custom rules. Base/SFT
+// shift defaults to 1. "seeds" (one per batch item) feed the SDE noise (step i of item b uses
+// seed s_b + i + 1). Adjustments and ignored keys are listed in `ace_context_info`'s "notes".
+//
+// Errors: invalid JSON, unknown keys, wrong types (INVALID_JSON); bad values such as shift ≤ 0,
+// steps = 0, timesteps outside [0, 1] (INVALID_ARGUMENT); null pointers.
+//
+// # Safety
+// `config_json` must be a NUL-terminated string; `out` a writable `AceContext *` slot.
+AceStatus ace_create_context(const char *config_json, AceContext **out);
+
+// Frees a context. Null is a no-op.
+//
+// # Safety
+// `ctx` must be null or a live handle from `ace_create_context`, not used afterwards.
+void ace_free_context(AceContext *ctx);
+
+// Writes the number of DiT steps of the schedule to `*out`.
+//
+// # Safety
+// `ctx` must be a live handle; `out` a writable `size_t`.
+AceStatus ace_context_num_steps(const AceContext *ctx, size_t *out);
+
+// Writes the schedule (the t of each step as the model sees it: f32, or bf16 values when
+// "bf16_timesteps") into `out`; `len` must equal `ace_context_num_steps`.
+//
+// # Safety
+// `ctx` must be a live handle; `out` must point to `len` writable floats.
+AceStatus ace_context_timesteps(const AceContext *ctx, float *out, size_t len);
+
+// Writes the resolved configuration as JSON to `*out_json` (free with `ace_string_free`):
+// model, method, shift_requested, shift_used, num_steps, timesteps, timesteps_exact,
+// bf16_timesteps, seeds, noise, notes.
+//
+// # Safety
+// `ctx` must be a live handle; `out_json` a writable `char *` slot.
+AceStatus ace_context_info(const AceContext *ctx, char **out_json);
+
+// Writes the DiT timestep input of step `step_index` (feed it as both `timestep` and
+// `timestep_r`) to `*out`. The scalar form of `ace_prepare_step_inputs` for the hot path.
+//
+// Errors: step_index ≥ num_steps (INVALID_ARGUMENT); null pointers.
+//
+// # Safety
+// `ctx` must be a live handle; `out` a writable float.
+AceStatus ace_context_timestep_input(const AceContext *ctx, size_t step_index, float *out);
+
+// Writes what step `step_index` needs and does, as JSON (free with `ace_string_free`):
+// `{"step", "num_steps", "t", "t_next", "dt", "is_last", "timestep_input", "update"}` where
+// "update" is "ode", "sde" or "x0" (last step); SDE steps add "renoise_t" and "noise_seeds".
+//
+// Errors: step_index ≥ num_steps (INVALID_ARGUMENT); null pointers.
+//
+// # Safety
+// `ctx` must be a live handle; `out_json` a writable `char *` slot.
+AceStatus ace_prepare_step_inputs(const AceContext *ctx, size_t step_index, char **out_json);
+
+// Applies step `step_index` to the latents `xt` [B, T, C] (= `shape`, `ndim` = 3) with the DiT
+// velocity `vt` (same shape) and writes the result to `out_xt`: on the last step x0 = xt − vt·t;
+// otherwise the ODE step xt − vt·dt, or the SDE step t_next·ε + (1 − t_next)·(xt − vt·t) with ε
+// drawn per batch item from seed s_b + step_index + 1. All three buffers hold `len` floats;
+// `out_xt` must not overlap `xt` or `vt` (use `ace_scheduler_step_inplace` to update in place).
+//
+// Errors: step_index out of range, NaN/Inf in xt or vt, ndim ≠ 3 (INVALID_ARGUMENT); len ≠
+// product of shape or a zero dimension (LENGTH_MISMATCH); SDE without seeds (INVALID_STATE) or
+// with a seed count ≠ B (INVALID_ARGUMENT); null pointers. On error `out_xt` is unspecified.
+//
+// # Safety
+// `ctx` a live handle; `shape` `ndim` size_t values; `xt`, `vt` `len` floats; `out_xt` `len`
+// writable floats.
+AceStatus ace_scheduler_step(const AceContext *ctx, size_t step_index, const float *xt, const float *vt, const size_t *shape, size_t ndim, float *out_xt, size_t len);
+
+// `ace_scheduler_step` updating `xt` in place (`xt` is in/out; `vt` must not overlap it). On
+// error `xt` is left unchanged.
+//
+// # Safety
+// As `ace_scheduler_step`, with `xt` pointing to `len` writable floats.
+AceStatus ace_scheduler_step_inplace(const AceContext *ctx, size_t step_index, float *xt, const float *vt, const size_t *shape, size_t ndim, size_t len);
+
+// `ace_scheduler_step` with the caller's noise: `eps` (`len` floats, same shape) is used as ε on
+// SDE steps instead of the seeded draw (e.g. to replay a reference's noise). It is checked but
+// unused on ODE and final steps. No buffer may overlap `out_xt`.
+//
+// # Safety
+// As `ace_scheduler_step`, with `eps` pointing to `len` floats.
+AceStatus ace_scheduler_step_with_noise(const AceContext *ctx, size_t step_index, const float *xt, const float *vt, const float *eps, const size_t *shape, size_t ndim, float *out_xt, size_t len);
 
 // Latent frames (25 Hz) for a duration in seconds: `T = int(round(duration, 1)·48000) // 1920`, with
 // Python's `round` (ties to even on the exact binary value). Valid durations are 10–600 s
@@ -233,6 +350,31 @@ AceStatus ace_apg_calls(const AceApg *apg, uint64_t *out);
 // `apg` must be null or come from `ace_apg_create` and not be freed yet.
 void ace_apg_free(AceApg *apg);
 
+// Fills `out` with standard normal noise of the given shape, reproducing torch's `randn` for a
+// freshly seeded generator.
+//
+// - `options_json`: NULL (or `""`) for the default, else a JSON object:
+//   `{"mode": "torch_cpu", "cpu_kernel": "avx2" | "baseline"}` (bit-exact
+//   `torch.randn(shape, generator=torch.Generator().manual_seed(seed))`, float32 CPU; `avx2`,
+//   the default, is what torch computes on x86-64 CPUs with AVX2, `baseline` its portable
+//   kernel), or `{"mode": "torch_cuda", "sm_count": N, "max_threads_per_sm": 2048,
+//   "bf16": false, "offset": 0}` (torch's CUDA Philox mapping; every key optional). Unknown
+//   modes or keys fail with `ACE_STATUS_INVALID_JSON` naming them.
+// - `seed`: ≥ 0 is used as is (torch CPU uses its low 32 bits); < 0 draws a random seed in
+//   0..=2^32−1. The seed actually used is written to `*out_seed_used`.
+// - `shape`/`ndim`: the tensor shape (row-major); every dimension must be ≥ 1; `ndim` 0 is a
+//   scalar. `out_len` must equal the product of the dimensions.
+//
+// Errors: `ACE_STATUS_NULL_POINTER` (shape, out, out_seed_used, naming it),
+// `ACE_STATUS_LENGTH_MISMATCH` (zero dimension, overflow, `out_len` ≠ numel),
+// `ACE_STATUS_INVALID_JSON`/`ACE_STATUS_INVALID_ARGUMENT` (options). Nothing is written on error.
+// Thread-safe: no shared state.
+//
+// # Safety
+// `shape` must point to `ndim` values, `out` to `out_len` writable floats, `options_json` be
+// NULL or a NUL-terminated string.
+AceStatus ace_noise_fill(const char *options_json, int64_t seed, const size_t *shape, size_t ndim, float *out, size_t out_len, int64_t *out_seed_used);
+
 // Output peak guard, in place, on float32 audio `[batch, channels, samples]` (`len` floats):
 // per item `peak = max |x|`; if any item's peak exceeds 1, every item is divided by
 // `max(its peak, 1)` (so items with peak <= 1 are unchanged). If `peaks_out` is not null it
@@ -245,6 +387,165 @@ void ace_apg_free(AceApg *apg);
 // `audio` must be valid for `len` floats; `peaks_out` null or valid for `peaks_len` floats and not
 // overlapping `audio`.
 AceStatus ace_peak_guard(float *audio, size_t len, uint32_t batch, uint32_t channels, uint64_t samples, float *peaks_out, size_t peaks_len);
+
+// The turbo shift a requested shift resolves to (nearest of 1, 2, 3; ties to the earlier:
+// 1.5 → 1, 2.5 → 2), written to `*out`.
+//
+// Errors: `shift` ≤ 0 or not finite (INVALID_ARGUMENT); `out` null.
+//
+// # Safety
+// `out` must be null or point to a writable `double`.
+AceStatus ace_schedule_turbo_shift(double shift, double *out);
+
+// The 8-entry turbo schedule of the nearest turbo shift (s·t/(1+(s−1)t), t = 1 − i/8); the
+// terminal 0 is implicit. Needs `out_capacity` ≥ 8.
+//
+// Errors: `shift` ≤ 0 or not finite; capacity too small (LENGTH_MISMATCH); null pointers.
+//
+// # Safety
+// `out` must point to `out_capacity` writable floats; `out_len` to a writable `size_t`.
+AceStatus ace_schedule_turbo(double shift, float *out, size_t out_capacity, size_t *out_len);
+
+// A turbo schedule from custom timesteps (spec §4.1): trailing exact zeros dropped; nothing
+// left → the shift schedule of `fallback_shift`; first 20 kept; each snapped to the nearest of
+// the 20 valid turbo timesteps (ties to the earlier, larger one); no sorting or de-duplication.
+// At most 20 entries are written (8 for the fallback). `timesteps` may be null when `count` is 0.
+//
+// Errors: a value that is NaN/Inf or outside [0, 1] (INVALID_ARGUMENT, naming its index);
+// `fallback_shift` ≤ 0; capacity too small; null pointers.
+//
+// # Safety
+// `timesteps` must point to `count` doubles; `out` to `out_capacity` writable floats.
+AceStatus ace_schedule_custom(const double *timesteps, size_t count, double fallback_shift, float *out, size_t out_capacity, size_t *out_len);
+
+// The base/SFT schedule: linspace(1, 0, steps + 1), shifted by s·t/(1+(s−1)t) when shift ≠ 1;
+// writes the `steps` timesteps the DiT runs at (terminal 0 implicit).
+//
+// Errors: `steps` = 0; `shift` ≤ 0 or not finite; capacity < steps; null pointers.
+//
+// # Safety
+// `out` must point to `out_capacity` writable floats; `out_len` to a writable `size_t`.
+AceStatus ace_schedule_base(size_t steps, double shift, float *out, size_t out_capacity, size_t *out_len);
+
+// The ACE-Step v1 σ grid: linspace(σ_max, σ_min, steps), shifted, then a final 0 appended;
+// writes steps + 1 values. The model timestep of step i is 1000·σ_i.
+//
+// Errors: `steps` = 0; `shift` ≤ 0; σ outside [0, 1] or σ_min > σ_max; capacity < steps + 1.
+//
+// # Safety
+// `out` must point to `out_capacity` writable floats; `out_len` to a writable `size_t`.
+AceStatus ace_schedule_v1_sigmas(size_t steps, double shift, double sigma_max, double sigma_min, float *out, size_t out_capacity, size_t *out_len);
+
+// The v1 schedulers' default σ_min for `shift`: shift(1/1000), computed in float32 as their
+// constructor does. (Their default σ_max is 1.)
+//
+// # Safety
+// `out` must be null or point to a writable `double`.
+AceStatus ace_schedule_v1_default_sigma_min(double shift, double *out);
+
+// Rounds each float to the nearest bfloat16 (ties to even), as a cast to `torch.bfloat16` does;
+// NaN stays NaN. `values` and `out` must not overlap.
+//
+// Errors: null pointers; `len` = 0 (LENGTH_MISMATCH); overlapping buffers.
+//
+// # Safety
+// `values` must point to `len` floats and `out` to `len` writable floats.
+AceStatus ace_bf16_round(const float *values, float *out, size_t len);
+
+// Flow-matching ODE (Euler) step: out = xt − vt·dt with dt = (float)(t − t_next).
+//
+// # Safety
+// `xt`, `vt` must point to `len` floats; `out` to `len` writable floats not overlapping them.
+AceStatus ace_solver_ode_step(const float *xt, const float *vt, size_t len, double t, double t_next, float *out);
+
+// Clean-sample estimate / final step: out = xt − vt·t.
+//
+// # Safety
+// As `ace_solver_ode_step`.
+AceStatus ace_solver_x0(const float *xt, const float *vt, size_t len, double t, float *out);
+
+// SDE step: x0 = xt − vt·t, then out = t_next·eps + (1 − t_next)·x0. `eps` (len floats) is the
+// caller's Gaussian noise.
+//
+// # Safety
+// `xt`, `vt`, `eps` must point to `len` floats; `out` to `len` writable floats not overlapping them.
+AceStatus ace_solver_sde_step(const float *xt, const float *vt, const float *eps, size_t len, double t, double t_next, float *out);
+
+// `ace_solver_sde_step` with ε drawn by the library: the `len` floats are split into
+// `num_seeds` equal batch items, and item b's ε is `randn` from a fresh generator seeded with
+// `seeds[b]` in the mode of `noise_json` (the options of `ace_noise_fill`; NULL = torch CPU).
+// These are the seeds of this draw: for the context's policy pass s_b + step + 1.
+//
+// Errors: as `ace_solver_sde_step`; `num_seeds` 0 or not dividing `len` (LENGTH_MISMATCH); bad
+// noise options (INVALID_JSON).
+//
+// # Safety
+// As `ace_solver_ode_step`; `seeds` must point to `num_seeds` values; `noise_json` null or a
+// NUL-terminated string.
+AceStatus ace_solver_sde_step_seeded(const float *xt, const float *vt, size_t len, const uint64_t *seeds, size_t num_seeds, const char *noise_json, double t, double t_next, float *out);
+
+// `ace_solver_pingpong_step` with ε drawn by the library, as in `ace_solver_sde_step_seeded`.
+//
+// # Safety
+// As `ace_solver_sde_step_seeded`.
+AceStatus ace_solver_pingpong_step_seeded(const float *xt, const float *vt, size_t len, const uint64_t *seeds, size_t num_seeds, const char *noise_json, double sigma, double sigma_next, float *out);
+
+// ω of the v1 schedulers for `omega_scale`: 0.9 + 0.2/(1 + e^(−0.1·omega_scale)).
+//
+// # Safety
+// `out` must be null or point to a writable `double`.
+AceStatus ace_solver_omega(double omega_scale, double *out);
+
+// v1 Euler step with the ω mean shift: dx = vt·(σ_next − σ), m = mean(dx) over all `len`
+// elements, out = xt + (dx − m)·ω + m. Pass the whole tensor: the mean spans the batch.
+//
+// # Safety
+// As `ace_solver_ode_step`.
+AceStatus ace_solver_euler_omega_step(const float *xt, const float *vt, size_t len, double sigma, double sigma_next, double omega_scale, float *out);
+
+// v1 PingPong step: x0 = xt − σ·vt, out = (1 − σ_next)·x0 + σ_next·eps (no ω).
+//
+// # Safety
+// As `ace_solver_sde_step`.
+AceStatus ace_solver_pingpong_step(const float *xt, const float *vt, const float *eps, size_t len, double sigma, double sigma_next, float *out);
+
+// Creates a v1 Heun solver with the given `omega_scale` (v1 default 10). Free with
+// `ace_heun_free`.
+//
+// # Safety
+// `out` must point to a writable `AceHeun *` slot.
+AceStatus ace_heun_create(double omega_scale, AceHeun **out);
+
+// Frees a Heun solver. Null is a no-op.
+//
+// # Safety
+// `heun` must be null or a live handle from `ace_heun_create`, not used afterwards.
+void ace_heun_free(AceHeun *heun);
+
+// Runs the next Heun stage for the interval σ → σ_next and writes the stage that ran (1 or 2)
+// to `*out_stage`:
+// - stage 1 (first call of an interval, vt evaluated at σ on xt): out = Euler prediction with the
+//   ω mean shift; evaluate the model on it at σ_next and call again;
+// - stage 2 (vt evaluated at σ_next on that prediction; same σ, σ_next): out = the kept xt
+//   advanced by ½(d1 + d2)·dt with the ω mean shift.
+// The last interval of a v1 schedule (σ_next = 0) is first-stage only: use its output and call
+// `ace_heun_reset`. On error the solver's state is unchanged.
+//
+// # Safety
+// As `ace_solver_ode_step`; `heun` a live handle; `out_stage` a writable int or null.
+AceStatus ace_heun_step(AceHeun *heun, const float *xt, const float *vt, size_t len, double sigma, double sigma_next, float *out, int *out_stage);
+
+// Drops a pending first stage, so the next `ace_heun_step` starts a new interval.
+//
+// # Safety
+// `heun` must be a live handle.
+AceStatus ace_heun_reset(AceHeun *heun);
+
+// Writes the stage the next `ace_heun_step` will run (1 or 2) to `*out_stage`.
+//
+// # Safety
+// `heun` must be a live handle; `out_stage` a writable int.
+AceStatus ace_heun_next_stage(const AceHeun *heun, int *out_stage);
 
 // Number of windows in the VAE tile plan for `frames` latent frames (official defaults: chunk 512,
 // overlap 64): 1 if `frames <= chunk`, else `ceil(frames / (chunk − 2·overlap))`.

@@ -6,11 +6,15 @@
 //! and tiling math. The [`ffi`] module exposes it as the `ace_*` C ABI; hosts (Python, C#) own the
 //! ONNX Runtime sessions and call in here between model runs.
 
+pub mod context;
 pub mod error;
 pub mod ffi;
 pub mod frames;
 pub mod guidance;
+pub mod noise;
 pub mod peak_guard;
+pub mod schedule;
+pub mod solver;
 pub mod tiling;
 pub mod track_id;
 

@@ -10,10 +10,14 @@
 //! - objects are created by `ace_<type>_create`/`ace_create_<type>` and freed by the matching
 //!   `_free`; strings returned by the library are freed with [`ace_string_free`].
 
+mod context;
 mod frames;
 pub mod guard;
 mod guidance;
+mod noise;
 mod peak_guard;
+mod schedule;
+mod solver;
 pub(crate) mod ptr;
 pub mod status;
 mod tiling;
