@@ -88,14 +88,16 @@ pub fn cfg(cond: &[f32], uncond: &[f32], out: &mut [f32], guidance_scale: f64) -
     ensure_scalar(guidance_scale, "guidance_scale")?;
     ensure_lengths(cond, uncond, out, cond.len())?;
     let g = guidance_scale as f32;
-    // Finiteness rides along in the same pass: a non-finite input makes the result non-finite.
-    let mut bad = false;
+    // Finiteness rides along in the same pass: any NaN/Inf in cond or uncond (or an overflow)
+    // makes the result non-finite, so checking the result is enough. An all-ones exponent marks
+    // NaN/Inf; OR-ing integer flags keeps the loop vectorisable.
+    let mut bad = 0u32;
     for ((o, &c), &u) in out.iter_mut().zip(cond).zip(uncond) {
         let v = u + g * (c - u);
-        bad |= !(c - u).is_finite() | !v.is_finite();
+        bad |= ((v.to_bits() & 0x7f80_0000) == 0x7f80_0000) as u32;
         *o = v;
     }
-    if bad {
+    if bad != 0 {
         out.fill(0.0);
         return Err(non_finite_or_overflow(cond, uncond, "uncond + g·(cond − uncond)"));
     }
