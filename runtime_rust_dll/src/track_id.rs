@@ -9,7 +9,8 @@
 //! - strings: raw UTF-8; only `"` `\` and U+0000–U+001F are escaped, as `\"` `\\` `\b` `\f` `\n`
 //!   `\r` `\t` or `\u00XX` (lowercase hex);
 //! - `true`, `false`, `null`;
-//! - integers (JSON numbers written without `.`/`e`) in decimal; they must fit in i64 or u64;
+//! - integers (JSON numbers written without `.`/`e`) in decimal, `-0` as `0` (Python reads an int);
+//!   they must fit in i64 or u64 (larger ones are an error, not a silently different id);
 //! - other numbers are float64 written like Python's `repr(float)`: the shortest digits that read
 //!   back to the same double; plain notation when the decimal exponent `e` (as in `d.ddd×10^e`)
 //!   satisfies `-4 <= e < 16`, with `.0` appended to integral values (`100.0`, `0.0001`, `-0.0`);
@@ -25,7 +26,8 @@ use crate::error::{Error, Result};
 
 /// The canonical JSON text of a parameter object (see the module documentation).
 pub fn canonical_json(params_json: &str) -> Result<String> {
-    let value: Value = serde_json::from_str(params_json)
+    let text = normalize_integer_literals(params_json)?;
+    let value: Value = serde_json::from_str(&text)
         .map_err(|e| Error::invalid_json(format!("track id parameters: {e}")))?;
     if !value.is_object() {
         return Err(Error::invalid_json(format!(
@@ -36,6 +38,58 @@ pub fn canonical_json(params_json: &str) -> Result<String> {
     let mut out = String::with_capacity(params_json.len());
     write_value(&value, &mut out)?;
     Ok(out)
+}
+
+/// Python reads a JSON integer literal as an exact int: `-0` is `0`, and integers of any size stay
+/// integers. serde_json (without arbitrary precision) reads `-0` and integers beyond 64 bits as
+/// floats, which would print differently. So, outside strings: `-0` becomes `0`, and an integer
+/// literal outside the i64/u64 range is an error rather than a silently different id.
+fn normalize_integer_literals(text: &str) -> Result<std::borrow::Cow<'_, str>> {
+    let bytes = text.as_bytes();
+    let mut negative_zero_at = Vec::new();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1, // skip the escaped byte
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if b == b'"' {
+            in_string = true;
+            i += 1;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'+' | b'-' | b'.' | b'e' | b'E') {
+                i += 1;
+            }
+            let token = &text[start..i];
+            if !token.contains(['.', 'e', 'E']) {
+                if token == "-0" {
+                    negative_zero_at.push(start);
+                } else if token.parse::<i64>().is_err() && token.parse::<u64>().is_err() && token != "-" {
+                    return Err(Error::invalid_json(format!(
+                        "track id parameters: integer {token} is outside the 64-bit range"
+                    )));
+                }
+            }
+        } else {
+            i += 1;
+        }
+    }
+    if negative_zero_at.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(text));
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for at in negative_zero_at {
+        out.push_str(&text[last..at]);
+        last = at + 1; // drop the '-'
+    }
+    out.push_str(&text[last..]);
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// `sha256(canonical_json(params))` as 64 lowercase hex digits.
@@ -227,5 +281,7 @@ mod tests {
         assert!(track_id("[1]").unwrap_err().message.contains("an array"));
         assert!(track_id("{").is_err());
         assert!(track_id(r#"{"a": NaN}"#).is_err());
+        assert!(track_id(r#"{"a": 18446744073709551616}"#).unwrap_err().message.contains("64-bit"));
+        assert_eq!(canonical_json(r#"{"a": -0, "b": "-0", "c": [-0, -0.0, 1e-0]}"#).unwrap(), r#"{"a":0,"b":"-0","c":[0,-0.0,1.0]}"#);
     }
 }

@@ -248,9 +248,18 @@ def test_track_id_float_rendering_matches_python_repr(rng):
     assert frames.canonical_json(params) == stdlib_canonical(params)
 
 
+@pytest.mark.parametrize("text", ['{"a": -0}', '{"a": [-0, -0.0, 1e-0, 1E2, -12, 0]}', '{"s": "-0 \\" -0"}',
+                                  '{"a": 12345678901234567890, "b": -9223372036854775808}'])
+def test_track_id_json_text_is_read_like_python(text):
+    """Integer literals stay integers (-0 is 0), as json.loads reads them."""
+    assert frames.canonical_json(text) == stdlib_canonical(json.loads(text))
+    assert frames.track_id(text) == stdlib_track_id(json.loads(text))
+
+
 def test_track_id_errors():
     for text, needle in [("[1, 2]", "an array"), ('"x"', "a string"), ("{", "track id"),
-                         ('{"a": NaN}', "track id"), ('{"a": 1e999}', "track id")]:
+                         ('{"a": NaN}', "track id"), ('{"a": 1e999}', "track id"),
+                         ('{"a": 18446744073709551616}', "64-bit"), ('{"a": -9223372036854775809}', "64-bit")]:
         with pytest.raises(AceError) as info:
             frames.track_id(text)
         assert info.value.name == "invalid_json" and needle in str(info.value), text
