@@ -259,7 +259,7 @@ AceStatus ace_frames_to_samples(uint32_t frames, uint64_t *out_samples);
 //
 // `cond`, `uncond` and `out` each hold `len` floats (`len > 0`); `out` must not overlap the inputs.
 // Errors: null pointer, `len == 0`, non-finite `guidance_scale`, non-finite inputs (or a result that
-// overflows float32), overlapping buffers. Thread-safe (no state).
+// overflows float32), overlapping buffers; on error `out` is unspecified. Thread-safe (no state).
 //
 // # Safety
 // Each pointer must be valid for `len` floats.

@@ -160,9 +160,17 @@ pub fn cfg_zero_star(
                 *ov = cv * 0.0;
             }
         } else {
+            let mut bad = 0u32;
             for ((ov, &cv), &uv) in o.iter_mut().zip(c).zip(u) {
                 let ua = uv * alpha;
-                *ov = ua + g * (cv - ua);
+                let v = ua + g * (cv - ua);
+                bad |= ((v.to_bits() & 0x7f80_0000) == 0x7f80_0000) as u32;
+                *ov = v;
+            }
+            if bad != 0 {
+                return Err(Error::invalid_argument(format!(
+                    "CFG-Zero* result overflows float32 for batch item {b}"
+                )));
             }
         }
     }

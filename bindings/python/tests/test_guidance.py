@@ -342,6 +342,9 @@ def test_abi_non_finite_inputs():
     huge = np.full(16, 3e38, dtype=np.float32)
     s = lib.ace_guidance_cfg(fptr(huge), fptr(-huge), fptr(out), 16, 2.0)
     assert s == lib.ACE_STATUS_INVALID_ARGUMENT and "overflows" in status_and_message(s)[1]
+    tiny = np.full(16, 1e-30, dtype=np.float32)
+    s = lib.ace_guidance_cfg_zero_star(fptr(huge), fptr(tiny), fptr(out), 16, 2, 2.0, 5, 1, True)
+    assert s == lib.ACE_STATUS_INVALID_ARGUMENT and "overflows" in status_and_message(s)[1]
 
 
 def test_apg_non_finite_input_keeps_momentum_state(rng):
