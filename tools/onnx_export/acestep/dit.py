@@ -93,11 +93,11 @@ class DiTDecoder(nn.Module):
 
         x = torch.cat([context_latents, hidden_states], dim=-1)
         t_len = x.shape[1]
-        # zero-pad to a multiple of the patch size without a value-dependent branch:
-        # pad p-1 frames, keep ceil(T/p)*p of them
+        # Zero-pad p-1 frames: the stride-p conv then sees exactly ceil(T/p) patches (a trailing partial
+        # window is dropped by the conv itself), identical to padding T up to a multiple of p, with no
+        # length-dependent branch or slice in the graph.
         x = F.pad(x, (0, 0, 0, p - 1))
-        x = x[:, : ((t_len + p - 1) // p) * p]
-        x = self.proj_in(x)  # [B, S, H]
+        x = self.proj_in(x)  # [B, S = ceil(T/p), H]
         enc = self.condition_embedder(encoder_hidden_states)
 
         rope = rope_tables(x, cfg.head_dim, cfg.rope_theta)
@@ -109,4 +109,5 @@ class DiTDecoder(nn.Module):
         shift, scale = (self.scale_shift_table + temb[:, None, :]).chunk(2, dim=1)
         x = self.norm_out(x) * (1 + scale) + shift
         x = self.proj_out(x)
-        return x[:, :t_len]
+        # crop to T; index_select instead of a slice keeps the exporter from guarding on T vs 2*ceil(T/2)
+        return x.index_select(1, torch.arange(t_len, device=x.device))
