@@ -169,10 +169,16 @@ def write_tiny_lm(ckpt_dir: Path, seed: int, tokenizer_dir: Path | None) -> None
         elif key.endswith(".bias"):
             t = 0.02 * torch.randn(shape, generator=gen)
         else:
+            # Small embeddings and residual-branch outputs (o_proj, down_proj) at twice the usual
+            # 1/sqrt(fan_in): the layers then outweigh the input embedding in the residual stream, so the
+            # tied head does not just echo the last token and greedy decoding varies.
             fan_in = shape[1]
-            # Embedding rows at unit-ish scale; linear layers ~1/sqrt(fan_in). The (tied) head then
-            # gives logits spread over a few units, so greedy decoding is not dominated by ties.
-            std = 1.0 if key.endswith("embed_tokens.weight") else 1.0 / math.sqrt(fan_in)
+            if key.endswith("embed_tokens.weight") or key == "lm_head.weight":
+                std = 0.15
+            elif key.endswith(("o_proj.weight", "down_proj.weight")):
+                std = 2.0 / math.sqrt(fan_in)
+            else:
+                std = 1.0 / math.sqrt(fan_in)
             t = std * torch.randn(shape, generator=gen)
         tensors[key] = t.to(torch.bfloat16).contiguous()
     save_file(tensors, str(ckpt_dir / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -327,7 +333,6 @@ def load_lm_checkpoint(ckpt_dir: Path):
     cfg = read_lm_config(ckpt_dir)
     state = load_lm_state_dict(ckpt_dir, cfg)
     config = Qwen3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype", "dtype")})
-    config.torch_dtype = torch.float32
     # Build on the meta device and adopt the loaded tensors: no random init, no second copy of the weights.
     with torch.device("meta"):
         model = Qwen3ForCausalLM(config)
