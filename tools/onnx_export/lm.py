@@ -424,7 +424,7 @@ class Qwen3KvForward(nn.Module):
                 v = torch.cat((past[2 * i + 1], v), dim=2)
             presents += [k, v]
             scores = torch.matmul(q, k[:, :, None].transpose(3, 4)) * self.scaling  # [B, kv, rep, S, T]
-            scores = torch.where(allowed, scores, torch.full_like(scores, neg))
+            scores = torch.where(allowed, scores, neg)
             probs = torch.softmax(scores, dim=-1)
             o = torch.matmul(probs, v[:, :, None])  # [B, kv, rep, S, hd]
             o = o.permute(0, 3, 1, 2, 4).reshape(b, s, self.num_heads * self.head_dim)
