@@ -90,6 +90,7 @@ def tiny_lm_config() -> dict:
         "hidden_size": 64,
         "initializer_range": 0.02,
         "intermediate_size": 128,
+        "layer_types": ["full_attention", "full_attention"],
         "max_position_embeddings": 4096,
         "max_window_layers": 2,
         "num_attention_heads": 4,
@@ -243,6 +244,9 @@ def read_lm_config(ckpt_dir: Path) -> dict:
         raise LmCheckpointError(f"LM checkpoint {path}: rope_scaling {cfg['rope_scaling']!r} is not supported")
     if cfg.get("use_sliding_window", False):
         raise LmCheckpointError(f"LM checkpoint {path}: use_sliding_window=true is not supported")
+    for i, kind in enumerate(cfg.get("layer_types") or []):
+        if kind != "full_attention":
+            raise LmCheckpointError(f"LM checkpoint {path}: layer_types[{i}] is {kind!r}; only 'full_attention' is supported")
     if cfg["num_attention_heads"] % cfg["num_key_value_heads"] != 0:
         raise LmCheckpointError(
             f"LM checkpoint {path}: num_attention_heads {cfg['num_attention_heads']} is not a multiple of "

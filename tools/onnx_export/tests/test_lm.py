@@ -211,6 +211,29 @@ def test_loader_shapes_come_from_config(ckpt_dir, tmp_path):
         lm.load_lm_checkpoint(d)
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"model_type": "llama"}, r"model_type 'llama', expected 'qwen3'"),
+        ({"head_dim": None}, r"config key 'head_dim' is missing"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, r"rope_scaling .* is not supported"),
+        ({"use_sliding_window": True}, r"use_sliding_window=true is not supported"),
+        ({"layer_types": ["full_attention", "sliding_attention"]}, r"layer_types\[1\] is 'sliding_attention'"),
+    ],
+)
+def test_loader_rejects_unsupported_config(ckpt_dir, tmp_path, edit, message):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    cfg = json.loads((d / "config.json").read_text())
+    for k, v in edit.items():
+        if v is None:
+            del cfg[k]
+        else:
+            cfg[k] = v
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(lm.LmCheckpointError, match=message):
+        lm.load_lm_checkpoint(d)
+
+
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
 def test_loader_missing_file(ckpt_dir, tmp_path, name):
     d = _copy_ckpt(ckpt_dir, tmp_path / "c")
