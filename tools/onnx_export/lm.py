@@ -244,7 +244,12 @@ def read_lm_config(ckpt_dir: Path) -> dict:
         raise LmCheckpointError(f"LM checkpoint {path}: rope_scaling {cfg['rope_scaling']!r} is not supported")
     if cfg.get("use_sliding_window", False):
         raise LmCheckpointError(f"LM checkpoint {path}: use_sliding_window=true is not supported")
-    for i, kind in enumerate(cfg.get("layer_types") or []):
+    layer_types = cfg.get("layer_types")
+    if layer_types is not None and len(layer_types) != cfg["num_hidden_layers"]:
+        raise LmCheckpointError(
+            f"LM checkpoint {path}: layer_types has {len(layer_types)} entries, num_hidden_layers is {cfg['num_hidden_layers']}"
+        )
+    for i, kind in enumerate(layer_types or []):
         if kind != "full_attention":
             raise LmCheckpointError(f"LM checkpoint {path}: layer_types[{i}] is {kind!r}; only 'full_attention' is supported")
     if cfg["num_attention_heads"] % cfg["num_key_value_heads"] != 0:

@@ -225,6 +225,7 @@ def test_loader_shapes_come_from_config(ckpt_dir, tmp_path):
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, r"rope_scaling .* is not supported"),
         ({"use_sliding_window": True}, r"use_sliding_window=true is not supported"),
         ({"layer_types": ["full_attention", "sliding_attention"]}, r"layer_types\[1\] is 'sliding_attention'"),
+        ({"layer_types": ["full_attention"]}, r"layer_types has 1 entries, num_hidden_layers is 2"),
     ],
 )
 def test_loader_rejects_unsupported_config(ckpt_dir, tmp_path, edit, message):
