@@ -30,6 +30,11 @@ def package() -> Path:
     return tiny_package_dir()
 
 
+def as_dir(path) -> str:
+    """A directory argument for --out (the trailing slash makes the CLI treat it as a directory)."""
+    return f"{path}/"
+
+
 def run_cli(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=PYTHONPATH)
     return subprocess.run(
@@ -59,7 +64,7 @@ def test_same_seed_same_bytes_and_track_id(package, tmp_path):
     outs = []
     for run in ("a", "b"):
         proc = run_cli("generate", "--model", package, "--caption", "dub techno", "--lyrics", "[Instrumental]",
-                       "--duration", "10.04", "--seed", "11", "--format", "wav32f", "--out", tmp_path / run / "",
+                       "--duration", "10.04", "--seed", "11", "--format", "wav32f", "--out", as_dir(tmp_path / run),
                        "--no-progress")
         assert proc.returncode == 0, proc.stderr
         outs.append(sorted((tmp_path / run).glob("*.wav")))
@@ -67,7 +72,7 @@ def test_same_seed_same_bytes_and_track_id(package, tmp_path):
     assert a.name == b.name  # named by track id
     assert a.read_bytes() == b.read_bytes()
     other = run_cli("generate", "--model", package, "--caption", "dub techno", "--lyrics", "[Instrumental]",
-                    "--duration", "10.04", "--seed", "12", "--format", "wav32f", "--out", tmp_path / "c" / "",
+                    "--duration", "10.04", "--seed", "12", "--format", "wav32f", "--out", as_dir(tmp_path / "c"),
                     "--no-progress")
     assert other.returncode == 0, other.stderr
     (c,) = sorted((tmp_path / "c").glob("*.wav"))
@@ -154,7 +159,7 @@ def test_corrupted_graph_is_detected(package, tmp_path):
     target.write_bytes(bytes(data))
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_cli("generate", "--model", pkg, "--duration", "10", "--seed", "1", "--verify", "--out", out / "")
+    proc = run_cli("generate", "--model", pkg, "--duration", "10", "--seed", "1", "--verify", "--out", as_dir(out))
     assert proc.returncode == 2
     assert "dit_decoder.onnx" in proc.stderr and "sha256" in proc.stderr
     assert list(out.iterdir()) == []
@@ -185,7 +190,7 @@ def test_truncated_graph_is_detected_without_verify(package, tmp_path):
 def test_bad_input_is_a_clear_error(package, tmp_path, args, message):
     out = tmp_path / "out"
     out.mkdir()
-    full = ["generate", "--model", package, "--duration", "10", "--out", out / "", "--no-progress"]
+    full = ["generate", "--model", package, "--duration", "10", "--out", as_dir(out), "--no-progress"]
     # later flags win with argparse
     proc = run_cli(*full, *args)
     assert proc.returncode == 2, proc.stderr
@@ -206,6 +211,6 @@ def test_unwritable_output_path_leaves_nothing(package, tmp_path):
 def test_request_file_with_unknown_key_is_rejected(package, tmp_path):
     request = tmp_path / "r.json"
     request.write_text(json.dumps({"caption": "x", "durration": 12}))
-    proc = run_cli("generate", "--model", package, "--request", request, "--out", tmp_path / "o" / "")
+    proc = run_cli("generate", "--model", package, "--request", request, "--out", as_dir(tmp_path / "o"))
     assert proc.returncode == 2
     assert "unknown request key(s): durration" in proc.stderr
