@@ -13,6 +13,7 @@
 pub mod guard;
 pub(crate) mod ptr;
 pub mod status;
+mod sampling;
 
 use std::ffi::{c_char, CString};
 
