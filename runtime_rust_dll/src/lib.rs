@@ -9,5 +9,8 @@
 pub mod error;
 pub mod ffi;
 pub mod sampling;
+pub mod cot_yaml;
+pub mod metadata;
+pub mod prompt;
 
 pub use error::{Error, ErrorKind, Result};

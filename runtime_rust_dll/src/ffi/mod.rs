@@ -14,6 +14,8 @@ pub mod guard;
 pub(crate) mod ptr;
 pub mod status;
 mod sampling;
+mod metadata;
+mod prompt;
 
 use std::ffi::{c_char, CString};
 
