@@ -10,6 +10,15 @@
 // The ABI version this library implements. Version 1 only grows: no signature ever changes.
 #define ACE_ABI_VERSION 1
 
+// The LM vocabulary of the ACE-Step 5 Hz LMs (spec §5.1).
+#define LM_VOCAB_SIZE 217204
+
+// First id of `<|audio_code_0|>` in the LM vocabulary.
+#define AUDIO_CODE_BASE 151669
+
+// Codes ≥ this are invalid; parsed codes are clamped to `[0, AUDIO_CODE_LIMIT - 1]`.
+#define AUDIO_CODE_LIMIT 64000
+
 // Result code of every `ace_*` function. `ACE_STATUS_OK` is 0; on any other value the call changed
 // nothing the caller owns except where its documentation says so, and `ace_last_error` describes it.
 enum AceStatus
@@ -36,6 +45,9 @@ typedef enum AceStatus AceStatus;
 typedef int32_t AceStatus;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
+
+// Opaque LM sampler: CFG, top-k/top-p and a seeded draw, with scratch buffers for one vocabulary.
+typedef struct AceSampler AceSampler;
 
 #ifdef __cplusplus
 extern "C" {
@@ -71,6 +83,88 @@ AceStatus ace_last_error_json(char **out);
 // # Safety
 // `s` must be null or a pointer this library returned and that has not been freed yet.
 void ace_string_free(char *s);
+
+// Creates a sampler from a JSON config:
+// `{"seed": u64 (required), "temperature": 0.85, "top_k": 0, "top_p": 0.9, "cfg_scale": 2.0,
+//   "vocab_size": 217204}` (defaults shown; unknown keys are errors). `temperature` must be finite
+// and >= 0 (0 = greedy argmax), `top_p` in (0, 1] (1 = off), `top_k` >= 0 (0 = off), `cfg_scale`
+// finite and >= 1 (1 = no CFG, the uncond row is then ignored). On success `*out` owns the sampler;
+// free it with `ace_sampler_free`.
+//
+// Threading: a sampler is used by one thread at a time.
+//
+// # Safety
+// `config_json` must be a NUL-terminated string; `out` a valid `AceSampler *` slot.
+AceStatus ace_sampler_create(const char *config_json, AceSampler **out);
+
+// Frees a sampler. Null is a no-op.
+//
+// # Safety
+// `sampler` must be null or a live pointer from `ace_sampler_create`, not used afterwards.
+void ace_sampler_free(AceSampler *sampler);
+
+// Samples one token: CFG `l = u + g*(c - u)` in fp32 (when `cfg_scale != 1`; `uncond` may be null
+// only when `cfg_scale == 1`), then temperature, top-k, top-p (vLLM style) and the draw seeded by
+// (seed, `step`); temperature 0 is argmax. Writes the token id to `*out_token`.
+//
+// Errors: null pointers; `vocab` != the configured `vocab_size` (LENGTH_MISMATCH); NaN or inf in
+// either row (INVALID_ARGUMENT, naming the row and index).
+//
+// # Safety
+// `cond` (and `uncond` when non-null) must point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_sampler_sample(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+
+// Samples one token from logits that are already CFG-combined and masked (a host-side FSM, for
+// example): -inf marks a forbidden token; NaN and +inf are rejected. Same sampling as
+// `ace_sampler_sample` without the CFG step. Errors as there; all tokens -inf → INVALID_STATE.
+//
+// # Safety
+// `logits` must point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_sampler_sample_logits(AceSampler *sampler, const float *logits, size_t vocab, uint64_t step, uint32_t *out_token);
+
+// Writes the CFG-combined logits (`l = u + g*(c - u)` in fp32, or a copy of `cond` when
+// `cfg_scale == 1`) to `out_logits` (`vocab` floats, caller-allocated, must not overlap the inputs).
+// For hosts that mask on their side and then call `ace_sampler_sample_logits`.
+//
+// # Safety
+// `cond`, `uncond` (when non-null) and `out_logits` must point to `vocab` floats.
+AceStatus ace_sampler_cfg(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, float *out_logits);
+
+// Parses LM output text (phase 1 or phase 2, special tokens rendered as text) into
+// `{"metadata": {bpm, caption, duration, genres, keyscale, language, timesignature — only those
+// present; bpm/duration are ints when they parse}, "codes": [int, ...]}` (codes clamped to
+// [0, 63999]), written to `*out_json`; free it with `ace_string_free`.
+//
+// # Safety
+// `text` must be a NUL-terminated UTF-8 string; `out_json` a valid `char *` slot.
+AceStatus ace_parse_lm_output(const char *text, char **out_json);
+
+// Formats metadata as the phase-2 CoT block `<think>\n{yaml}\n</think>`, the YAML byte-identical
+// to PyYAML `yaml.dump(..., allow_unicode=True, sort_keys=True).strip()` as the official code
+// builds it (timesignature "N/4" → N, digit strings → ints, nulls skipped, genres not emitted).
+// `metadata_json` is an object with keys among bpm, caption, duration, genres, keyscale,
+// language, timesignature (others are errors), values int, string or null. The result goes to
+// `*out`; free it with `ace_string_free`.
+//
+// # Safety
+// `metadata_json` must be a NUL-terminated string; `out` a valid `char *` slot.
+AceStatus ace_format_cot(const char *metadata_json, char **out);
+
+// Builds every prompt string of a request. `request_json` is an object with the optional keys
+// `caption`, `lyrics` (strings), `instrumental` (bool), `bpm` (int 30..300), `duration` (seconds,
+// 10..600), `keyscale` (e.g. "F# minor"), `timesignature` ("2", "3", "4", "6", optionally "/4"),
+// `language` (one of the 51 codes), `negative_prompt` (default "NO USER INPUT"), `think` (bool,
+// ignored), `has_codes` (bool: DiT gets LM codes → cover instruction), `use_cot_caption`,
+// `use_cot_language` (bools, default true), `lm_metadata` (the `metadata` object from
+// `ace_parse_lm_output`), `phase2_end` ("im_end" default, or "open"). Unknown keys, wrong types
+// and out-of-range values are errors that name the field.
+//
+// Writes `{"dit_caption", "dit_lyrics", "phase1_needed", "lm_phase1", "lm_phase1_uncond", "cot",
+// "lm_phase2", "lm_phase2_uncond"}` as JSON to `*out_json`; free it with `ace_string_free`.
+//
+// # Safety
+// `request_json` must be a NUL-terminated string; `out_json` a valid `char *` slot.
+AceStatus ace_build_prompts(const char *request_json, char **out_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -29,21 +29,47 @@ pub fn py_strip(s: &str) -> &str {
     s.trim_matches(py_space)
 }
 
-/// Python's `int(s.strip())` for the forms an LM can produce: optional sign, ASCII digits with
-/// single underscores between them. `None` when Python would raise (or the value overflows i64).
+/// The "0" of every Unicode decimal-digit run (general category Nd, Unicode 14 as in Python 3.11):
+/// Python's `int()` and `str.isdigit()` accept all of them, not only ASCII.
+const DECIMAL_ZEROS: [u32; 66] = [
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66, 0xDE6, 0xE50, 0xED0,
+    0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620,
+    0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10, 0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0,
+    0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x16A60,
+    0x16AC0, 0x16B50, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E950, 0x1FBF0,
+];
+
+/// The value of a Unicode decimal digit.
+pub fn decimal_value(c: char) -> Option<u32> {
+    let cp = c as u32;
+    DECIMAL_ZEROS.iter().find(|&&z| cp >= z && cp <= z + 9).map(|&z| cp - z)
+}
+
+/// `s.isdigit()` and `int(s)` for strings of decimal digits; `None` if `s` is not all decimal
+/// digits or the value overflows i64.
+pub fn decimal_int(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for c in s.chars() {
+        v = v.checked_mul(10)?.checked_add(i64::from(decimal_value(c)?))?;
+    }
+    Some(v)
+}
+
+/// Python's `int(s.strip())`: optional sign, decimal digits with single underscores between
+/// them. `None` when Python would raise (or the value overflows i64).
 fn py_int(s: &str) -> Option<i64> {
     let s = py_strip(s);
     let body = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let ok = !body.is_empty()
-        && body.starts_with(|c: char| c.is_ascii_digit())
-        && body.ends_with(|c: char| c.is_ascii_digit())
-        && body.chars().all(|c| c.is_ascii_digit() || c == '_')
-        && !body.contains("__");
+    let is_digit = |c: char| decimal_value(c).is_some();
+    let ok = body.starts_with(is_digit) && body.ends_with(is_digit) && !body.contains("__");
     if !ok {
         return None;
     }
     let digits: String = body.chars().filter(|c| *c != '_').collect();
-    let v: i64 = digits.parse().ok()?;
+    let v = decimal_int(&digits)?;
     Some(if s.starts_with('-') { -v } else { v })
 }
 
@@ -152,7 +178,7 @@ pub fn parse_lm_output(text: &str) -> LmOutput {
 }
 
 /// The CoT value of one field, as `_format_metadata_as_cot` builds it: timesignature "N/4" → "N",
-/// ASCII digit strings → ints. Floats and other JSON types are refused (PyYAML would print them
+/// decimal-digit strings → ints (Python `isdigit`/`int`). Floats and other JSON types are refused (PyYAML would print them
 /// in forms the LM never saw).
 fn cot_value(key: &str, value: &Value) -> Result<Option<YamlValue>> {
     match value {
@@ -166,8 +192,8 @@ fn cot_value(key: &str, value: &Value) -> Result<Option<YamlValue>> {
             if key == "timesignature" && s.ends_with("/4") {
                 s = s.split('/').next().unwrap_or(s);
             }
-            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                let v: i64 = s.parse().map_err(|_| {
+            if !s.is_empty() && s.chars().all(|c| decimal_value(c).is_some()) {
+                let v = decimal_int(s).ok_or_else(|| {
                     Error::invalid_argument(format!("metadata.{key} is a digit string too large for an integer: {s}"))
                 })?;
                 Ok(Some(YamlValue::Int(v)))
