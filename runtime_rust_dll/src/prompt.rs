@@ -118,7 +118,7 @@ pub struct Prompts {
 
 impl PromptRequest {
     pub fn from_json(text: &str) -> Result<Self> {
-        let req: PromptRequest = parse_json(text, "request")?;
+        let req: PromptRequest = parse_json(text, "request").map_err(|e| name_bad_field(text).unwrap_or(e))?;
         req.validate()?;
         Ok(req)
     }
@@ -291,6 +291,18 @@ impl PromptRequest {
             cot,
         })
     }
+}
+
+/// serde's type errors carry a position, not the key; every field of the request is optional, so
+/// deserialising each key alone finds the one that is wrong.
+fn name_bad_field(text: &str) -> Option<Error> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else { return None };
+    map.into_iter().find_map(|(key, value)| {
+        let single = Value::Object(Map::from_iter([(key.clone(), value)]));
+        serde_json::from_value::<PromptRequest>(single)
+            .err()
+            .map(|e| Error::invalid_json(format!("request.{key}: {e}")))
+    })
 }
 
 fn ensure_colon(instruction: &str) -> String {
