@@ -53,6 +53,7 @@ class Sampler:
         self._ptr = ffi.NULL
         out = ffi.new("AceSampler **")
         check(lib.ace_sampler_create(config_json.encode("utf-8"), out))
+        self._raw = out[0]
         self._ptr = ffi.gc(out[0], lib.ace_sampler_free)
         self.config = json.loads(config_json)
         self.vocab_size = int(self.config.get("vocab_size", 217204))
@@ -90,8 +91,9 @@ class Sampler:
 
     def close(self) -> None:
         if self._ptr != ffi.NULL:
-            lib.ace_sampler_free(ffi.gc(self._ptr, None))
-            self._ptr = ffi.NULL
+            ffi.gc(self._ptr, None)  # detach the safety-net destructor, then free now
+            lib.ace_sampler_free(self._raw)
+            self._ptr = self._raw = ffi.NULL
 
     def __enter__(self) -> "Sampler":
         return self
