@@ -8,5 +8,7 @@
 
 pub mod error;
 pub mod ffi;
+pub mod fsm;
+pub mod tokenizer;
 
 pub use error::{Error, ErrorKind, Result};
