@@ -13,6 +13,8 @@
 pub mod guard;
 pub(crate) mod ptr;
 pub mod status;
+mod fsm;
+mod tokenizer;
 
 use std::ffi::{c_char, CString};
 
