@@ -19,6 +19,11 @@
 // Codes ≥ this are invalid; parsed codes are clamped to `[0, AUDIO_CODE_LIMIT - 1]`.
 #define AUDIO_CODE_LIMIT 64000
 
+#define DURATION_MIN 10
+
+// Caption length after which only the newline is allowed.
+#define CAPTION_MAX_TOKENS 512
+
 // Result code of every `ace_*` function. `ACE_STATUS_OK` is 0; on any other value the call changed
 // nothing the caller owns except where its documentation says so, and `ace_last_error` describes it.
 enum AceStatus
@@ -46,8 +51,16 @@ typedef int32_t AceStatus;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// An opaque per-sequence LM state machine. One thread at a time per object.
+typedef struct AceFsm AceFsm;
+
 // Opaque LM sampler: CFG, top-k/top-p and a seeded draw, with scratch buffers for one vocabulary.
 typedef struct AceSampler AceSampler;
+
+// An opaque loaded tokenizer. Immutable: may be used from several threads at once.
+typedef struct AceTokenizer AceTokenizer;
+
+#define TIME_SIGNATURES { 2, 3, 4, 6, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,6 +143,19 @@ AceStatus ace_sampler_sample_logits(AceSampler *sampler, const float *logits, si
 // `cond`, `uncond` (when non-null) and `out_logits` must point to `vocab` floats.
 AceStatus ace_sampler_cfg(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, float *out_logits);
 
+// One constrained LM decoding step: CFG of `cond`/`uncond` (as `ace_sampler_sample`), the FSM's
+// mask on the combined logits (`ace_fsm_mask_logits`), the sampler's draw for (seed, `step`), then
+// `ace_fsm_accept` of the drawn token, which is written to `*out_token`. `vocab` must equal both
+// the sampler's `vocab_size` and the FSM tokenizer's vocabulary. On error nothing is accepted.
+//
+// Errors: as `ace_sampler_sample`; the FSM's errors (e.g. INVALID_STATE after completion); every
+// token masked → INVALID_STATE.
+//
+// # Safety
+// `sampler` and `fsm` live handles (distinct objects, used by this thread only); `cond` (and
+// `uncond` when non-null) point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_lm_step(AceSampler *sampler, AceFsm *fsm, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+
 // Parses LM output text (phase 1 or phase 2, special tokens rendered as text) into
 // `{"metadata": {bpm, caption, duration, genres, keyscale, language, timesignature — only those
 // present; bpm/duration are ints when they parse}, "codes": [int, ...]}` (codes clamped to
@@ -150,6 +176,15 @@ AceStatus ace_parse_lm_output(const char *text, char **out_json);
 // `metadata_json` must be a NUL-terminated string; `out` a valid `char *` slot.
 AceStatus ace_format_cot(const char *metadata_json, char **out);
 
+// Decodes generated LM token ids with the LM tokenizer (special tokens kept as text) and parses
+// them like `ace_parse_lm_output`, writing the same JSON to `*out_json` (free with
+// `ace_string_free`). `token_ids` may be null when `len` is 0. Ids outside the vocabulary are
+// errors (INVALID_ARGUMENT).
+//
+// # Safety
+// `tok` a live tokenizer; `token_ids` points to `len` ids; `out_json` a valid `char *` slot.
+AceStatus ace_finalize_metadata(const AceTokenizer *tok, const uint32_t *token_ids, size_t len, char **out_json);
+
 // Builds every prompt string of a request. `request_json` is an object with the optional keys
 // `caption`, `lyrics` (strings), `instrumental` (bool), `bpm` (int 30..300), `duration` (seconds,
 // 10..600), `keyscale` (e.g. "F# minor"), `timesignature` ("2", "3", "4", "6", optionally "/4"),
@@ -165,6 +200,129 @@ AceStatus ace_format_cot(const char *metadata_json, char **out);
 // # Safety
 // `request_json` must be a NUL-terminated string; `out_json` a valid `char *` slot.
 AceStatus ace_build_prompts(const char *request_json, char **out_json);
+
+// Creates a state machine for one sequence from a tokenizer and a JSON config (see
+// `docs/lm_fsm.md`; `"{}"` gives the defaults: phase "cot", genres skipped, max_duration 600).
+// Value tries and masks are built here from the tokenizer (a few ms to ~100 ms). The FSM keeps
+// its own reference to the tokenizer, which may be freed afterwards. Free with `ace_fsm_free`.
+//
+// Errors: `ACE_STATUS_INVALID_JSON` (malformed JSON, unknown or mistyped keys),
+// `ACE_STATUS_INVALID_ARGUMENT` (bad values, e.g. target_duration ≤ 0, EOS token missing).
+//
+// # Safety
+// `tok` a live tokenizer; `config_json` NUL-terminated; `out` a valid `AceFsm *` slot.
+AceStatus ace_fsm_create(const AceTokenizer *tok, const char *config_json, AceFsm **out);
+
+// Frees a state machine. Null is a no-op.
+//
+// # Safety
+// `fsm` must be null or an FSM from `ace_fsm_create` not yet freed.
+void ace_fsm_free(AceFsm *fsm);
+
+// Starts a new sequence with the prompt `prompt_ids[0..n]` (NULL allowed when n == 0). In the
+// "codes" phase a prompt containing `</think>` starts directly in CODES_GENERATION.
+// Errors: an id out of range.
+//
+// # Safety
+// `fsm` live; `prompt_ids` valid for `n` elements.
+AceStatus ace_fsm_reset_with_prompt(AceFsm *fsm, const uint32_t *prompt_ids, size_t n);
+
+// Masks `logits[0..vocab]` in place for the current state: disallowed tokens become −inf,
+// allowed ones keep their values. Pass the logits the sampler will use (after CFG, before
+// temperature), once per step: some states decide from them (caption look-ahead, greedy
+// language). Errors: `vocab` differs from the tokenizer's vocabulary size
+// (`ACE_STATUS_LENGTH_MISMATCH`), a NaN logit (`ACE_STATUS_INVALID_ARGUMENT`).
+//
+// # Safety
+// `fsm` live; `logits` valid for `vocab` floats.
+AceStatus ace_fsm_mask_logits(AceFsm *fsm, float *logits, size_t vocab);
+
+// Copy-and-mask: writes `logits[0..vocab]` masked for the current state to
+// `out_masked_logits[0..vocab]` (the two buffers must not overlap). Same rules and errors as
+// `ace_fsm_mask_logits`.
+//
+// # Safety
+// `fsm` live; both buffers valid for `vocab` floats.
+AceStatus ace_apply_lm_constraints(AceFsm *fsm, const float *logits, size_t vocab, float *out_masked_logits);
+
+// Advances the state machine with the sampled `token`. Accepting EOS (or pad) completes the
+// sequence. Errors: token out of range (`ACE_STATUS_INVALID_ARGUMENT`), the sequence already
+// completed (`ACE_STATUS_INVALID_STATE`; reset it to start again).
+//
+// # Safety
+// `fsm` live.
+AceStatus ace_fsm_accept(AceFsm *fsm, uint32_t token);
+
+// Writes the state and counters as JSON to `*out` (free with `ace_string_free`):
+// `{"state": "CAPTION_VALUE", "position": <tokens accepted>, "position_in_state", "codes_count",
+// "target_codes", "caption_token_count", "caption_ending", "injecting", "pending_injection_tokens",
+// "accumulated_value", "completed"}`.
+//
+// # Safety
+// `fsm` live; `out` a valid `char *` slot.
+AceStatus ace_fsm_state_json(const AceFsm *fsm, char **out);
+
+// Loads a Hugging Face `tokenizer.json` from `path` into a new tokenizer written to `*out`;
+// free it with `ace_tokenizer_free`.
+//
+// Errors: `ACE_STATUS_IO` when the file cannot be read, `ACE_STATUS_TOKENIZER` when it is not a
+// valid tokenizer.json (both messages name the path); null pointers; non-UTF-8 path.
+//
+// # Safety
+// `path` must be a NUL-terminated string; `out` a valid `AceTokenizer *` slot.
+AceStatus ace_tokenizer_create_from_file(const char *path, AceTokenizer **out);
+
+// Creates a tokenizer from the text of a `tokenizer.json` (`json`, NUL-terminated UTF-8).
+// Errors: `ACE_STATUS_TOKENIZER` when it is not a valid tokenizer.json.
+//
+// # Safety
+// `json` must be a NUL-terminated string; `out` a valid `AceTokenizer *` slot.
+AceStatus ace_tokenizer_create_from_json(const char *json, AceTokenizer **out);
+
+// Frees a tokenizer. Null is a no-op. FSMs created from it stay valid (they share it).
+//
+// # Safety
+// `tok` must be null or a tokenizer from `ace_tokenizer_create_*` not yet freed.
+void ace_tokenizer_free(AceTokenizer *tok);
+
+// Writes the number of token ids (base vocabulary + added tokens) to `*out`.
+//
+// # Safety
+// `tok` must be a live tokenizer; `out` a valid pointer.
+AceStatus ace_tokenizer_vocab_size(const AceTokenizer *tok, size_t *out);
+
+// Encodes `text` into `ids[0..cap]` and writes the number of ids to `*out_len`.
+// `add_special_tokens` runs the tokenizer's post-processor (e.g. an appended EOS); added tokens
+// written in the text are always recognised. With `ids == NULL` and `cap == 0` this only reports
+// the needed length (status OK). When `cap` is too small, `*out_len` receives the needed length
+// and the status is `ACE_STATUS_LENGTH_MISMATCH` (nothing is written to `ids`).
+//
+// # Safety
+// `tok` live; `text` NUL-terminated; `ids` valid for `cap` elements (or NULL with cap 0);
+// `out_len` valid.
+AceStatus ace_tokenizer_encode(const AceTokenizer *tok, const char *text, bool add_special_tokens, uint32_t *ids, size_t cap, size_t *out_len);
+
+// Decodes `ids[0..n]` to text written to `*out` (free with `ace_string_free`).
+// `skip_special_tokens` drops tokens flagged special. Errors: an id out of range
+// (`ACE_STATUS_INVALID_ARGUMENT`). `ids` may be NULL when `n == 0`.
+//
+// # Safety
+// `tok` live; `ids` valid for `n` elements; `out` a valid `char *` slot.
+AceStatus ace_tokenizer_decode(const AceTokenizer *tok, const uint32_t *ids, size_t n, bool skip_special_tokens, char **out);
+
+// Writes the id of the vocabulary entry or added token `token` to `*out_id`.
+// Errors: `ACE_STATUS_INVALID_ARGUMENT` when the tokenizer has no such token.
+//
+// # Safety
+// `tok` live; `token` NUL-terminated; `out_id` valid.
+AceStatus ace_tokenizer_token_to_id(const AceTokenizer *tok, const char *token, uint32_t *out_id);
+
+// Writes the token text of `id` (byte-level form for BPE tokens, e.g. "Ċ" for "\n") to `*out`
+// (free with `ace_string_free`). Errors: id out of range (`ACE_STATUS_INVALID_ARGUMENT`).
+//
+// # Safety
+// `tok` live; `out` a valid `char *` slot.
+AceStatus ace_tokenizer_id_to_token(const AceTokenizer *tok, uint32_t id, char **out);
 
 #ifdef __cplusplus
 }  // extern "C"

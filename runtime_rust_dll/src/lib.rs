@@ -12,5 +12,7 @@ pub mod sampling;
 pub mod cot_yaml;
 pub mod metadata;
 pub mod prompt;
+pub mod fsm;
+pub mod tokenizer;
 
 pub use error::{Error, ErrorKind, Result};

@@ -40,3 +40,26 @@ pub unsafe extern "C" fn ace_format_cot(metadata_json: *const c_char, out: *mut 
         ptr::string_out(out, format_cot(&metadata)?, "out")
     })
 }
+
+/// Decodes generated LM token ids with the LM tokenizer (special tokens kept as text) and parses
+/// them like `ace_parse_lm_output`, writing the same JSON to `*out_json` (free with
+/// `ace_string_free`). `token_ids` may be null when `len` is 0. Ids outside the vocabulary are
+/// errors (INVALID_ARGUMENT).
+///
+/// # Safety
+/// `tok` a live tokenizer; `token_ids` points to `len` ids; `out_json` a valid `char *` slot.
+#[no_mangle]
+pub unsafe extern "C" fn ace_finalize_metadata(
+    tok: *const super::tokenizer::AceTokenizer,
+    token_ids: *const u32,
+    len: usize,
+    out_json: *mut *mut c_char,
+) -> AceStatus {
+    guard(|| {
+        ptr::ensure_out(out_json, "out_json")?;
+        let tok = ptr::handle_ref(tok, "tok")?;
+        let ids: &[u32] = if len == 0 { &[] } else { ptr::slice_in(token_ids, len, "token_ids")? };
+        let text = tok.inner.decode(ids, false)?;
+        ptr::string_out(out_json, parse_lm_output(&text).to_json().to_string(), "out_json")
+    })
+}

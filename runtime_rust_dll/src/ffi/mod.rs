@@ -16,6 +16,8 @@ pub mod status;
 mod sampling;
 mod metadata;
 mod prompt;
+mod fsm;
+mod tokenizer;
 
 use std::ffi::{c_char, CString};
 

@@ -126,3 +126,37 @@ pub unsafe extern "C" fn ace_sampler_cfg(
         Ok(())
     })
 }
+
+/// One constrained LM decoding step: CFG of `cond`/`uncond` (as `ace_sampler_sample`), the FSM's
+/// mask on the combined logits (`ace_fsm_mask_logits`), the sampler's draw for (seed, `step`), then
+/// `ace_fsm_accept` of the drawn token, which is written to `*out_token`. `vocab` must equal both
+/// the sampler's `vocab_size` and the FSM tokenizer's vocabulary. On error nothing is accepted.
+///
+/// Errors: as `ace_sampler_sample`; the FSM's errors (e.g. INVALID_STATE after completion); every
+/// token masked → INVALID_STATE.
+///
+/// # Safety
+/// `sampler` and `fsm` live handles (distinct objects, used by this thread only); `cond` (and
+/// `uncond` when non-null) point to `vocab` floats; `out_token` to a `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ace_lm_step(
+    sampler: *mut AceSampler,
+    fsm: *mut super::fsm::AceFsm,
+    cond: *const f32,
+    uncond: *const f32,
+    vocab: usize,
+    step: u64,
+    out_token: *mut u32,
+) -> AceStatus {
+    guard(|| {
+        let sampler = &mut ptr::handle_mut(sampler, "sampler")?.0;
+        let fsm = &mut ptr::handle_mut(fsm, "fsm")?.inner;
+        ptr::ensure_out(out_token, "out_token")?;
+        ensure_vocab(sampler, vocab)?;
+        let cond = ptr::slice_in(cond, vocab, "cond")?;
+        let uncond = if uncond.is_null() { None } else { Some(ptr::slice_in(uncond, vocab, "uncond")?) };
+        let token = sampler.sample_with(cond, uncond, step, |logits| fsm.mask_logits(logits))?;
+        fsm.accept(token)?;
+        ptr::write_out(out_token, token, "out_token")
+    })
+}
