@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._native import call_string, lib
+import numpy as np
 
-__all__ = ["format_cot", "parse_lm_output"]
+from ._native import call_string, ffi, lib
+
+__all__ = ["finalize_metadata", "format_cot", "parse_lm_output"]
 
 
 def _utf8(name: str, text: str) -> bytes:
@@ -33,3 +35,16 @@ def format_cot(metadata: dict[str, Any] | str) -> str:
     """The phase-2 CoT block for a metadata dict (or its JSON)."""
     text = metadata if isinstance(metadata, str) else json.dumps(metadata, ensure_ascii=False)
     return call_string(lib.ace_format_cot, _utf8("metadata", text))
+
+
+def finalize_metadata(tokenizer, token_ids) -> dict[str, Any]:
+    """Decodes generated LM token ids with ``tokenizer`` (an ``acestep_runtime.tokenizer.Tokenizer``,
+    special tokens kept) and parses them like :func:`parse_lm_output`."""
+    ids = np.ascontiguousarray(np.asarray(token_ids))
+    if ids.ndim != 1:
+        raise ValueError(f"token_ids must be 1-D, got shape {ids.shape}")
+    if ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() > 0xFFFFFFFF):
+        raise ValueError("token_ids must be integers in [0, 2**32)")
+    ids = ids.astype(np.uint32)
+    ptr = ffi.cast("const uint32_t *", ffi.from_buffer(ids)) if ids.size else ffi.NULL
+    return json.loads(call_string(lib.ace_finalize_metadata, tokenizer.ptr, ptr, ids.size))

@@ -80,6 +80,15 @@ class Sampler:
         check(lib.ace_sampler_sample_logits(handle, p, self.vocab_size, int(step), self._token))
         return int(self._token[0])
 
+    def step_with_fsm(self, fsm, cond: np.ndarray, uncond: np.ndarray | None, step: int) -> int:
+        """One constrained step (``ace_lm_step``): CFG → ``fsm``'s mask → draw → ``fsm.accept``.
+        ``fsm`` is an :class:`acestep_runtime.fsm.LmFsm` over the same vocabulary."""
+        handle = self._handle()
+        _, c = _logits_arg("cond", cond, self.vocab_size)
+        u = ffi.NULL if uncond is None else _logits_arg("uncond", uncond, self.vocab_size)[1]
+        check(lib.ace_lm_step(handle, fsm.ptr, c, u, self.vocab_size, int(step), self._token))
+        return int(self._token[0])
+
     def cfg(self, cond: np.ndarray, uncond: np.ndarray | None) -> np.ndarray:
         """The CFG-combined logits ``u + g*(c - u)`` (fp32), or a copy of ``cond`` at g = 1."""
         handle = self._handle()

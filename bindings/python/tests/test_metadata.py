@@ -93,3 +93,20 @@ def test_round_trip_cot_then_parse():
     parsed = parse_lm_output(cot + "\n\n<|audio_code_1|>")
     assert parsed["metadata"] == meta
     assert parsed["codes"] == [1]
+
+
+pytest_plugins = ["conftest_lm"]
+
+
+def test_finalize_metadata_decodes_then_parses(lm_tokenizer_dir):
+    from acestep_runtime.metadata import finalize_metadata
+    from acestep_runtime.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(lm_tokenizer_dir / "tokenizer.json")
+    text = PHASE1 + "</think>\n\n<|audio_code_3|><|audio_code_63999|><|im_end|>"
+    ids = tok.encode(text)
+    assert finalize_metadata(tok, ids) == reference_parse(text)
+    assert finalize_metadata(tok, []) == {"metadata": {}, "codes": []}
+    with pytest.raises(Exception) as err:
+        finalize_metadata(tok, [tok.vocab_size + 5])
+    assert "id" in str(err.value).lower() or "range" in str(err.value).lower()

@@ -218,3 +218,41 @@ def test_python_wrapper_checks_before_calling():
             s.sample(np.zeros(16, dtype=np.float32)[::2], None, 0)
     with pytest.raises(ValueError):
         s.sample(np.zeros(8, dtype=np.float32), np.zeros(8, dtype=np.float32), 0)
+
+
+# ---- the combined step with the FSM (ace_lm_step) ----
+
+pytest_plugins = ["conftest_lm"]
+
+
+def test_lm_step_equals_cfg_mask_sample_accept(lm_tokenizer_dir):
+    """ace_lm_step = ace_sampler_cfg → FSM mask → ace_sampler_sample_logits → FSM accept."""
+    from acestep_runtime.fsm import LmFsm
+    from acestep_runtime.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(lm_tokenizer_dir / "tokenizer.json")
+    vocab = tok.vocab_size
+    config = {"phase": "codes", "target_duration": 2.0}
+    think_end = tok.token_to_id("</think>")
+    rng = np.random.default_rng(9)
+    with Sampler(77, vocab_size=vocab) as fused, Sampler(77, vocab_size=vocab) as split, \
+            LmFsm(tok, config) as fsm_a, LmFsm(tok, config) as fsm_b:
+        fsm_a.reset([think_end])
+        fsm_b.reset([think_end])
+        tokens = []
+        for step in range(11):
+            c = rng.standard_normal(vocab).astype(np.float32)
+            u = rng.standard_normal(vocab).astype(np.float32)
+            t_fused = fused.step_with_fsm(fsm_a, c, u, step)
+            masked = fsm_b.masked(split.cfg(c, u))
+            t_split = split.sample_logits(masked, step)
+            fsm_b.accept(t_split)
+            assert t_fused == t_split
+            tokens.append(t_fused)
+            if fsm_a.completed:
+                break
+        assert fsm_a.completed and fsm_b.completed
+    code0 = tok.token_to_id("<|audio_code_0|>")
+    # target 2 s → exactly 10 codes, then EOS
+    assert all(code0 <= t < code0 + 64000 for t in tokens[:10])
+    assert tokens[10] == tok.token_to_id("<|im_end|>")
