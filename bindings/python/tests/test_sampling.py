@@ -256,3 +256,13 @@ def test_lm_step_equals_cfg_mask_sample_accept(lm_tokenizer_dir):
     # target 2 s → exactly 10 codes, then EOS
     assert all(code0 <= t < code0 + 64000 for t in tokens[:10])
     assert tokens[10] == tok.token_to_id("<|im_end|>")
+
+
+def test_cfg_overflow_is_rejected():
+    c = np.zeros(4, dtype=np.float32)
+    u = np.zeros(4, dtype=np.float32)
+    c[2], u[2] = 3e38, -3e38
+    with Sampler(1, vocab_size=4, cfg_scale=2.0) as s:
+        with pytest.raises(AceError) as err:
+            s.sample(c, u, 0)
+    assert err.value.name == "invalid_argument" and "index 2" in err.value.message
