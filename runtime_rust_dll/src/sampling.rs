@@ -60,7 +60,8 @@ pub struct SamplerConfig {
 
 impl SamplerConfig {
     pub fn from_json(text: &str) -> Result<Self> {
-        let config: SamplerConfig = crate::error::parse_json(text, "sampler config")?;
+        let config: SamplerConfig =
+            crate::error::parse_json(text, "sampler config").map_err(|e| name_bad_field(text).unwrap_or(e))?;
         config.validate()?;
         Ok(config)
     }
@@ -69,6 +70,12 @@ impl SamplerConfig {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(Error::invalid_argument(format!(
                 "temperature must be finite and >= 0, got {}",
+                self.temperature
+            )));
+        }
+        if self.temperature > 0.0 && !(1.0 / self.temperature).is_finite() {
+            return Err(Error::invalid_argument(format!(
+                "temperature {} is too small to divide by (use 0 for greedy)",
                 self.temperature
             )));
         }
@@ -97,6 +104,23 @@ impl SamplerConfig {
     pub fn uses_cfg(&self) -> bool {
         self.cfg_scale != 1.0
     }
+}
+
+/// serde's type errors give a position, not the key: check each known key's JSON type so the
+/// message can name it.
+fn name_bad_field(text: &str) -> Option<Error> {
+    let serde_json::Value::Object(map) = serde_json::from_str(text).ok()? else { return None };
+    map.iter().find_map(|(key, value)| {
+        let ok = match key.as_str() {
+            "seed" | "vocab_size" => value.as_u64().is_some(),
+            "top_k" => value.as_u64().is_some_and(|v| v <= u64::from(u32::MAX)),
+            "temperature" | "top_p" | "cfg_scale" => value.is_number(),
+            _ => true, // unknown keys: serde's message already names them
+        };
+        (!ok).then(|| {
+            Error::invalid_json(format!("sampler config.{key} has the wrong type or range: {value}"))
+        })
+    })
 }
 
 /// SplitMix64's output function: a bijective 64-bit mixer.

@@ -154,6 +154,9 @@ def create(config):
     ('{"seed": 1, "top_p": 1.5}', "invalid_argument", "top_p"),
     ('{"seed": 1, "cfg_scale": 0.5}', "invalid_argument", "cfg_scale"),
     ('{"seed": 1, "vocab_size": 0}', "invalid_argument", "vocab_size"),
+    ('{"seed": -1}', "invalid_json", "seed"),
+    ('{"seed": 1, "top_k": "5"}', "invalid_json", "top_k"),
+    ('{"seed": 1, "temperature": 1e-45}', "invalid_argument", "temperature"),
 ])
 def test_bad_configs(config, status_name, needle):
     with pytest.raises(AceError) as err:
