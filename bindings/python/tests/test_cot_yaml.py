@@ -123,3 +123,20 @@ def test_invalid_json_is_reported():
     with pytest.raises(AceError) as err:
         format_cot("{not json")
     assert err.value.name == "invalid_json"
+
+
+FUZZ_ALPHABET = list("ab yz019 .,:;'\"#-?!&*|>%@`[]{}~=<\\\t\n\r_+eE") + [
+    "中", "文", "🎸", "\u00a0", "\u0085", "\u2028", "\ufeff", "\x07", "\x7f", "é", "  ", ": ", " #", "yes", "null",
+    "1.5", "0x", "---", "..."]
+
+
+def test_character_level_fuzz_matches_pyyaml():
+    rng = random.Random(99)
+    mismatches = []
+    for _ in range(3000):
+        n = rng.choice([1, 2, 3, 5, 10, 40, 90, 200])
+        text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(n))
+        meta = {"caption": text, "keyscale": rng.choice(FUZZ_ALPHABET) * rng.randint(1, 3)}
+        if format_cot(meta) != reference_cot(meta):
+            mismatches.append(text)
+    assert not mismatches, mismatches[:3]
