@@ -2,6 +2,7 @@
 //! text encoder), over the `tokenizers` crate so every host tokenizes identically.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -9,6 +10,8 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     vocab_size: usize,
+    /// Decoded text of every id, built on first use (the genres rule needs it).
+    decoded: OnceLock<Vec<String>>,
 }
 
 fn tok_err(message: String) -> Error {
@@ -33,7 +36,7 @@ impl Tokenizer {
         if vocab_size == 0 {
             return Err(tok_err("tokenizer.json has an empty vocabulary".into()));
         }
-        Ok(Self { inner, vocab_size })
+        Ok(Self { inner, vocab_size, decoded: OnceLock::new() })
     }
 
     /// Number of token ids (base vocabulary plus added tokens); valid ids are `0..vocab_size`.
@@ -64,6 +67,13 @@ impl Tokenizer {
     /// Decoded text of one token (partial UTF-8 sequences become U+FFFD, as in Python).
     pub fn decode_one(&self, id: u32) -> Result<String> {
         self.decode(&[id], false)
+    }
+
+    /// Decoded text of every token id (index = id), computed once per tokenizer.
+    pub fn all_decoded(&self) -> &[String] {
+        self.decoded.get_or_init(|| {
+            (0..self.vocab_size as u32).map(|id| self.inner.decode(&[id], false).unwrap_or_default()).collect()
+        })
     }
 
     /// Id of a vocabulary entry or added token given its token text (byte-level form for BPE tokens).

@@ -88,9 +88,13 @@ pub struct FsmConfig {
     /// Largest duration value the duration field may take (minimum is 10).
     #[serde(default = "default_max_duration")]
     pub max_duration: u32,
-    /// Values for the optional genres field (used only when skip_genres is false).
+    /// Vocabulary of the genres field (also used when the caption look-ahead jumps to "genres:").
     #[serde(default)]
     pub genres: Vec<String>,
+    /// A genres file (one per line, '#' comments), e.g. the official `genres_vocab.txt`; read on
+    /// first use and added to `genres`.
+    #[serde(default)]
+    pub genres_file: Option<String>,
     #[serde(default = "default_eos")]
     pub eos_token: String,
     #[serde(default = "default_pad")]
@@ -132,6 +136,14 @@ impl FsmConfig {
                 "FSM config: max_duration {} is unreasonably large (limit 100000)",
                 self.max_duration
             )));
+        }
+        if let Some(p) = &self.genres_file {
+            if !std::path::Path::new(p).is_file() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Io,
+                    format!("FSM config: genres_file '{p}' does not exist or is not a file"),
+                ));
+            }
         }
         if self.valid_audio_codes == 0 {
             return Err(Error::invalid_argument("FSM config: valid_audio_codes must be positive"));

@@ -9,11 +9,14 @@
 //! backtick, EOS and audio-code ids) is derived from it at creation; no id is hard-coded.
 
 mod config;
+mod genres;
 mod mask;
 mod trie;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+pub use genres::GenresVocab;
 
 pub use config::{FsmConfig, MetaValue, Phase, UserMetadata};
 pub use mask::IdRanges;
@@ -181,7 +184,6 @@ struct Vocab {
     timesig: ValueTrie,
     keyscale: ValueTrie,
     language: ValueTrie,
-    genres: ValueTrie,
 }
 
 fn last_token(tok: &Tokenizer, text: &str) -> Result<Option<u32>> {
@@ -250,7 +252,6 @@ impl Vocab {
                 .map(|c| c.to_uppercase().collect::<String>())
                 .is_some_and(|u| u.len() == 1 && "ABCDEFG".contains(u.as_str()))
         };
-        let genres: Vec<String> = cfg.genres.iter().map(|g| g.to_lowercase()).collect();
         Ok(Self {
             size: tok.vocab_size(),
             newline,
@@ -266,7 +267,6 @@ impl Vocab {
             timesig: ValueTrie::build(tok, "timesignature", &ts, newline, true, None)?,
             keyscale: ValueTrie::build(tok, "keyscale", &keyscale_values(), newline, false, Some(&starts_with_note))?,
             language: ValueTrie::build(tok, "language", &langs, newline, false, None)?,
-            genres: ValueTrie::build(tok, "genres", &genres, newline, false, None)?,
         })
     }
 }
@@ -294,6 +294,8 @@ pub struct Fsm {
     user_tokens: HashMap<Field, Vec<u32>>,
     target_codes: Option<u64>,
     target_digits: Option<Vec<u8>>,
+    /// Built on first entry into GENRES_VALUE (it scans the whole vocabulary).
+    genres: OnceLock<GenresVocab>,
 
     state: State,
     position_in_state: usize,
@@ -319,11 +321,6 @@ impl Fsm {
             cfg.skip_genres = true;
             cfg.skip_caption = true;
             cfg.skip_language = true;
-        }
-        if !cfg.skip_genres && cfg.genres.is_empty() {
-            return Err(Error::invalid_argument(
-                "FSM config: skip_genres is false but no genres list was given (key \"genres\")",
-            ));
         }
         let vocab = Vocab::build(&tok, &cfg)?;
         let mut user_tokens = HashMap::new();
@@ -353,6 +350,7 @@ impl Fsm {
             user_tokens,
             target_codes,
             target_digits,
+            genres: OnceLock::new(),
             state: State::ThinkTag,
             position_in_state: 0,
             accumulated_value: String::new(),
@@ -574,20 +572,48 @@ impl Fsm {
                 }
             }
             State::GenresValue => {
-                if fresh && self.start_injection(Field::Genres, logits) {
+                if self.accumulated_value.is_empty() && self.start_injection(Field::Genres, logits) {
                     return Ok(());
                 }
-                let children = self.vocab.genres.children(&self.accumulated_ids);
-                if children.is_empty() {
+                let genres = self.genres_vocab()?;
+                let allowed = genres.allowed(&self.accumulated_value, newline);
+                if !allowed.is_empty() {
+                    mask::whitelist(logits, &allowed);
+                } else if !genres.is_empty() {
                     mask::whitelist(logits, &[newline]);
                 } else {
-                    mask::whitelist(logits, children);
+                    // No vocabulary: end when the newline beats every other token (official fallback).
+                    let has_content = !py_strip(&self.accumulated_value).is_empty();
+                    let nl = logits[newline as usize];
+                    let best_other = logits
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| i != newline as usize)
+                        .map(|(_, &v)| v)
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    if has_content && nl > best_other {
+                        mask::whitelist(logits, &[newline]);
+                        self.transition();
+                    } else if !has_content {
+                        logits[newline as usize] = f32::NEG_INFINITY;
+                    }
                 }
             }
             State::CaptionValue => self.mask_caption(logits)?,
             _ => {}
         }
         Ok(())
+    }
+
+    fn genres_vocab(&self) -> Result<&GenresVocab> {
+        if let Some(g) = self.genres.get() {
+            return Ok(g);
+        }
+        let mut list = self.cfg.genres.clone();
+        if let Some(path) = &self.cfg.genres_file {
+            list.extend(genres::read_genres_file(std::path::Path::new(path))?);
+        }
+        Ok(self.genres.get_or_init(|| GenresVocab::new(&self.tok, &list)))
     }
 
     fn mask_caption(&mut self, logits: &mut [f32]) -> Result<()> {
@@ -670,11 +696,18 @@ impl Fsm {
                     }
                 }
             }
-            State::KeyscaleValue | State::LanguageValue | State::GenresValue => {
+            State::KeyscaleValue | State::LanguageValue => {
                 if token == newline {
                     self.transition();
                 } else {
                     self.accumulated_ids.push(token);
+                    self.accumulated_value.push_str(&text);
+                }
+            }
+            State::GenresValue => {
+                if token == newline {
+                    self.transition();
+                } else {
                     self.accumulated_value.push_str(&text);
                 }
             }

@@ -275,7 +275,7 @@ fn bad_inputs_are_errors() {
     for cfg in [r#"{"bogus": 1}"#, r#"{"phase": "nope"}"#, "{", r#"{"user_metadata": {"tempo": 1}}"#] {
         assert_eq!(Fsm::from_json(tok.clone(), cfg).err().unwrap().kind, ErrorKind::InvalidJson, "{cfg}");
     }
-    for cfg in [r#"{"target_duration": -1}"#, r#"{"max_duration": 5}"#, r#"{"skip_genres": false}"#, r#"{"eos_token": "<nope>"}"#] {
+    for cfg in [r#"{"target_duration": -1}"#, r#"{"max_duration": 5}"#, r#"{"eos_token": "<nope>"}"#] {
         assert_eq!(Fsm::from_json(tok.clone(), cfg).err().unwrap().kind, ErrorKind::InvalidArgument, "{cfg}");
     }
 }
@@ -291,7 +291,30 @@ fn genres_trie_from_config() {
     assert_eq!(follow_until(&tok, &mut f, State::GenresValue), "<think>\nbpm: 90\nduration: 30\ngenres:");
     let a = allowed(&mut f, &flat(tok.vocab_size()));
     let texts: Vec<String> = a.iter().map(|&t| tok.decode_one(t).unwrap()).collect();
-    assert!(texts.iter().all(|t| " pop rock".starts_with(t.as_str()) || " jazz".starts_with(t.as_str())), "{texts:?}");
+    // Candidates are tokens whose text (lower-cased, left-stripped) continues a genre.
+    assert!(!texts.is_empty());
+    for t in &texts {
+        let t = t.to_lowercase();
+        let t = t.trim();
+        assert!(t.is_empty() || "pop rock".starts_with(t) || "jazz".starts_with(t), "{texts:?}");
+    }
     accept_text(&tok, &mut f, " jazz\n");
     assert_eq!(follow_until(&tok, &mut f, State::KeyscaleValue), "keyscale:");
+}
+
+#[test]
+#[ignore]
+fn timing_probe() {
+    let Some(tok) = lm_tokenizer() else { return };
+    let t = std::time::Instant::now();
+    for _ in 0..100 {
+        tok.encode("duration: 123", false).unwrap();
+    }
+    eprintln!("encode x100: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let a = tok.added_tokens();
+    eprintln!("added_tokens {}: {:?}", a.len(), t.elapsed());
+    let t = std::time::Instant::now();
+    let _ = Fsm::from_json(tok.clone(), "{}").unwrap();
+    eprintln!("create: {:?}", t.elapsed());
 }
