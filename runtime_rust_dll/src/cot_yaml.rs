@@ -84,7 +84,9 @@ fn analyze(chars: &[char]) -> Analysis {
         if is_break(c) {
             line_breaks = true;
         }
-        if !(c == '\n' || (' '..='~').contains(&c)) && !(is_printable_unicode(c) && c != '\u{FEFF}') {
+        let printable_ascii = c == '\n' || (' '..='~').contains(&c);
+        let printable_unicode = is_printable_unicode(c) && c != '\u{FEFF}';
+        if !printable_ascii && !printable_unicode {
             special = true;
         }
         if c == ' ' {
@@ -339,7 +341,7 @@ impl Writer {
         }
         if self.column < indent {
             self.whitespace = true;
-            self.out.extend(std::iter::repeat(' ').take(indent - self.column));
+            self.out.extend(std::iter::repeat_n(' ', indent - self.column));
             self.column = indent;
         }
     }

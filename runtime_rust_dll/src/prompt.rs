@@ -389,3 +389,30 @@ mod tests {
         assert!(p.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
     }
 }
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    #[test]
+    fn mistyped_fields_are_named() {
+        let err = PromptRequest::from_json(r#"{"caption": "x", "bpm": "fast"}"#).unwrap_err();
+        assert!(err.message.starts_with("request.bpm:"), "{}", err.message);
+        let err = PromptRequest::from_json(r#"{"tempo": 1}"#).unwrap_err();
+        assert!(err.message.contains("tempo"), "{}", err.message);
+        let err = PromptRequest::from_json(r#"{"language": "xx"}"#).unwrap_err();
+        assert!(err.message.contains("language"), "{}", err.message);
+    }
+
+    #[test]
+    fn has_all_metas_skips_phase1_and_feeds_the_cot() {
+        let req = PromptRequest::from_json(
+            r#"{"bpm": 90, "duration": 61.7, "keyscale": "D minor", "timesignature": "3/4"}"#,
+        )
+        .unwrap();
+        let p = req.build().unwrap();
+        assert!(!p.phase1_needed);
+        assert_eq!(p.cot, "<think>\nbpm: 90\nduration: 61\nkeyscale: D minor\ntimesignature: 3\n</think>");
+        assert!(p.dit_caption.contains("- timesignature: 3/4\n- keyscale: D minor\n- duration: 61 seconds\n"));
+    }
+}
