@@ -10,8 +10,27 @@
 // The ABI version this library implements. Version 1 only grows: no signature ever changes.
 #define ACE_ABI_VERSION 1
 
-// The LM vocabulary of the ACE-Step 5 Hz LMs (spec §5.1).
-#define LM_VOCAB_SIZE 217204
+// Output sample rate (Hz).
+#define SAMPLE_RATE 48000
+
+// Audio samples per latent frame (VAE hop): 48000 / 25.
+#define SAMPLES_PER_FRAME 1920
+
+// Shortest and longest duration the official pipeline accepts (`DURATION_MIN`/`DURATION_MAX`).
+#define DURATION_MIN_S 10.0
+
+#define DURATION_MAX_S 600.0
+
+// Longest latent sequence: 600 s (the length of `silence_latent`).
+#define MAX_FRAMES 15000
+
+// Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
+#define MIN_DIT_FRAMES 128
+
+#define DURATION_MIN 10
+
+// Caption length after which only the newline is allowed.
+#define CAPTION_MAX_TOKENS 512
 
 // First id of `<|audio_code_0|>` in the LM vocabulary.
 #define AUDIO_CODE_BASE 151669
@@ -19,10 +38,22 @@
 // Codes ≥ this are invalid; parsed codes are clamped to `[0, AUDIO_CODE_LIMIT - 1]`.
 #define AUDIO_CODE_LIMIT 64000
 
-#define DURATION_MIN 10
+// The LM vocabulary of the ACE-Step 5 Hz LMs (spec §5.1).
+#define LM_VOCAB_SIZE 217204
 
-// Caption length after which only the newline is allowed.
-#define CAPTION_MAX_TOKENS 512
+// Number of entries of every turbo shift schedule (the turbo model always runs 8 NFEs).
+#define TURBO_STEPS 8
+
+// Custom turbo timestep lists longer than this are truncated.
+#define MAX_CUSTOM_TIMESTEPS 20
+
+// Number of training timesteps of the v1 schedulers (σ ↔ model timestep scale).
+#define V1_NUM_TRAIN_TIMESTEPS 1000.0
+
+// Official defaults on CUDA/CPU.
+#define DEFAULT_CHUNK 512
+
+#define DEFAULT_OVERLAP 64
 
 // Result code of every `ace_*` function. `ACE_STATUS_OK` is 0; on any other value the call changed
 // nothing the caller owns except where its documentation says so, and `ace_last_error` describes it.
@@ -51,8 +82,20 @@ typedef int32_t AceStatus;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Opaque APG object: settings plus the momentum buffer of one generate call.
+typedef struct AceApg AceApg;
+
+// Opaque scheduling context: a resolved timestep schedule plus update rule. Created by
+// `ace_create_context`, freed by `ace_free_context`. Immutable after creation: every call only
+// reads it, so one context may be used from several threads at once.
+typedef struct AceContext AceContext;
+
 // An opaque per-sequence LM state machine. One thread at a time per object.
 typedef struct AceFsm AceFsm;
+
+// Opaque two-stage Heun solver (ACE-Step v1). Create with `ace_heun_create`, free with
+// `ace_heun_free`. One thread at a time.
+typedef struct AceHeun AceHeun;
 
 // Opaque LM sampler: CFG, top-k/top-p and a seeded draw, with scratch buffers for one vocabulary.
 typedef struct AceSampler AceSampler;
@@ -60,7 +103,33 @@ typedef struct AceSampler AceSampler;
 // An opaque loaded tokenizer. Immutable: may be used from several threads at once.
 typedef struct AceTokenizer AceTokenizer;
 
+// One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
+// frames `[start, end)`, which gives `(end − start)·1920` samples, drops `crop_left` samples at the
+// front and `crop_right` at the back, and appends the rest (`(core_end − core_start)·1920`).
+typedef struct {
+  // First latent frame decoded.
+  uint32_t start;
+  // One past the last latent frame decoded.
+  uint32_t end;
+  // First latent frame whose audio is kept.
+  uint32_t core_start;
+  // One past the last latent frame whose audio is kept.
+  uint32_t core_end;
+  // Samples to drop at the front of the decoded window: `round((core_start − start)·1920)`.
+  uint64_t crop_left;
+  // Samples to drop at the back of the decoded window: `round((end − core_end)·1920)`.
+  uint64_t crop_right;
+} AceTileWindow;
+
 #define TIME_SIGNATURES { 2, 3, 4, 6, }
+
+// Turbo shifts, in the order the official code searches them for the nearest value.
+#define TURBO_SHIFTS { 1.0, 2.0, 3.0, }
+
+// The 20 timesteps custom turbo values snap to: the union of the three shift schedules,
+// descending, in the order the official code searches them (ties go to the earlier entry).
+// The literals are the official list's; a unit test checks them against the shift formula.
+#define VALID_TIMESTEPS { 1.0, 0.9545454545454546, 0.9333333333333333, 0.9, 0.875, 0.8571428571428571, 0.8333333333333334, 0.7692307692307693, 0.75, 0.6666666666666666, 0.6428571428571429, 0.625, 0.5454545454545454, 0.5, 0.4, 0.375, 0.3, 0.25, 0.2222222222222222, 0.125, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -97,109 +166,429 @@ AceStatus ace_last_error_json(char **out);
 // `s` must be null or a pointer this library returned and that has not been freed yet.
 void ace_string_free(char *s);
 
-// Creates a sampler from a JSON config:
-// `{"seed": u64 (required), "temperature": 0.85, "top_k": 0, "top_p": 0.9, "cfg_scale": 2.0,
-//   "vocab_size": 217204}` (defaults shown; unknown keys are errors). `temperature` must be finite
-// and >= 0 (0 = greedy argmax), `top_p` in (0, 1] (1 = off), `top_k` >= 0 (0 = off), `cfg_scale`
-// finite and >= 1 (1 = no CFG, the uncond row is then ignored). On success `*out` owns the sampler;
-// free it with `ace_sampler_free`.
+// Creates a context from a UTF-8 JSON object:
+// `{"model": "turbo"|"base"|"sft", "shift": 3.0, "steps": N, "timesteps": [...],
+//   "method": "ode"|"sde", "bf16_timesteps": false, "seeds": [...], "noise": {...}}`.
+// Cover tasks may add "cover_noise_strength" (0..1: start at the schedule entry nearest 1 − strength,
+// see `ace_context_initial_latents`) and "audio_cover_strength" (default 1: steps i <
+// int(N·strength) use the cover condition; see "cover_condition" in `ace_prepare_step_inputs`).
+// Only "model" is required (plus "steps" for base/sft). Turbo ignores "steps" and snaps "shift"
+// to 1, 2 or 3 (default 3); "timesteps" (turbo only) follows the official custom rules. Base/SFT
+// shift defaults to 1. "seeds" (one per batch item) feed the SDE noise (step i of item b uses
+// seed s_b + i + 1). Adjustments and ignored keys are listed in `ace_context_info`'s "notes".
 //
-// Threading: a sampler is used by one thread at a time.
+// Errors: invalid JSON, unknown keys, wrong types (INVALID_JSON); bad values such as shift ≤ 0,
+// steps = 0, timesteps outside [0, 1] (INVALID_ARGUMENT); null pointers.
 //
 // # Safety
-// `config_json` must be a NUL-terminated string; `out` a valid `AceSampler *` slot.
-AceStatus ace_sampler_create(const char *config_json, AceSampler **out);
+// `config_json` must be a NUL-terminated string; `out` a writable `AceContext *` slot.
+AceStatus ace_create_context(const char *config_json, AceContext **out);
 
-// Frees a sampler. Null is a no-op.
+// Frees a context. Null is a no-op.
 //
 // # Safety
-// `sampler` must be null or a live pointer from `ace_sampler_create`, not used afterwards.
-void ace_sampler_free(AceSampler *sampler);
+// `ctx` must be null or a live handle from `ace_create_context`, not used afterwards.
+void ace_free_context(AceContext *ctx);
 
-// Samples one token: CFG `l = u + g*(c - u)` in fp32 (when `cfg_scale != 1`; `uncond` may be null
-// only when `cfg_scale == 1`), then temperature, top-k, top-p (vLLM style) and the draw seeded by
-// (seed, `step`); temperature 0 is argmax. Writes the token id to `*out_token`.
-//
-// Errors: null pointers; `vocab` != the configured `vocab_size` (LENGTH_MISMATCH); NaN or inf in
-// either row (INVALID_ARGUMENT, naming the row and index).
+// Writes the number of DiT steps of the schedule to `*out`.
 //
 // # Safety
-// `cond` (and `uncond` when non-null) must point to `vocab` floats; `out_token` to a `uint32_t`.
-AceStatus ace_sampler_sample(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+// `ctx` must be a live handle; `out` a writable `size_t`.
+AceStatus ace_context_num_steps(const AceContext *ctx, size_t *out);
 
-// Samples one token from logits that are already CFG-combined and masked (a host-side FSM, for
-// example): -inf marks a forbidden token; NaN and +inf are rejected. Same sampling as
-// `ace_sampler_sample` without the CFG step. Errors as there; all tokens -inf → INVALID_STATE.
+// Writes the schedule (the t of each step as the model sees it: f32, or bf16 values when
+// "bf16_timesteps") into `out`; `len` must equal `ace_context_num_steps`.
 //
 // # Safety
-// `logits` must point to `vocab` floats; `out_token` to a `uint32_t`.
-AceStatus ace_sampler_sample_logits(AceSampler *sampler, const float *logits, size_t vocab, uint64_t step, uint32_t *out_token);
+// `ctx` must be a live handle; `out` must point to `len` writable floats.
+AceStatus ace_context_timesteps(const AceContext *ctx, float *out, size_t len);
 
-// Writes the CFG-combined logits (`l = u + g*(c - u)` in fp32, or a copy of `cond` when
-// `cfg_scale == 1`) to `out_logits` (`vocab` floats, caller-allocated, must not overlap the inputs).
-// For hosts that mask on their side and then call `ace_sampler_sample_logits`.
+// Writes the resolved configuration as JSON to `*out_json` (free with `ace_string_free`):
+// model, method, shift_requested, shift_used, num_steps, timesteps, timesteps_exact,
+// bf16_timesteps, seeds, noise, notes.
 //
 // # Safety
-// `cond`, `uncond` (when non-null) and `out_logits` must point to `vocab` floats.
-AceStatus ace_sampler_cfg(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, float *out_logits);
+// `ctx` must be a live handle; `out_json` a writable `char *` slot.
+AceStatus ace_context_info(const AceContext *ctx, char **out_json);
 
-// One constrained LM decoding step: CFG of `cond`/`uncond` (as `ace_sampler_sample`), the FSM's
-// mask on the combined logits (`ace_fsm_mask_logits`), the sampler's draw for (seed, `step`), then
-// `ace_fsm_accept` of the drawn token, which is written to `*out_token`. `vocab` must equal both
-// the sampler's `vocab_size` and the FSM tokenizer's vocabulary. On error nothing is accepted.
+// Writes the DiT timestep input of step `step_index` (feed it as both `timestep` and
+// `timestep_r`) to `*out`. The scalar form of `ace_prepare_step_inputs` for the hot path.
 //
-// Errors: as `ace_sampler_sample`; the FSM's errors (e.g. INVALID_STATE after completion); every
-// token masked → INVALID_STATE.
+// Errors: step_index ≥ num_steps (INVALID_ARGUMENT); null pointers.
 //
 // # Safety
-// `sampler` and `fsm` live handles (distinct objects, used by this thread only); `cond` (and
-// `uncond` when non-null) point to `vocab` floats; `out_token` to a `uint32_t`.
-AceStatus ace_lm_step(AceSampler *sampler, AceFsm *fsm, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+// `ctx` must be a live handle; `out` a writable float.
+AceStatus ace_context_timestep_input(const AceContext *ctx, size_t step_index, float *out);
 
-// Parses LM output text (phase 1 or phase 2, special tokens rendered as text) into
-// `{"metadata": {bpm, caption, duration, genres, keyscale, language, timesignature — only those
-// present; bpm/duration are ints when they parse}, "codes": [int, ...]}` (codes clamped to
-// [0, 63999]), written to `*out_json`; free it with `ace_string_free`.
+// Writes what step `step_index` needs and does, as JSON (free with `ace_string_free`):
+// `{"step", "num_steps", "t", "t_next", "dt", "is_last", "timestep_input", "cover_condition",
+// "update"}` where
+// "update" is "ode", "sde" or "x0" (last step); SDE steps add "renoise_t" and "noise_seeds".
+//
+// Errors: step_index ≥ num_steps (INVALID_ARGUMENT); null pointers.
 //
 // # Safety
-// `text` must be a NUL-terminated UTF-8 string; `out_json` a valid `char *` slot.
-AceStatus ace_parse_lm_output(const char *text, char **out_json);
+// `ctx` must be a live handle; `out_json` a writable `char *` slot.
+AceStatus ace_prepare_step_inputs(const AceContext *ctx, size_t step_index, char **out_json);
 
-// Formats metadata as the phase-2 CoT block `<think>\n{yaml}\n</think>`, the YAML byte-identical
-// to PyYAML `yaml.dump(..., allow_unicode=True, sort_keys=True).strip()` as the official code
-// builds it (timesignature "N/4" → N, digit strings → ints, nulls skipped, genres not emitted).
-// `metadata_json` is an object with keys among bpm, caption, duration, genres, keyscale,
-// language, timesignature (others are errors), values int, string or null. The result goes to
-// `*out`; free it with `ace_string_free`.
+// Writes the starting latents [B, T, C] to `out`: a copy of `noise`, or, when the context has
+// "cover_noise_strength" > 0, t*·noise + (1 − t*)·src with t* the schedule entry the run starts
+// at (the reference's cover start). `src` (the source latents, same shape) may be NULL when cover
+// noise is off. `out` must not overlap the inputs.
+//
+// Errors: as `ace_scheduler_step` for shapes and lengths; NaN/Inf in noise or src; src NULL with
+// cover noise on (INVALID_ARGUMENT).
 //
 // # Safety
-// `metadata_json` must be a NUL-terminated string; `out` a valid `char *` slot.
-AceStatus ace_format_cot(const char *metadata_json, char **out);
+// `ctx` a live handle; `shape` `ndim` size_t values; `noise` (and `src` unless NULL) `len`
+// floats; `out` `len` writable floats.
+AceStatus ace_context_initial_latents(const AceContext *ctx, const float *noise, const float *src, const size_t *shape, size_t ndim, float *out, size_t len);
 
-// Decodes generated LM token ids with the LM tokenizer (special tokens kept as text) and parses
-// them like `ace_parse_lm_output`, writing the same JSON to `*out_json` (free with
-// `ace_string_free`). `token_ids` may be null when `len` is 0. Ids outside the vocabulary are
-// errors (INVALID_ARGUMENT).
+// Applies step `step_index` to the latents `xt` [B, T, C] (= `shape`, `ndim` = 3) with the DiT
+// velocity `vt` (same shape) and writes the result to `out_xt`: on the last step x0 = xt − vt·t;
+// otherwise the ODE step xt − vt·dt, or the SDE step t_next·ε + (1 − t_next)·(xt − vt·t) with ε
+// drawn per batch item from seed s_b + step_index + 1. All three buffers hold `len` floats;
+// `out_xt` must not overlap `xt` or `vt` (use `ace_scheduler_step_inplace` to update in place).
+//
+// Errors: step_index out of range, NaN/Inf in xt or vt, ndim ≠ 3 (INVALID_ARGUMENT); len ≠
+// product of shape or a zero dimension (LENGTH_MISMATCH); SDE without seeds (INVALID_STATE) or
+// with a seed count ≠ B (INVALID_ARGUMENT); null pointers. On error `out_xt` is unspecified.
 //
 // # Safety
-// `tok` a live tokenizer; `token_ids` points to `len` ids; `out_json` a valid `char *` slot.
-AceStatus ace_finalize_metadata(const AceTokenizer *tok, const uint32_t *token_ids, size_t len, char **out_json);
+// `ctx` a live handle; `shape` `ndim` size_t values; `xt`, `vt` `len` floats; `out_xt` `len`
+// writable floats.
+AceStatus ace_scheduler_step(const AceContext *ctx, size_t step_index, const float *xt, const float *vt, const size_t *shape, size_t ndim, float *out_xt, size_t len);
 
-// Builds every prompt string of a request. `request_json` is an object with the optional keys
-// `caption`, `lyrics` (strings), `instrumental` (bool), `bpm` (int 30..300), `duration` (seconds,
-// 10..600), `keyscale` (e.g. "F# minor"), `timesignature` ("2", "3", "4", "6", optionally "/4"),
-// `language` (one of the 51 codes), `negative_prompt` (default "NO USER INPUT"), `think` (bool,
-// ignored), `has_codes` (bool: DiT gets LM codes → cover instruction), `use_cot_caption`,
-// `use_cot_language` (bools, default true), `lm_metadata` (the `metadata` object from
-// `ace_parse_lm_output`), `phase2_end` ("im_end" default, or "open"). Unknown keys, wrong types
-// and out-of-range values are errors that name the field.
-//
-// Writes `{"dit_caption", "dit_lyrics", "phase1_needed", "lm_phase1", "lm_phase1_uncond", "cot",
-// "lm_phase2", "lm_phase2_uncond"}` as JSON to `*out_json`; free it with `ace_string_free`.
+// `ace_scheduler_step` updating `xt` in place (`xt` is in/out; `vt` must not overlap it). On
+// error `xt` is left unchanged.
 //
 // # Safety
-// `request_json` must be a NUL-terminated string; `out_json` a valid `char *` slot.
-AceStatus ace_build_prompts(const char *request_json, char **out_json);
+// As `ace_scheduler_step`, with `xt` pointing to `len` writable floats.
+AceStatus ace_scheduler_step_inplace(const AceContext *ctx, size_t step_index, float *xt, const float *vt, const size_t *shape, size_t ndim, size_t len);
+
+// `ace_scheduler_step` with the caller's noise: `eps` (`len` floats, same shape) is used as ε on
+// SDE steps instead of the seeded draw (e.g. to replay a reference's noise). It is checked but
+// unused on ODE and final steps. No buffer may overlap `out_xt`.
+//
+// # Safety
+// As `ace_scheduler_step`, with `eps` pointing to `len` floats.
+AceStatus ace_scheduler_step_with_noise(const AceContext *ctx, size_t step_index, const float *xt, const float *vt, const float *eps, const size_t *shape, size_t ndim, float *out_xt, size_t len);
+
+// Latent frames (25 Hz) for a duration in seconds: `T = int(round(duration, 1)·48000) // 1920`, with
+// Python's `round` (ties to even on the exact binary value). Valid durations are 10–600 s
+// inclusive; anything else (NaN, infinities, negative) fails with `ACE_STATUS_INVALID_ARGUMENT` and
+// a message naming the duration and the range. Thread-safe.
+//
+// # Safety
+// `out_frames` must be valid for one `uint32_t`.
+AceStatus ace_frames_from_duration(double duration_s, uint32_t *out_frames);
+
+// Length the DiT runs at for `frames` latent frames: `max(128, frames)`; the padding is silence
+// latents and is not cropped from the decoded audio. `frames` must be in [1, 15000].
+//
+// # Safety
+// `out_frames` must be valid for one `uint32_t`.
+AceStatus ace_frames_dit_length(uint32_t frames, uint32_t *out_frames);
+
+// Audio samples per channel for `frames` latent frames: `1920·frames` (48 kHz). `frames` must be in
+// [1, 15000].
+//
+// # Safety
+// `out_samples` must be valid for one `uint64_t`.
+AceStatus ace_frames_to_samples(uint32_t frames, uint64_t *out_samples);
+
+// Plain CFG: `out[i] = uncond[i] + guidance_scale·(cond[i] − uncond[i])`, float32 arithmetic.
+//
+// `cond`, `uncond` and `out` each hold `len` floats (`len > 0`); `out` must not overlap the inputs.
+// Errors: null pointer, `len == 0`, non-finite `guidance_scale`, non-finite inputs (or a result that
+// overflows float32), overlapping buffers; on error `out` is unspecified. Thread-safe (no state).
+//
+// # Safety
+// Each pointer must be valid for `len` floats.
+AceStatus ace_guidance_cfg(const float *cond, const float *uncond, float *out, size_t len, double guidance_scale);
+
+// CFG-Zero* (ACE-Step v1): per batch item, `alpha = <cond, uncond> / (||uncond||² + 1e-8)` over all
+// of the item's `len / batch` values, then `out = uncond·alpha + g·(cond − uncond·alpha)`. If
+// `use_zero_init` and `step <= zero_steps`, `out` is all zeros instead (official rule; the
+// official default `zero_steps = 1` zeroes steps 0 and 1).
+//
+// `len` must be a positive multiple of `batch`. Errors as for `ace_guidance_cfg`. Thread-safe.
+//
+// # Safety
+// Each pointer must be valid for `len` floats.
+AceStatus ace_guidance_cfg_zero_star(const float *cond, const float *uncond, float *out, size_t len, uint32_t batch, double guidance_scale, uint32_t step, uint32_t zero_steps, bool use_zero_init);
+
+// Base/SFT cfg-interval rule: `*out = cfg_interval_start <= t <= cfg_interval_end` (both ends
+// inclusive, compared in float32 like torch). Official defaults: start 0, end 1. When false, the
+// host uses `v = v_cond` for that step (and does not call APG, so its momentum is not advanced).
+//
+// Errors: non-finite arguments, null `out`. Thread-safe.
+//
+// # Safety
+// `out` must be valid for one `bool`.
+AceStatus ace_guidance_cfg_interval_active(float t, float cfg_interval_start, float cfg_interval_end, bool *out);
+
+// ACE-Step v1 guidance interval: guidance runs on steps `*start_step <= i < *end_step`, with
+// `start = int(N·(1 − gi)/2)` and `end = int(N·(gi/2 + 0.5))` (float64, truncated). The official
+// default `guidance_interval = 0.5` gives `[int(0.25·N), int(0.75·N))`.
+//
+// Errors: `num_steps == 0`, `guidance_interval` outside [0, 1] or NaN, null outputs. Thread-safe.
+//
+// # Safety
+// `start_step` and `end_step` must each be valid for one `uint32_t`.
+AceStatus ace_guidance_v1_interval(uint32_t num_steps, double guidance_interval, uint32_t *start_step, uint32_t *end_step);
+
+// Whether ACE-Step v1 applies guidance at 0-based `step` of `num_steps` (see
+// `ace_guidance_v1_interval`). Errors: `step >= num_steps`, and those of `ace_guidance_v1_interval`.
+//
+// # Safety
+// `out` must be valid for one `bool`.
+AceStatus ace_guidance_v1_step_active(uint32_t step, uint32_t num_steps, double guidance_interval, bool *out);
+
+// Creates an APG object. `config_json` is a UTF-8 JSON object with optional keys `momentum`
+// (default -0.75), `norm_threshold` (2.5; `<= 0` disables the clip) and `eta` (0); pass `"{}"` for
+// the official defaults. Unknown keys, non-numbers and non-finite values are errors. Free the
+// object with `ace_apg_free`.
+//
+// One object serves one generate call (one momentum buffer shared across the batch, as in the
+// official code). It may move between threads but must be used by one thread at a time.
+//
+// # Safety
+// `config_json` must be a NUL-terminated string; `out` valid for one `AceApg *`.
+AceStatus ace_apg_create(const char *config_json, AceApg **out);
+
+// Applies APG to one step's predictions, all float32 `[batch, frames, channels]` (channels
+// fastest), each buffer holding `len == batch·frames·channels` floats:
+// `d = cond − uncond`; `running = d + momentum·running` (zero before the first call, so the first
+// call stores `d`); per (b, c) over frames: `d = running·min(1, norm_threshold/||running||)`;
+// project onto `cond` normalised per (b, c) in float64: `d_par`, `d_orth = d − d_par`;
+// `out = cond + (guidance_scale − 1)·(d_orth + eta·d_par)`.
+//
+// The first call fixes the shape; a call with another shape fails with
+// `ACE_STATUS_INVALID_STATE` until `ace_apg_reset`. On any error the momentum state is unchanged.
+// ACE-Step v1 latents `[B, 8, 16, L]` (norm over the last two axes) map to
+// `batch = 8·B, frames = 16·L, channels = 1`.
+//
+// # Safety
+// `apg` must come from `ace_apg_create`; buffers must be valid for `len` floats; `out` must not
+// overlap `cond` or `uncond`.
+AceStatus ace_apg_apply(AceApg *apg, const float *cond, const float *uncond, float *out, size_t len, uint32_t batch, uint32_t frames, uint32_t channels, double guidance_scale);
+
+// Clears the momentum buffer and the fixed shape, as if the object were new (same settings).
+//
+// # Safety
+// `apg` must come from `ace_apg_create`.
+AceStatus ace_apg_reset(AceApg *apg);
+
+// Number of successful `ace_apg_apply` calls since creation or the last reset.
+//
+// # Safety
+// `apg` must come from `ace_apg_create`; `out` valid for one `uint64_t`.
+AceStatus ace_apg_calls(const AceApg *apg, uint64_t *out);
+
+// Frees an APG object. Null is a no-op.
+//
+// # Safety
+// `apg` must be null or come from `ace_apg_create` and not be freed yet.
+void ace_apg_free(AceApg *apg);
+
+// Fills `out` with standard normal noise of the given shape, reproducing torch's `randn` for a
+// freshly seeded generator.
+//
+// - `options_json`: NULL (or `""`) for the default, else a JSON object:
+//   `{"mode": "torch_cpu", "cpu_kernel": "avx2" | "baseline"}` (bit-exact
+//   `torch.randn(shape, generator=torch.Generator().manual_seed(seed))`, float32 CPU; `avx2`,
+//   the default, is what torch computes on x86-64 CPUs with AVX2, `baseline` its portable
+//   kernel), or `{"mode": "torch_cuda", "sm_count": N, "max_threads_per_sm": 2048,
+//   "bf16": false, "offset": 0}` (torch's CUDA Philox mapping; every key optional). Unknown
+//   modes or keys fail with `ACE_STATUS_INVALID_JSON` naming them.
+// - `seed`: ≥ 0 is used as is (torch CPU uses its low 32 bits); < 0 draws a random seed in
+//   0..=2^32−1. The seed actually used is written to `*out_seed_used`.
+// - `shape`/`ndim`: the tensor shape (row-major); every dimension must be ≥ 1; `ndim` 0 is a
+//   scalar. `out_len` must equal the product of the dimensions.
+//
+// Errors: `ACE_STATUS_NULL_POINTER` (shape, out, out_seed_used, naming it),
+// `ACE_STATUS_LENGTH_MISMATCH` (zero dimension, overflow, `out_len` ≠ numel),
+// `ACE_STATUS_INVALID_JSON`/`ACE_STATUS_INVALID_ARGUMENT` (options). Nothing is written on error.
+// Thread-safe: no shared state.
+//
+// # Safety
+// `shape` must point to `ndim` values, `out` to `out_len` writable floats, `options_json` be
+// NULL or a NUL-terminated string.
+AceStatus ace_noise_fill(const char *options_json, int64_t seed, const size_t *shape, size_t ndim, float *out, size_t out_len, int64_t *out_seed_used);
+
+// Output peak guard, in place, on float32 audio `[batch, channels, samples]` (`len` floats):
+// per item `peak = max |x|`; if any item's peak exceeds 1, every item is divided by
+// `max(its peak, 1)` (so items with peak <= 1 are unchanged). If `peaks_out` is not null it
+// receives the `batch` peaks measured before the guard (`peaks_len` must then be `batch`).
+//
+// Errors: null `audio`, zero dimensions, `len` not `batch·channels·samples`, a non-finite sample
+// (audio left unchanged), `peaks_len != batch`. Thread-safe.
+//
+// # Safety
+// `audio` must be valid for `len` floats; `peaks_out` null or valid for `peaks_len` floats and not
+// overlapping `audio`.
+AceStatus ace_peak_guard(float *audio, size_t len, uint32_t batch, uint32_t channels, uint64_t samples, float *peaks_out, size_t peaks_len);
+
+// The turbo shift a requested shift resolves to (nearest of 1, 2, 3; ties to the earlier:
+// 1.5 → 1, 2.5 → 2), written to `*out`.
+//
+// Errors: `shift` ≤ 0 or not finite (INVALID_ARGUMENT); `out` null.
+//
+// # Safety
+// `out` must be null or point to a writable `double`.
+AceStatus ace_schedule_turbo_shift(double shift, double *out);
+
+// The 8-entry turbo schedule of the nearest turbo shift (s·t/(1+(s−1)t), t = 1 − i/8); the
+// terminal 0 is implicit. Needs `out_capacity` ≥ 8.
+//
+// Errors: `shift` ≤ 0 or not finite; capacity too small (LENGTH_MISMATCH); null pointers.
+//
+// # Safety
+// `out` must point to `out_capacity` writable floats; `out_len` to a writable `size_t`.
+AceStatus ace_schedule_turbo(double shift, float *out, size_t out_capacity, size_t *out_len);
+
+// A turbo schedule from custom timesteps (spec §4.1): trailing exact zeros dropped; nothing
+// left → the shift schedule of `fallback_shift`; first 20 kept; each snapped to the nearest of
+// the 20 valid turbo timesteps (ties to the earlier, larger one); no sorting or de-duplication.
+// At most 20 entries are written (8 for the fallback). `timesteps` may be null when `count` is 0.
+//
+// Errors: a value that is NaN/Inf or outside [0, 1] (INVALID_ARGUMENT, naming its index);
+// `fallback_shift` ≤ 0; capacity too small; null pointers.
+//
+// # Safety
+// `timesteps` must point to `count` doubles; `out` to `out_capacity` writable floats.
+AceStatus ace_schedule_custom(const double *timesteps, size_t count, double fallback_shift, float *out, size_t out_capacity, size_t *out_len);
+
+// The base/SFT schedule: linspace(1, 0, steps + 1), shifted by s·t/(1+(s−1)t) when shift ≠ 1;
+// writes the `steps` timesteps the DiT runs at (terminal 0 implicit).
+//
+// Errors: `steps` = 0; `shift` ≤ 0 or not finite; capacity < steps; null pointers.
+//
+// # Safety
+// `out` must point to `out_capacity` writable floats; `out_len` to a writable `size_t`.
+AceStatus ace_schedule_base(size_t steps, double shift, float *out, size_t out_capacity, size_t *out_len);
+
+// The ACE-Step v1 σ grid: linspace(σ_max, σ_min, steps), shifted, then a final 0 appended;
+// writes steps + 1 values. The model timestep of step i is 1000·σ_i.
+//
+// Errors: `steps` = 0; `shift` ≤ 0; σ outside [0, 1] or σ_min > σ_max; capacity < steps + 1.
+//
+// # Safety
+// `out` must point to `out_capacity` writable floats; `out_len` to a writable `size_t`.
+AceStatus ace_schedule_v1_sigmas(size_t steps, double shift, double sigma_max, double sigma_min, float *out, size_t out_capacity, size_t *out_len);
+
+// The v1 schedulers' default σ_min for `shift`: shift(1/1000), computed in float32 as their
+// constructor does. (Their default σ_max is 1.)
+//
+// # Safety
+// `out` must be null or point to a writable `double`.
+AceStatus ace_schedule_v1_default_sigma_min(double shift, double *out);
+
+// Rounds each float to the nearest bfloat16 (ties to even), as a cast to `torch.bfloat16` does;
+// NaN stays NaN. `values` and `out` must not overlap.
+//
+// Errors: null pointers; `len` = 0 (LENGTH_MISMATCH); overlapping buffers.
+//
+// # Safety
+// `values` must point to `len` floats and `out` to `len` writable floats.
+AceStatus ace_bf16_round(const float *values, float *out, size_t len);
+
+// Flow-matching ODE (Euler) step: out = xt − vt·dt with dt = (float)(t − t_next).
+//
+// # Safety
+// `xt`, `vt` must point to `len` floats; `out` to `len` writable floats not overlapping them.
+AceStatus ace_solver_ode_step(const float *xt, const float *vt, size_t len, double t, double t_next, float *out);
+
+// Clean-sample estimate / final step: out = xt − vt·t.
+//
+// # Safety
+// As `ace_solver_ode_step`.
+AceStatus ace_solver_x0(const float *xt, const float *vt, size_t len, double t, float *out);
+
+// SDE step: x0 = xt − vt·t, then out = t_next·eps + (1 − t_next)·x0. `eps` (len floats) is the
+// caller's Gaussian noise.
+//
+// # Safety
+// `xt`, `vt`, `eps` must point to `len` floats; `out` to `len` writable floats not overlapping them.
+AceStatus ace_solver_sde_step(const float *xt, const float *vt, const float *eps, size_t len, double t, double t_next, float *out);
+
+// `ace_solver_sde_step` with ε drawn by the library: the `len` floats are split into
+// `num_seeds` equal batch items, and item b's ε is `randn` from a fresh generator seeded with
+// `seeds[b]` in the mode of `noise_json` (the options of `ace_noise_fill`; NULL = torch CPU).
+// These are the seeds of this draw: for the context's policy pass s_b + step + 1.
+//
+// Errors: as `ace_solver_sde_step`; `num_seeds` 0 or not dividing `len` (LENGTH_MISMATCH); bad
+// noise options (INVALID_JSON).
+//
+// # Safety
+// As `ace_solver_ode_step`; `seeds` must point to `num_seeds` values; `noise_json` null or a
+// NUL-terminated string.
+AceStatus ace_solver_sde_step_seeded(const float *xt, const float *vt, size_t len, const uint64_t *seeds, size_t num_seeds, const char *noise_json, double t, double t_next, float *out);
+
+// `ace_solver_pingpong_step` with ε drawn by the library, as in `ace_solver_sde_step_seeded`.
+//
+// # Safety
+// As `ace_solver_sde_step_seeded`.
+AceStatus ace_solver_pingpong_step_seeded(const float *xt, const float *vt, size_t len, const uint64_t *seeds, size_t num_seeds, const char *noise_json, double sigma, double sigma_next, float *out);
+
+// ω of the v1 schedulers for `omega_scale`: 0.9 + 0.2/(1 + e^(−0.1·omega_scale)).
+//
+// # Safety
+// `out` must be null or point to a writable `double`.
+AceStatus ace_solver_omega(double omega_scale, double *out);
+
+// v1 Euler step with the ω mean shift: dx = vt·(σ_next − σ), m = mean(dx) over all `len`
+// elements, out = xt + (dx − m)·ω + m. Pass the whole tensor: the mean spans the batch.
+//
+// # Safety
+// As `ace_solver_ode_step`.
+AceStatus ace_solver_euler_omega_step(const float *xt, const float *vt, size_t len, double sigma, double sigma_next, double omega_scale, float *out);
+
+// v1 PingPong step: x0 = xt − σ·vt, out = (1 − σ_next)·x0 + σ_next·eps (no ω).
+//
+// # Safety
+// As `ace_solver_sde_step`.
+AceStatus ace_solver_pingpong_step(const float *xt, const float *vt, const float *eps, size_t len, double sigma, double sigma_next, float *out);
+
+// Creates a v1 Heun solver with the given `omega_scale` (v1 default 10). Free with
+// `ace_heun_free`.
+//
+// # Safety
+// `out` must point to a writable `AceHeun *` slot.
+AceStatus ace_heun_create(double omega_scale, AceHeun **out);
+
+// Frees a Heun solver. Null is a no-op.
+//
+// # Safety
+// `heun` must be null or a live handle from `ace_heun_create`, not used afterwards.
+void ace_heun_free(AceHeun *heun);
+
+// Runs the next Heun stage for the interval σ → σ_next and writes the stage that ran (1 or 2)
+// to `*out_stage`:
+// - stage 1 (first call of an interval, vt evaluated at σ on xt): out = Euler prediction with the
+//   ω mean shift; evaluate the model on it at σ_next and call again;
+// - stage 2 (vt evaluated at σ_next on that prediction; same σ, σ_next): out = the kept xt
+//   advanced by ½(d1 + d2)·dt with the ω mean shift.
+//
+// The last interval of a v1 schedule (σ_next = 0) is first-stage only: use its output and call
+// `ace_heun_reset`. On error the solver's state is unchanged.
+//
+// # Safety
+// As `ace_solver_ode_step`; `heun` a live handle; `out_stage` a writable int or null.
+AceStatus ace_heun_step(AceHeun *heun, const float *xt, const float *vt, size_t len, double sigma, double sigma_next, float *out, int *out_stage);
+
+// Drops a pending first stage, so the next `ace_heun_step` starts a new interval.
+//
+// # Safety
+// `heun` must be a live handle.
+AceStatus ace_heun_reset(AceHeun *heun);
+
+// Writes the stage the next `ace_heun_step` will run (1 or 2) to `*out_stage`.
+//
+// # Safety
+// `heun` must be a live handle; `out_stage` a writable int.
+AceStatus ace_heun_next_stage(const AceHeun *heun, int *out_stage);
 
 // Creates a state machine for one sequence from a tokenizer and a JSON config (see
 // `docs/lm_fsm.md`; `"{}"` gives the defaults: phase "cot", genres skipped, max_duration 600).
@@ -262,6 +651,131 @@ AceStatus ace_fsm_accept(AceFsm *fsm, uint32_t token);
 // `fsm` live; `out` a valid `char *` slot.
 AceStatus ace_fsm_state_json(const AceFsm *fsm, char **out);
 
+// Parses LM output text (phase 1 or phase 2, special tokens rendered as text) into
+// `{"metadata": {bpm, caption, duration, genres, keyscale, language, timesignature — only those
+// present; bpm/duration are ints when they parse}, "codes": [int, ...]}` (codes clamped to
+// [0, 63999]), written to `*out_json`; free it with `ace_string_free`.
+//
+// # Safety
+// `text` must be a NUL-terminated UTF-8 string; `out_json` a valid `char *` slot.
+AceStatus ace_parse_lm_output(const char *text, char **out_json);
+
+// Formats metadata as the phase-2 CoT block `<think>\n{yaml}\n</think>`, the YAML byte-identical
+// to PyYAML `yaml.dump(..., allow_unicode=True, sort_keys=True).strip()` as the official code
+// builds it (timesignature "N/4" → N, digit strings → ints, nulls skipped, genres not emitted).
+// `metadata_json` is an object with keys among bpm, caption, duration, genres, keyscale,
+// language, timesignature (others are errors), values int, string or null. The result goes to
+// `*out`; free it with `ace_string_free`.
+//
+// # Safety
+// `metadata_json` must be a NUL-terminated string; `out` a valid `char *` slot.
+AceStatus ace_format_cot(const char *metadata_json, char **out);
+
+// Decodes generated LM token ids with the LM tokenizer (special tokens kept as text) and parses
+// them like `ace_parse_lm_output`, writing the same JSON to `*out_json` (free with
+// `ace_string_free`). `token_ids` may be null when `len` is 0. Ids outside the vocabulary are
+// errors (INVALID_ARGUMENT).
+//
+// # Safety
+// `tok` a live tokenizer; `token_ids` points to `len` ids; `out_json` a valid `char *` slot.
+AceStatus ace_finalize_metadata(const AceTokenizer *tok, const uint32_t *token_ids, size_t len, char **out_json);
+
+// Builds every prompt string of a request. `request_json` is an object with the optional keys
+// `caption`, `lyrics` (strings), `instrumental` (bool), `bpm` (int 30..300), `duration` (seconds,
+// 10..600), `keyscale` (e.g. "F# minor"), `timesignature` ("2", "3", "4", "6", optionally "/4"),
+// `language` (one of the 51 codes), `negative_prompt` (default "NO USER INPUT"), `think` (bool,
+// ignored), `has_codes` (bool: DiT gets LM codes → cover instruction), `use_cot_caption`,
+// `use_cot_language` (bools, default true), `lm_metadata` (the `metadata` object from
+// `ace_parse_lm_output`), `phase2_end` ("im_end" default, or "open"). Unknown keys, wrong types
+// and out-of-range values are errors that name the field.
+//
+// Writes `{"dit_caption", "dit_lyrics", "phase1_needed", "lm_phase1", "lm_phase1_uncond", "cot",
+// "lm_phase2", "lm_phase2_uncond"}` as JSON to `*out_json`; free it with `ace_string_free`.
+//
+// # Safety
+// `request_json` must be a NUL-terminated string; `out_json` a valid `char *` slot.
+AceStatus ace_build_prompts(const char *request_json, char **out_json);
+
+// Creates a sampler from a JSON config:
+// `{"seed": u64 (required), "temperature": 0.85, "top_k": 0, "top_p": 0.9, "cfg_scale": 2.0,
+//   "vocab_size": 217204}` (defaults shown; unknown keys are errors). `temperature` must be finite
+// and >= 0 (0 = greedy argmax), `top_p` in (0, 1] (1 = off), `top_k` >= 0 (0 = off), `cfg_scale`
+// finite and >= 1 (1 = no CFG, the uncond row is then ignored). On success `*out` owns the sampler;
+// free it with `ace_sampler_free`.
+//
+// Threading: a sampler is used by one thread at a time.
+//
+// # Safety
+// `config_json` must be a NUL-terminated string; `out` a valid `AceSampler *` slot.
+AceStatus ace_sampler_create(const char *config_json, AceSampler **out);
+
+// Frees a sampler. Null is a no-op.
+//
+// # Safety
+// `sampler` must be null or a live pointer from `ace_sampler_create`, not used afterwards.
+void ace_sampler_free(AceSampler *sampler);
+
+// Samples one token: CFG `l = u + g*(c - u)` in fp32 (when `cfg_scale != 1`; `uncond` may be null
+// only when `cfg_scale == 1`), then temperature, top-k, top-p (vLLM style) and the draw seeded by
+// (seed, `step`); temperature 0 is argmax. Writes the token id to `*out_token`.
+//
+// Errors: null pointers; `vocab` != the configured `vocab_size` (LENGTH_MISMATCH); NaN or inf in
+// either row (INVALID_ARGUMENT, naming the row and index).
+//
+// # Safety
+// `cond` (and `uncond` when non-null) must point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_sampler_sample(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+
+// Samples one token from logits that are already CFG-combined and masked (a host-side FSM, for
+// example): -inf marks a forbidden token; NaN and +inf are rejected. Same sampling as
+// `ace_sampler_sample` without the CFG step. Errors as there; all tokens -inf → INVALID_STATE.
+//
+// # Safety
+// `logits` must point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_sampler_sample_logits(AceSampler *sampler, const float *logits, size_t vocab, uint64_t step, uint32_t *out_token);
+
+// Writes the CFG-combined logits (`l = u + g*(c - u)` in fp32, or a copy of `cond` when
+// `cfg_scale == 1`) to `out_logits` (`vocab` floats, caller-allocated, must not overlap the inputs).
+// For hosts that mask on their side and then call `ace_sampler_sample_logits`.
+//
+// # Safety
+// `cond`, `uncond` (when non-null) and `out_logits` must point to `vocab` floats.
+AceStatus ace_sampler_cfg(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, float *out_logits);
+
+// One constrained LM decoding step: CFG of `cond`/`uncond` (as `ace_sampler_sample`), the FSM's
+// mask on the combined logits (`ace_fsm_mask_logits`), the sampler's draw for (seed, `step`), then
+// `ace_fsm_accept` of the drawn token, which is written to `*out_token`. `vocab` must equal both
+// the sampler's `vocab_size` and the FSM tokenizer's vocabulary. On error nothing is accepted.
+//
+// Errors: as `ace_sampler_sample`; the FSM's errors (e.g. INVALID_STATE after completion); every
+// token masked → INVALID_STATE.
+//
+// # Safety
+// `sampler` and `fsm` live handles (distinct objects, used by this thread only); `cond` (and
+// `uncond` when non-null) point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_lm_step(AceSampler *sampler, AceFsm *fsm, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+
+// Number of windows in the VAE tile plan for `frames` latent frames (official defaults: chunk 512,
+// overlap 64): 1 if `frames <= chunk`, else `ceil(frames / (chunk − 2·overlap))`.
+//
+// Errors: `frames` outside [1, 15000], `chunk == 0`, `2·overlap >= chunk`. Thread-safe.
+//
+// # Safety
+// `out_count` must be valid for one `size_t`.
+AceStatus ace_vae_tile_count(uint32_t frames, uint32_t chunk, uint32_t overlap, size_t *out_count);
+
+// Fills `windows[0..count]` with the VAE tile plan (spec §6) and writes `count` to `*out_count`.
+// Decode latent frames `[start, end)` of each window, drop `crop_left` samples at the front and
+// `crop_right` at the back, and concatenate: the result has exactly `1920·frames` samples.
+//
+// `capacity` is the number of `AceTileWindow` slots at `windows`; it must be at least
+// `ace_vae_tile_count(...)` (else `ACE_STATUS_LENGTH_MISMATCH`, nothing written). Other errors as
+// for `ace_vae_tile_count`. Thread-safe.
+//
+// # Safety
+// `windows` must be valid for `capacity` elements; `out_count` for one `size_t`.
+AceStatus ace_vae_tile_plan(uint32_t frames, uint32_t chunk, uint32_t overlap, AceTileWindow *windows, size_t capacity, size_t *out_count);
+
 // Loads a Hugging Face `tokenizer.json` from `path` into a new tokenizer written to `*out`;
 // free it with `ace_tokenizer_free`.
 //
@@ -323,6 +837,26 @@ AceStatus ace_tokenizer_token_to_id(const AceTokenizer *tok, const char *token, 
 // # Safety
 // `tok` live; `out` a valid `char *` slot.
 AceStatus ace_tokenizer_id_to_token(const AceTokenizer *tok, uint32_t id, char **out);
+
+// Track id of a generation: 64 lowercase hex digits of SHA-256 over the canonical JSON of
+// `params_json` (a UTF-8 JSON object; canonical form = Python's
+// `json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, see
+// `docs/dll_api.md`). Key order and whitespace of the input do not matter. Free `*out` with
+// `ace_string_free`.
+//
+// Errors: null pointers, invalid UTF-8, invalid JSON, a top level that is not an object, NaN or
+// infinite numbers, integers outside the 64-bit range. Thread-safe.
+//
+// # Safety
+// `params_json` must be a NUL-terminated string; `out` valid for one `char *`.
+AceStatus ace_track_id(const char *params_json, char **out);
+
+// The canonical JSON text that `ace_track_id` hashes (for hosts that want to check or store it).
+// Free `*out` with `ace_string_free`. Errors as for `ace_track_id`.
+//
+// # Safety
+// `params_json` must be a NUL-terminated string; `out` valid for one `char *`.
+AceStatus ace_track_canonical_json(const char *params_json, char **out);
 
 #ifdef __cplusplus
 }  // extern "C"
