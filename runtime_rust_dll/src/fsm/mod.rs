@@ -289,7 +289,7 @@ fn fixed_string_token(tok: &Tokenizer, remaining: &[char]) -> Result<Option<u32>
 pub struct Fsm {
     tok: Arc<Tokenizer>,
     cfg: FsmConfig,
-    vocab: Vocab,
+    vocab: Arc<Vocab>,
     /// Tokens of `" {value}\n"` per user-provided field.
     user_tokens: HashMap<Field, Vec<u32>>,
     target_codes: Option<u64>,
@@ -322,7 +322,12 @@ impl Fsm {
             cfg.skip_caption = true;
             cfg.skip_language = true;
         }
-        let vocab = Vocab::build(&tok, &cfg)?;
+        // Everything derived from the tokenizer depends only on these settings: share it.
+        let key = format!(
+            "fsm-vocab/{}/{:?}/{:?}/{}",
+            cfg.max_duration, cfg.eos_token, cfg.pad_token, cfg.valid_audio_codes
+        );
+        let vocab = tok.derived(&key, || Vocab::build(&tok, &cfg))?;
         let mut user_tokens = HashMap::new();
         let m = &cfg.user_metadata;
         for (field, value) in [
