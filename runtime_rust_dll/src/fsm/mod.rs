@@ -445,7 +445,9 @@ impl Fsm {
                 self.vocab.size
             )));
         }
-        if let Some(i) = logits.iter().position(|v| v.is_nan()) {
+        // Branch-free scan first (vectorizes); locate the NaN only when there is one.
+        if logits.iter().fold(false, |acc, v| acc | v.is_nan()) {
+            let i = logits.iter().position(|v| v.is_nan()).unwrap_or(0);
             return Err(Error::invalid_argument(format!("logits[{i}] is NaN")));
         }
         match self.state {
