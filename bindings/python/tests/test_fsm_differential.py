@@ -30,6 +30,7 @@ from acestep_runtime.tokenizer import Tokenizer  # noqa: E402
 GENRES_FILE = str(__import__("pathlib").Path(clp.__file__).with_name("genres_vocab.txt"))
 N_RUNS_PHASE1_FREE = 70
 N_RUNS_PHASE1_USER = 60
+N_RUNS_BATCHED = 10
 N_RUNS_PHASE2_TARGET = 35
 N_RUNS_PHASE2_FREE = 25
 N_RUNS_PHASE2_FULL = 15
@@ -102,6 +103,7 @@ def run_one(hf, proc, tok, cfg: dict, official_setup: dict, prompt: list[int], d
             code_ids_beyond: np.ndarray) -> tuple[int, set]:
     """One generation with both FSMs; asserts equal allowed sets each step. Returns (steps, states seen)."""
     proc.reset()
+    proc.set_max_duration(official_setup.get("max_duration", 600))
     proc.set_target_duration(official_setup.get("target_duration"))
     proc.set_user_metadata(official_setup.get("user_metadata"))
     proc.set_stop_at_reasoning(official_setup.get("stop_at_reasoning", False))
@@ -191,11 +193,20 @@ def test_fsm_matches_official_processor(official, ours, example_requests):
     for i in range(N_RUNS_PHASE1_FREE):
         s = {"phase": "cot", "stop_at_reasoning": True, "skip_caption": rnd.random() < 0.15,
              "skip_language": rnd.random() < 0.2}
+        if i % 5 == 0:
+            s["max_duration"] = 240  # the GPU-tier limit path (set_max_duration)
         runs.append(("p1", s, open_prompt))
     for i in range(N_RUNS_PHASE1_USER):
         s = {"phase": "cot", "stop_at_reasoning": True, "skip_caption": rnd.random() < 0.2,
              "skip_language": rnd.random() < 0.2, "user_metadata": random_user_metadata(rnd, examples)}
         runs.append(("p1u", s, open_prompt))
+    for i in range(N_RUNS_BATCHED):
+        # Ours gets the batched flag (plus settings it must override); the official processor gets
+        # what its batched setup (`_setup_constrained_processor(is_batch=True)`) applies.
+        ours_cfg = {"phase": "cot", "batched": True, "stop_at_reasoning": True,
+                    "user_metadata": random_user_metadata(rnd, examples)}
+        official_cfg = {"phase": "cot", "skip_caption": True, "skip_language": True}
+        runs.append(("p1batch", (ours_cfg, official_cfg), open_prompt))
     for i in range(N_RUNS_PHASE2_TARGET):
         s = {"phase": "codes", "target_duration": rnd.choice([1.0, 2.5, 4.2, 7.0, 10.0])}
         runs.append(("p2t", s, think_end_prompt))
@@ -214,7 +225,10 @@ def test_fsm_matches_official_processor(official, ours, example_requests):
 
     t0 = time.perf_counter()
     for i, (kind, setup, prompt) in enumerate(runs):
-        cfg = {k: v for k, v in setup.items() if v is not None}
+        if isinstance(setup, tuple):
+            cfg, setup = dict(setup[0]), setup[1]
+        else:
+            cfg = {k: v for k, v in setup.items() if v is not None}
         cfg["skip_genres"] = True
         # The official processor always loads its packaged genres vocabulary (used if the caption
         # look-ahead jumps to "genres:"); give ours the same file.
