@@ -517,9 +517,10 @@ impl Fsm {
         let fresh = self.accumulated_ids.is_empty();
         match self.state {
             State::BpmValue => {
-                if !(fresh && self.start_injection(Field::Bpm, logits)) {
-                    mask::whitelist(logits, self.vocab.bpm.children(&self.accumulated_ids));
+                if fresh && self.start_injection(Field::Bpm, logits) {
+                    return Ok(());
                 }
+                mask::whitelist(logits, self.vocab.bpm.children(&self.accumulated_ids));
             }
             State::DurationValue => {
                 if fresh && self.start_injection(Field::Duration, logits) {
