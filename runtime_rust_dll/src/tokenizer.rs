@@ -1,8 +1,9 @@
 //! Text ↔ token ids with a Hugging Face `tokenizer.json` (the Qwen3 tokenizers of the LM and the
 //! text encoder), over the `tokenizers` crate so every host tokenizes identically.
 
+use std::any::Any;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -12,6 +13,8 @@ pub struct Tokenizer {
     vocab_size: usize,
     /// Decoded text of every id, built on first use (the genres rule needs it).
     decoded: OnceLock<Vec<String>>,
+    /// Tables other modules derive from this tokenizer (e.g. the FSM's tries), built once per key.
+    derived: Mutex<Vec<(String, Arc<dyn Any + Send + Sync>)>>,
 }
 
 fn tok_err(message: String) -> Error {
@@ -36,7 +39,7 @@ impl Tokenizer {
         if vocab_size == 0 {
             return Err(tok_err("tokenizer.json has an empty vocabulary".into()));
         }
-        Ok(Self { inner, vocab_size, decoded: OnceLock::new() })
+        Ok(Self { inner, vocab_size, decoded: OnceLock::new(), derived: Mutex::new(Vec::new()) })
     }
 
     /// Number of token ids (base vocabulary plus added tokens); valid ids are `0..vocab_size`.
@@ -74,6 +77,21 @@ impl Tokenizer {
         self.decoded.get_or_init(|| {
             (0..self.vocab_size as u32).map(|id| self.inner.decode(&[id], false).unwrap_or_default()).collect()
         })
+    }
+
+    /// Returns the value cached under `key`, building it with `build` on first use. Lets objects
+    /// created per sequence (FSMs) share tokenizer-derived tables.
+    pub fn derived<T: Any + Send + Sync>(&self, key: &str, build: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        let mut cache = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, v)) = cache.iter().find(|(k, _)| k == key) {
+            if let Ok(v) = v.clone().downcast::<T>() {
+                return Ok(v);
+            }
+        }
+        let value = Arc::new(build()?);
+        cache.retain(|(k, _)| k != key);
+        cache.push((key.to_string(), value.clone()));
+        Ok(value)
     }
 
     /// Id of a vocabulary entry or added token given its token text (byte-level form for BPE tokens).

@@ -63,10 +63,15 @@ class Tokenizer:
         if b"\0" in raw:
             raise ValueError("text contains a NUL character")
         n = ffi.new("size_t *")
-        check(lib.ace_tokenizer_encode(self.ptr, raw, bool(add_special_tokens), ffi.NULL, 0, n))
-        cap = int(n[0])
-        buf = ffi.new("uint32_t[]", max(cap, 1))
-        check(lib.ace_tokenizer_encode(self.ptr, raw, bool(add_special_tokens), buf, cap, n))
+        # Every token covers at least one byte of text; the post-processor may add a few more.
+        cap = len(raw) + 8
+        buf = ffi.new("uint32_t[]", cap)
+        status = lib.ace_tokenizer_encode(self.ptr, raw, bool(add_special_tokens), buf, cap, n)
+        if status == lib.ACE_STATUS_LENGTH_MISMATCH:
+            cap = int(n[0])
+            buf = ffi.new("uint32_t[]", cap)
+            status = lib.ace_tokenizer_encode(self.ptr, raw, bool(add_special_tokens), buf, cap, n)
+        check(status)
         return list(ffi.unpack(buf, int(n[0])))
 
     def decode(self, ids: Iterable[int] | np.ndarray, skip_special_tokens: bool = False) -> str:

@@ -27,11 +27,10 @@ clp = pytest.importorskip("acestep.constrained_logits_processor", reason="pip in
 from acestep_runtime.fsm import LmFsm  # noqa: E402
 from acestep_runtime.tokenizer import Tokenizer  # noqa: E402
 
-from conftest_lm import EXAMPLES  # noqa: E402
-
 GENRES_FILE = str(__import__("pathlib").Path(clp.__file__).with_name("genres_vocab.txt"))
 N_RUNS_PHASE1_FREE = 70
 N_RUNS_PHASE1_USER = 60
+N_RUNS_BATCHED = 10
 N_RUNS_PHASE2_TARGET = 35
 N_RUNS_PHASE2_FREE = 25
 N_RUNS_PHASE2_FULL = 15
@@ -44,7 +43,11 @@ def official(lm_tokenizer_dir):
 
     hf = AutoTokenizer.from_pretrained(str(lm_tokenizer_dir))
     proc = clp.MetadataConstrainedLogitsProcessor(tokenizer=hf, enabled=True, debug=False, skip_genres=True)
-    return hf, proc
+    # The processor fills 217k-entry tensors every step; torch's thread pool only adds overhead here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield hf, proc
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +55,6 @@ def ours(lm_tokenizer_dir):
     tok = Tokenizer(lm_tokenizer_dir / "tokenizer.json")
     yield tok
     tok.close()
-
-
-def example_metadata() -> list[dict]:
-    out = []
-    for f in sorted((EXAMPLES / "text2music").glob("*.json")):
-        d = json.loads(f.read_text(encoding="utf-8"))
-        out.append(d)
-    return out
 
 
 class Driver:
@@ -76,10 +71,13 @@ class Driver:
         self.eos = hf.eos_token_id
         self.plan: list[int] = []
         self.caption_len = 0
+        self.suppress_newlines: np.ndarray | None = None
 
     def logits(self, state: str, vocab: int, caption_ending: bool, codes_count: int) -> np.ndarray:
-        l = self.rng.standard_normal(vocab, dtype=np.float32) * np.float32(2.0)
+        l = self.rng.random(vocab, dtype=np.float32) * np.float32(4.0)
         boost = np.float32(12.0)
+        if self.suppress_newlines is not None and state == "CAPTION_VALUE":
+            l[self.suppress_newlines] -= boost
         if self.plan:
             l[self.plan.pop(0)] += boost
         elif state == "CAPTION_VALUE" and caption_ending:
@@ -105,6 +103,7 @@ def run_one(hf, proc, tok, cfg: dict, official_setup: dict, prompt: list[int], d
             code_ids_beyond: np.ndarray) -> tuple[int, set]:
     """One generation with both FSMs; asserts equal allowed sets each step. Returns (steps, states seen)."""
     proc.reset()
+    proc.set_max_duration(official_setup.get("max_duration", 600))
     proc.set_target_duration(official_setup.get("target_duration"))
     proc.set_user_metadata(official_setup.get("user_metadata"))
     proc.set_stop_at_reasoning(official_setup.get("stop_at_reasoning", False))
@@ -121,6 +120,7 @@ def run_one(hf, proc, tok, cfg: dict, official_setup: dict, prompt: list[int], d
     for step in range(MAX_STEPS):
         st = fsm.state()
         state_before = proc.state.name
+        after_newline = proc.caption_after_newline  # read before the call, which clears it
         seen.add(state_before)
         raw = driver.logits(state_before, vocab, proc.caption_ending, proc.codes_count)
         off = proc(torch.tensor([ids], dtype=torch.long), torch.from_numpy(raw.copy()).unsqueeze(0))[0].numpy()
@@ -148,6 +148,12 @@ def run_one(hf, proc, tok, cfg: dict, official_setup: dict, prompt: list[int], d
         ids.append(token)
         proc.update_state(token)
         fsm.accept(token)
+        if state_before == "CAPTION_VALUE" and proc.state.name != "CAPTION_VALUE":
+            seen.add(f"CAPTION_VALUE->{proc.state.name}")
+        if state_before == "CAPTION_VALUE" and proc.caption_ending:
+            seen.add("caption_ending")
+        if after_newline and proc.state.name == "CAPTION_VALUE" and not proc.caption_ending:
+            seen.add("caption_continued_after_newline")
         if token in (driver.eos, hf.pad_token_id):
             assert fsm.completed
             break
@@ -168,11 +174,11 @@ def random_user_metadata(rnd: random.Random, examples: list[dict]) -> dict:
     return md
 
 
-def test_fsm_matches_official_processor(official, ours):
+def test_fsm_matches_official_processor(official, ours, example_requests):
     hf, proc = official
     tok = ours
     rnd = random.Random(2026)
-    examples = example_metadata()
+    examples = example_requests
     beyond = np.array([tok.token_to_id(f"<|audio_code_{n}|>") for n in range(64000, 65535)], dtype=np.int64)
     assert beyond.size == 1535 and beyond.min() > 151668
     think_end_prompt = hf.encode(
@@ -181,15 +187,26 @@ def test_fsm_matches_official_processor(official, ours):
     )
     open_prompt = hf.encode("<|im_start|>user\n# Caption\nx\n<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
 
+    # Every base-vocabulary token whose text contains "\n" (byte-level "Ċ").
+    newline_ids = np.array(sorted(i for t, i in hf.get_vocab().items() if "Ċ" in t and i < 151643), dtype=np.int64)
     runs = []
     for i in range(N_RUNS_PHASE1_FREE):
         s = {"phase": "cot", "stop_at_reasoning": True, "skip_caption": rnd.random() < 0.15,
              "skip_language": rnd.random() < 0.2}
+        if i % 5 == 0:
+            s["max_duration"] = 240  # the GPU-tier limit path (set_max_duration)
         runs.append(("p1", s, open_prompt))
     for i in range(N_RUNS_PHASE1_USER):
         s = {"phase": "cot", "stop_at_reasoning": True, "skip_caption": rnd.random() < 0.2,
              "skip_language": rnd.random() < 0.2, "user_metadata": random_user_metadata(rnd, examples)}
         runs.append(("p1u", s, open_prompt))
+    for i in range(N_RUNS_BATCHED):
+        # Ours gets the batched flag (plus settings it must override); the official processor gets
+        # what its batched setup (`_setup_constrained_processor(is_batch=True)`) applies.
+        ours_cfg = {"phase": "cot", "batched": True, "stop_at_reasoning": True,
+                    "user_metadata": random_user_metadata(rnd, examples)}
+        official_cfg = {"phase": "cot", "skip_caption": True, "skip_language": True}
+        runs.append(("p1batch", (ours_cfg, official_cfg), open_prompt))
     for i in range(N_RUNS_PHASE2_TARGET):
         s = {"phase": "codes", "target_duration": rnd.choice([1.0, 2.5, 4.2, 7.0, 10.0])}
         runs.append(("p2t", s, think_end_prompt))
@@ -208,18 +225,27 @@ def test_fsm_matches_official_processor(official, ours):
 
     t0 = time.perf_counter()
     for i, (kind, setup, prompt) in enumerate(runs):
-        cfg = {k: v for k, v in setup.items() if v is not None}
+        if isinstance(setup, tuple):
+            cfg, setup = dict(setup[0]), setup[1]
+        else:
+            cfg = {k: v for k, v in setup.items() if v is not None}
         cfg["skip_genres"] = True
         # The official processor always loads its packaged genres vocabulary (used if the caption
         # look-ahead jumps to "genres:"); give ours the same file.
         cfg["genres_file"] = GENRES_FILE
         driver = Driver(hf, seed=1000 + i)
-        driver.caption_target = driver.rnd.choice([1, 4, 12, 30]) if i != 5 else 10_000  # run 5 hits the 512 cap
+        driver.caption_target = driver.rnd.choice([1, 3, 6, 12])
+        if i == 5:
+            # One run writes a caption without newlines until the 512-token cap forces one.
+            driver.caption_target = 10_000
+            driver.suppress_newlines = newline_ids
         driver.codes_target = driver.rnd.choice([0, 3, 15])
         if i % 40 == 7:
             # A few runs jump from the caption to "genres:" (the slow, vocabulary-wide genres rule).
             driver.field_names = ["genres"]
         steps, seen = run_one(hf, proc, tok, cfg, setup, prompt, driver, beyond)
+        if i == 5:
+            assert steps > 512, "the caption-cap run must reach 512 caption tokens"
         total_steps += steps + 1
         seen_all |= seen
         print(f"run {i} {kind}: {steps + 1} steps, t={time.perf_counter() - t0:.1f}s")
@@ -228,4 +254,11 @@ def test_fsm_matches_official_processor(official, ours):
               "DURATION_NAME", "DURATION_VALUE", "KEYSCALE_NAME", "KEYSCALE_VALUE", "LANGUAGE_NAME",
               "LANGUAGE_VALUE", "TIMESIG_NAME", "TIMESIG_VALUE", "THINK_END_TAG", "CODES_GENERATION"]:
         assert s in seen_all, f"no run reached {s}"
+    # ... and the caption look-ahead paths: indented continuation, free run, jumps by field name
+    # (including "genres:" and an unknown name, which falls back to the normal next field).
+    for s in ["caption_continued_after_newline", "caption_ending", "CAPTION_VALUE->DURATION_VALUE",
+              "CAPTION_VALUE->KEYSCALE_VALUE", "CAPTION_VALUE->LANGUAGE_VALUE", "CAPTION_VALUE->TIMESIG_VALUE",
+              "CAPTION_VALUE->GENRES_VALUE", "CAPTION_VALUE->DURATION_NAME"]:
+        assert s in seen_all, f"no run took the path {s}"
     assert total_steps > 3000
+    print(f"{len(runs)} runs, {total_steps} steps compared")

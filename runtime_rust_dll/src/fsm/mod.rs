@@ -289,7 +289,7 @@ fn fixed_string_token(tok: &Tokenizer, remaining: &[char]) -> Result<Option<u32>
 pub struct Fsm {
     tok: Arc<Tokenizer>,
     cfg: FsmConfig,
-    vocab: Vocab,
+    vocab: Arc<Vocab>,
     /// Tokens of `" {value}\n"` per user-provided field.
     user_tokens: HashMap<Field, Vec<u32>>,
     target_codes: Option<u64>,
@@ -322,7 +322,12 @@ impl Fsm {
             cfg.skip_caption = true;
             cfg.skip_language = true;
         }
-        let vocab = Vocab::build(&tok, &cfg)?;
+        // Everything derived from the tokenizer depends only on these settings: share it.
+        let key = format!(
+            "fsm-vocab/{}/{:?}/{:?}/{}",
+            cfg.max_duration, cfg.eos_token, cfg.pad_token, cfg.valid_audio_codes
+        );
+        let vocab = tok.derived(&key, || Vocab::build(&tok, &cfg))?;
         let mut user_tokens = HashMap::new();
         let m = &cfg.user_metadata;
         for (field, value) in [
@@ -440,7 +445,9 @@ impl Fsm {
                 self.vocab.size
             )));
         }
-        if let Some(i) = logits.iter().position(|v| v.is_nan()) {
+        // Branch-free scan first (vectorizes); locate the NaN only when there is one.
+        if logits.iter().fold(false, |acc, v| acc | v.is_nan()) {
+            let i = logits.iter().position(|v| v.is_nan()).unwrap_or(0);
             return Err(Error::invalid_argument(format!("logits[{i}] is NaN")));
         }
         match self.state {
@@ -510,9 +517,10 @@ impl Fsm {
         let fresh = self.accumulated_ids.is_empty();
         match self.state {
             State::BpmValue => {
-                if !(fresh && self.start_injection(Field::Bpm, logits)) {
-                    mask::whitelist(logits, self.vocab.bpm.children(&self.accumulated_ids));
+                if fresh && self.start_injection(Field::Bpm, logits) {
+                    return Ok(());
                 }
+                mask::whitelist(logits, self.vocab.bpm.children(&self.accumulated_ids));
             }
             State::DurationValue => {
                 if fresh && self.start_injection(Field::Duration, logits) {

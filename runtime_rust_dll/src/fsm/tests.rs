@@ -302,19 +302,3 @@ fn genres_trie_from_config() {
     assert_eq!(follow_until(&tok, &mut f, State::KeyscaleValue), "keyscale:");
 }
 
-#[test]
-#[ignore]
-fn timing_probe() {
-    let Some(tok) = lm_tokenizer() else { return };
-    let t = std::time::Instant::now();
-    for _ in 0..100 {
-        tok.encode("duration: 123", false).unwrap();
-    }
-    eprintln!("encode x100: {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let a = tok.added_tokens();
-    eprintln!("added_tokens {}: {:?}", a.len(), t.elapsed());
-    let t = std::time::Instant::now();
-    let _ = Fsm::from_json(tok.clone(), "{}").unwrap();
-    eprintln!("create: {:?}", t.elapsed());
-}
