@@ -106,22 +106,25 @@ def describe_onnx(pkg_dir: Path, rel: str) -> dict:
     return entry
 
 
-def merge_host_config(parts: list[dict]) -> dict:
-    """Deep-merge the `*_host_config` dicts; the same key with two different values is an error."""
-    merged: dict = {}
+def host_config(sections: dict[str, dict]) -> dict:
+    """The manifest's `config`: each component's `*_host_config` under its own key, plain JSON types only.
 
-    def merge(dst: dict, src: dict, where: str) -> None:
-        for key, value in src.items():
-            if key in dst and isinstance(dst[key], dict) and isinstance(value, dict):
-                merge(dst[key], value, f"{where}{key}.")
-            elif key in dst and dst[key] != value:
-                raise PackageError(f"host config conflict for {where}{key}: {dst[key]!r} vs {value!r}")
-            else:
-                dst[key] = value
-
-    for part in parts:
-        merge(merged, json.loads(json.dumps(part)), "")  # JSON round trip: plain types only
-    return merged
+    Values that two components must agree on are checked here (a package mixing checkpoints of
+    different models fails now rather than in a host).
+    """
+    config = json.loads(json.dumps(sections))
+    te, vae, ace = config.get("text_encoder"), config.get("vae"), config.get("acestep")
+    checks = []
+    if ace is not None:
+        checks += [("acestep.text_hidden_dim", ace.get("text_hidden_dim"), "text_encoder.hidden_size",
+                    te["hidden_size"]),
+                   ("acestep.latent_dim", ace.get("latent_dim"), "vae.latent_channels", vae["latent_channels"]),
+                   ("acestep.hop_length", ace.get("hop_length"), "vae.hop_length", vae["hop_length"]),
+                   ("acestep.sample_rate", ace.get("sample_rate"), "vae.sample_rate", vae["sample_rate"])]
+    for name_a, a, name_b, b in checks:
+        if a is not None and a != b:
+            raise PackageError(f"checkpoints do not fit together: {name_a} = {a} but {name_b} = {b}")
+    return config
 
 
 def write_json_atomic(path: Path, value: dict) -> None:
@@ -154,6 +157,29 @@ def _git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
+
+
+def describe_extra_files(pkg_dir: Path, taken: set[str], known: dict[str, dict]) -> dict:
+    """Manifest entries for every package file that is neither a graph, its external data, a tokenizer
+    file nor the manifest: `known` (name -> {"file": ..., extra fields}) plus any other file an exporter
+    wrote (e.g. `null_condition_emb.npy`), named by its stem. `.npy` entries get dtype and shape."""
+    pkg_dir = Path(pkg_dir)
+    entries: dict[str, dict] = {}
+    by_file = {meta["file"]: name for name, meta in known.items()}
+    for path in sorted(p for p in pkg_dir.iterdir() if p.is_file()):
+        rel = path.name
+        if rel in taken or rel == MANIFEST_FILE or rel.endswith(".tmp"):
+            continue
+        name = by_file.get(rel, path.stem)
+        if name in entries:
+            raise PackageError(f"two package files map to the manifest name {name!r}")
+        entry = file_entry(pkg_dir, rel)
+        if rel.endswith(".npy"):
+            arr = np.load(path, mmap_mode="r")
+            entry.update(dtype=str(arr.dtype), shape=[int(d) for d in arr.shape])
+        entry.update({k: v for k, v in known.get(name, {}).items() if k != "file"})
+        entries[name] = entry
+    return entries
 
 
 @dataclass
@@ -216,7 +242,7 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
     staging.mkdir()
     try:
         files: dict[str, str] = {}
-        host_parts: list[dict] = []
+        host_parts: dict[str, dict] = {}
         extra: dict = {}
         tokenizers: dict = {}
 
@@ -229,7 +255,7 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
         model = te.load_text_encoder(ckpt / opts.text_encoder)
         files.update(te.export_text_encoder_graphs(model, staging, opset=opts.opset,
                                                    external_data_min_bytes=opts.external_data_min_bytes))
-        host_parts.append(te.text_encoder_host_config(model))
+        host_parts["text_encoder"] = te.text_encoder_host_config(model)
         te.copy_tokenizer_files(ckpt / opts.text_encoder, staging / TEXT_TOKENIZER_DIR)
         del model
         gc.collect()
@@ -240,7 +266,7 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
         model = vae.load_vae(ckpt / opts.vae)
         files.update(vae.export_vae_graphs(model, staging, opset=opts.opset,
                                            external_data_min_bytes=opts.external_data_min_bytes))
-        host_parts.append(vae.vae_host_config(model))
+        host_parts["vae"] = vae.vae_host_config(model)
         del model
         gc.collect()
         done("vae")
@@ -250,15 +276,14 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
             opts.log(f"ACE-Step DiT: {ckpt / opts.dit}")
             model = ace.load_acestep_checkpoint(ckpt / opts.dit)
             files.update(ace.export_acestep_graphs(model, staging, opset=opts.opset))
-            host_parts.append(ace.acestep_host_config(model))
+            host_parts["acestep"] = ace.acestep_host_config(model)
             silence = model.silence_latent.detach().float().cpu().numpy().astype(np.float32)
             if silence.ndim != 3 or silence.shape[0] != 1:
                 raise PackageError(f"silence latent has shape {list(silence.shape)}, expected [1, frames, channels]")
             if not np.isfinite(silence).all():
                 raise PackageError("silence latent contains NaN/Inf")
             np.save(staging / SILENCE_FILE, np.ascontiguousarray(silence))
-            extra["silence_latent"] = {"layout": "[1, frames, latent_channels]", "dtype": "float32",
-                                       "shape": list(silence.shape)}
+            extra["silence_latent"] = {"file": SILENCE_FILE, "layout": "[1, frames, latent_channels]"}
             del model
             gc.collect()
             done("acestep")
@@ -268,7 +293,7 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
             opts.log(f"5 Hz LM: {ckpt / opts.lm}")
             model = lm.load_lm_checkpoint(ckpt / opts.lm)
             files.update(lm.export_lm_graphs(model, staging, opset=opts.opset))
-            host_parts.append(lm.lm_host_config(model))
+            host_parts["lm"] = lm.lm_host_config(model)
             te.copy_tokenizer_files(ckpt / opts.lm, staging / LM_TOKENIZER_DIR)
             del model
             gc.collect()
@@ -283,6 +308,9 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
                 }
 
         opts.log("writing manifest")
+        components = {name: describe_onnx(staging, rel) for name, rel in files.items()}
+        taken = {c["file"] for c in components.values()}
+        taken |= {e["file"] for c in components.values() for e in c["external_data"]}
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_family": MODEL_FAMILY,
@@ -296,10 +324,10 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
                 "git_commit": _git_commit(),
                 "versions": library_versions(),
             },
-            "components": {name: describe_onnx(staging, rel) for name, rel in files.items()},
-            "files": {name: {**file_entry(staging, SILENCE_FILE), **meta} for name, meta in extra.items()},
+            "components": components,
+            "files": describe_extra_files(staging, taken, extra),
             "tokenizers": tokenizers,
-            "config": merge_host_config(host_parts),
+            "config": host_config(host_parts),
         }
         write_json_atomic(staging / MANIFEST_FILE, manifest)  # last file written
 

@@ -204,13 +204,11 @@ def export_text_encoder_graphs(model, out_dir: Path, *, opset: int = DEFAULT_OPS
 def text_encoder_host_config(model) -> dict:
     cfg = model.config
     return {
-        "text_encoder": {
-            "hidden_size": int(cfg.hidden_size),
-            "vocab_size": int(cfg.vocab_size),
-            "causal": True,
-            "eos_token_id": ENDOFTEXT_ID,
-            "pad_token_id": ENDOFTEXT_ID,
-            "caption_max_length": CAPTION_MAX_LENGTH,
-            "lyric_max_length": LYRIC_MAX_LENGTH,
-        }
+        "hidden_size": int(cfg.hidden_size),
+        "vocab_size": int(cfg.vocab_size),
+        "causal": True,
+        "eos_token_id": ENDOFTEXT_ID,
+        "pad_token_id": ENDOFTEXT_ID,
+        "caption_max_length": CAPTION_MAX_LENGTH,
+        "lyric_max_length": LYRIC_MAX_LENGTH,
     }

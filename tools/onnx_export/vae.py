@@ -82,13 +82,18 @@ def build_vae(config: dict):
 
 def write_tiny_vae(ckpt_dir: Path, seed: int) -> None:
     """Write `config.json` + `diffusion_pytorch_model.safetensors` (bf16, official key names, weight_g/weight_v)."""
+    write_random_vae(ckpt_dir, seed, TINY_CONFIG)
+
+
+def write_random_vae(ckpt_dir: Path, seed: int, config: dict) -> None:
+    """A random-weight VAE checkpoint in the official layout for `config` (tiny, or OFFICIAL_CONFIG to measure)."""
     from safetensors.torch import save_file
 
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_vae(TINY_CONFIG)
+        model = build_vae(config)
     gen = torch.Generator().manual_seed(seed + 1)
     state = {}
     with torch.no_grad():
@@ -102,7 +107,7 @@ def write_tiny_vae(ckpt_dir: Path, seed: int) -> None:
             elif key.endswith(".bias"):
                 value = 0.05 * torch.randn(value.shape, generator=gen)
             state[key] = value.to(torch.bfloat16).contiguous()
-    config = {"_class_name": "AutoencoderOobleck", "_diffusers_version": "0.35.2", **TINY_CONFIG}
+    config = {"_class_name": "AutoencoderOobleck", "_diffusers_version": "0.35.2", **_config_kwargs(config)}
     import json
 
     (ckpt_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -188,12 +193,10 @@ def export_vae_graphs(model, out_dir: Path, *, opset: int = DEFAULT_OPSET,
 def vae_host_config(model) -> dict:
     cfg = model.config
     return {
-        "vae": {
-            "sample_rate": int(cfg.sampling_rate),
-            "audio_channels": int(cfg.audio_channels),
-            "latent_channels": int(cfg.decoder_input_channels),
-            "hop_length": hop_length(model),
-            "latent_rate_hz": cfg.sampling_rate / hop_length(model),
-            "encoder_outputs": ["latent_mean", "latent_std"],
-        }
+        "sample_rate": int(cfg.sampling_rate),
+        "audio_channels": int(cfg.audio_channels),
+        "latent_channels": int(cfg.decoder_input_channels),
+        "hop_length": hop_length(model),
+        "latent_rate_hz": cfg.sampling_rate / hop_length(model),
+        "encoder_outputs": ["latent_mean", "latent_std"],
     }

@@ -199,3 +199,26 @@ def test_verify_package_detects_tampering(tiny_package, tmp_path):
         fh.write(b"\0")
     with pytest.raises(PackageError, match="vae_decoder.onnx"):
         verify_package(copy)
+
+
+@requires_acestep
+def test_acestep_extras_listed(manifest, tiny_package):
+    files = manifest["files"]
+    assert "null_condition_emb" in files and files["null_condition_emb"]["dtype"] == "float32"
+    assert manifest["config"]["acestep"]["text_hidden_dim"] == manifest["config"]["text_encoder"]["hidden_size"]
+    assert manifest["config"]["acestep"]["latent_dim"] == manifest["config"]["vae"]["latent_channels"] == 64
+
+
+@requires_lm
+def test_lm_config_section(manifest):
+    assert manifest["config"]["lm"]["vocab_size"] == 217204
+
+
+def test_mismatched_checkpoints_are_rejected():
+    from tools.onnx_export.package import host_config
+
+    te = {"hidden_size": 64}
+    vae = {"latent_channels": 64, "hop_length": 1920, "sample_rate": 48000}
+    assert host_config({"text_encoder": te, "vae": vae, "acestep": {"text_hidden_dim": 64}})["acestep"]
+    with pytest.raises(PackageError, match="acestep.text_hidden_dim = 1024 but text_encoder.hidden_size = 64"):
+        host_config({"text_encoder": te, "vae": vae, "acestep": {"text_hidden_dim": 1024}})
