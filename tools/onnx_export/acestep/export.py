@@ -20,8 +20,9 @@ GRAPH_FILES = {
     "audio_tokenizer": "audio_tokenizer.onnx",
 }
 NULL_CONDITION_FILE = "null_condition_emb.npy"
-# graphs above this many parameters keep their weights in a sidecar `<name>.onnx.data`
-EXTERNAL_DATA_PARAMS = 100_000_000
+# graphs whose fp32 weights exceed this many bytes keep them in a sidecar `<name>.onnx.data`
+# (protobuf caps a single file at 2 GiB; with the 2B checkpoints: dit_decoder and condition_encoder)
+EXTERNAL_DATA_BYTES = 1 << 30
 
 
 class ConditionGraph(nn.Module):
@@ -146,7 +147,7 @@ def export_graph(name: str, model: AceStepModel, path: Path, *, opset: int = OPS
         prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
                                  output_names=outputs, dynamic_shapes=_dynamic_shapes(name),
                                  optimize=True, verify=False, report=False)
-    prog.save(str(path), external_data=n_params > EXTERNAL_DATA_PARAMS)
+    prog.save(str(path), external_data=4 * n_params > EXTERNAL_DATA_BYTES)
 
 
 def export_acestep_graphs(model: AceStepModel, out_dir: Path, *, opset: int = OPSET,
