@@ -46,6 +46,7 @@ TOKENIZER_FILES = (
 
 PREFILL_FILE = "lm_prefill.onnx"
 DECODE_FILE = "lm_decode.onnx"
+SHARED_WEIGHTS_FILE = "lm_weights.onnx.data"
 # Above this many parameter bytes the graphs keep their weights in an external data file.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1 << 30
 
@@ -499,9 +500,62 @@ def _name_dims(path: Path, dim_names: dict[tuple[str, int], str]) -> None:
     onnx.save(model, str(path))
 
 
-def export_lm_graphs(model, out_dir: Path, *, opset: int = 18) -> dict[str, str]:
+def share_external_data(graphs: list[Path], shared_name: str, align: int = 4096) -> None:
+    """Rewrites graphs saved with external data so they all read ONE data file, storing each distinct
+    tensor once (prefill and decode hold the same weights: without this the LM is on disk twice).
+
+    Tensors are matched by content (sha256), since the exporter gives folded weights generated names.
+    Each graph's old data files are removed afterwards. Streams tensor by tensor: no whole-model copy.
+    """
+    import hashlib
+
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo
+
+    out_dir = graphs[0].parent
+    shared = out_dir / shared_name
+    tmp = shared.with_name(shared.name + ".tmp")
+    where: dict[str, tuple[int, int]] = {}
+    old_files: set[Path] = set()
+    models = []
+    with open(tmp, "wb") as dst:
+        for path in graphs:
+            if path.parent != out_dir:
+                raise ValueError(f"share_external_data: {path} is not in {out_dir}")
+            model = onnx.load(str(path), load_external_data=False)
+            for t in model.graph.initializer:
+                if t.data_location != onnx.TensorProto.EXTERNAL:
+                    continue
+                info = ExternalDataInfo(t)
+                src = out_dir / info.location
+                old_files.add(src)
+                with open(src, "rb") as f:
+                    f.seek(info.offset or 0)
+                    blob = f.read(info.length) if info.length else f.read()
+                digest = hashlib.sha256(blob).hexdigest()
+                if digest not in where:
+                    pad = (-dst.tell()) % align
+                    dst.write(b"\0" * pad)
+                    where[digest] = (dst.tell(), len(blob))
+                    dst.write(blob)
+                offset, length = where[digest]
+                del t.external_data[:]
+                for key, value in (("location", shared_name), ("offset", str(offset)), ("length", str(length))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = key, value
+            models.append((path, model))
+    tmp.replace(shared)
+    for path, model in models:
+        onnx.save(model, str(path))
+    for f in old_files - {shared}:
+        f.unlink(missing_ok=True)
+
+
+def export_lm_graphs(model, out_dir: Path, *, opset: int = 18, external_data: bool | None = None) -> dict[str, str]:
     """Exports `lm_prefill.onnx` and `lm_decode.onnx` (fp32, torch dynamo exporter, opset `opset`).
 
+    `external_data`: keep the weights in one data file shared by both graphs (`lm_weights.onnx.data`);
+    `None` → only when the weights exceed `EXTERNAL_DATA_THRESHOLD_BYTES`.
     Returns {"lm_prefill": file, "lm_decode": file}, file names relative to `out_dir`.
     """
     from torch.export import Dim
@@ -512,7 +566,7 @@ def export_lm_graphs(model, out_dir: Path, *, opset: int = 18) -> dict[str, str]
     n_layers, n_kv, hd = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
     core = Qwen3KvForward(model).eval()
     n_bytes = sum(p.numel() * 4 for p in model.parameters())
-    external = n_bytes > EXTERNAL_DATA_THRESHOLD_BYTES
+    external = n_bytes > EXTERNAL_DATA_THRESHOLD_BYTES if external_data is None else bool(external_data)
 
     batch, seq, past_len = Dim("batch", min=1), Dim.DYNAMIC, Dim("past", min=1)
     b, s, p = 2, 5, 7  # example sizes; none is 0 or 1, so no dim gets specialised
@@ -543,6 +597,8 @@ def export_lm_graphs(model, out_dir: Path, *, opset: int = 18) -> dict[str, str]
             external=external,
             dim_names={("input_ids", 0): "batch", ("past_key_0", 2): "past", ("attention_mask", 1): "total"},
         )
+    if external:
+        share_external_data([out_dir / PREFILL_FILE, out_dir / DECODE_FILE], SHARED_WEIGHTS_FILE)
     return {"lm_prefill": PREFILL_FILE, "lm_decode": DECODE_FILE}
 
 

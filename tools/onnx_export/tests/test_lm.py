@@ -54,7 +54,8 @@ def graphs(tmp_path_factory, model):
     import onnxruntime as ort
 
     out = tmp_path_factory.mktemp("lm_onnx")
-    files = lm.export_lm_graphs(model, out, opset=18)
+    # External data (what the real, multi-GB LMs use): both graphs share one weights file.
+    files = lm.export_lm_graphs(model, out, opset=18, external_data=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return {
@@ -269,6 +270,22 @@ def test_graph_io_names_and_dims(graphs):
     assert dec.get_inputs()[1].shape == ["batch", "total"]
     assert dec.get_inputs()[3].shape == ["batch", 2, "past", 16] and dec.get_inputs()[3].type == "tensor(float)"
     assert dec.get_outputs()[1].shape == ["batch", 2, "total", 16]
+
+
+def test_graphs_share_one_weights_file(graphs, model):
+    import onnx
+
+    out = graphs["dir"]
+    assert sorted(p.name for p in out.iterdir()) == ["lm_decode.onnx", "lm_prefill.onnx", "lm_weights.onnx.data"]
+    for f in graphs["files"].values():
+        m = onnx.load(str(out / f), load_external_data=False)
+        locations = {
+            e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"
+        }
+        assert locations == {"lm_weights.onnx.data"}
+    # One copy of the weights (the tied embedding/head once), not one per graph.
+    n_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert n_bytes <= (out / "lm_weights.onnx.data").stat().st_size <= 1.1 * n_bytes
 
 
 @pytest.mark.parametrize("length", [6, 37])
