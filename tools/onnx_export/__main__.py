@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         out = export_package(opts)
-    except (CheckpointError, PackageError) as exc:
+    except (CheckpointError, PackageError, FileNotFoundError, ValueError) as exc:
+        # every loader reports bad checkpoints with one of these, naming the file / key / value
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[onnx_export] package written to {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -35,6 +35,14 @@ SILENCE_FILE = "silence_latent.npy"
 TEXT_TOKENIZER_DIR = "tokenizer/text"
 LM_TOKENIZER_DIR = "tokenizer/lm"
 
+# Files each checkpoint folder must hold (any one of each tuple), checked before anything is exported.
+REQUIRED_FILES = {
+    "text_encoder": [("config.json",), ("model.safetensors",), ("tokenizer.json",)],
+    "vae": [("config.json",), ("diffusion_pytorch_model.safetensors",)],
+    "acestep": [("config.json",), ("model.safetensors",), ("silence_latent.pt",)],
+    "lm": [("config.json",), ("model.safetensors", "model.safetensors.index.json"), ("tokenizer.json",)],
+}
+
 _ONNX_DTYPES = {
     1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
     10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
@@ -225,9 +233,15 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
         dirs["acestep"] = opts.dit
     if opts.lm:
         dirs["lm"] = opts.lm
+    if opts.opset != DEFAULT_OPSET:
+        raise PackageError(f"--opset {opts.opset}: the exporters are pinned to opset {DEFAULT_OPSET}")
     missing = [f"{ckpt / d}" for d in dirs.values() if not (ckpt / d).is_dir()]
     if missing:
         raise CheckpointError("missing checkpoint component directories: " + ", ".join(missing))
+    missing = [str(ckpt / dirs[comp] / alternatives[0]) for comp, needed in REQUIRED_FILES.items() if comp in dirs
+               for alternatives in needed if not any((ckpt / dirs[comp] / f).is_file() for f in alternatives)]
+    if missing:
+        raise CheckpointError("missing checkpoint files: " + ", ".join(missing))
     modules = {"text_encoder": _component_module("text_encoder", "--text-encoder"),
                "vae": _component_module("vae", "--vae")}
     if opts.dit:

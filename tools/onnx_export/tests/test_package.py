@@ -222,3 +222,113 @@ def test_mismatched_checkpoints_are_rejected():
     assert host_config({"text_encoder": te, "vae": vae, "acestep": {"text_hidden_dim": 64}})["acestep"]
     with pytest.raises(PackageError, match="acestep.text_hidden_dim = 1024 but text_encoder.hidden_size = 64"):
         host_config({"text_encoder": te, "vae": vae, "acestep": {"text_hidden_dim": 1024}})
+
+
+@requires_acestep
+def test_graphs_chain_like_a_host(manifest, tiny_package, tiny_checkpoints, ort_session):
+    """Run the package the way a host does (tokenizer → text encoder / lyric embedding → condition encoder
+    → one DiT step → VAE decoder), each ORT stage fed the previous ORT outputs, and compare every stage with
+    the torch modules given the same inputs. Catches I/O that does not fit together across graphs."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from tools.onnx_export import text_encoder as te
+    from tools.onnx_export import vae as vae_mod
+    from tools.onnx_export.acestep import load_acestep_checkpoint
+    from tools.onnx_export.acestep.export import _wrapper
+
+    comps = manifest["components"]
+
+    def run(name, feeds):
+        sess = ort_session(tiny_package / comps[name]["file"])
+        return sess.run(None, feeds)
+
+    tok = Tokenizer.from_file(str(tiny_package / manifest["tokenizers"]["text"]["dir"] / "tokenizer.json"))
+    caption = ("# Instruction\nFill the audio semantic mask based on the given conditions:\n\n# Caption\nlofi beat"
+               "\n\n# Metas\n- bpm: 90\n- timesignature: 4\n- keyscale: C major\n- duration: 6 seconds\n<|endoftext|>\n")
+    lyric = "# Languages\nen\n\n# Lyric\n[Instrumental]<|endoftext|>"
+    text_ids = np.array([tok.encode(caption).ids], dtype=np.int64)
+    lyric_ids = np.array([tok.encode(lyric).ids], dtype=np.int64)
+    text_mask = np.ones_like(text_ids)
+    lyric_mask = np.ones_like(lyric_ids)
+
+    qwen = te.load_text_encoder(tiny_checkpoints / te.TEXT_ENCODER_DIR)
+    ace = load_acestep_checkpoint(tiny_checkpoints / DIT)
+    vae = vae_mod.load_vae(tiny_checkpoints / "vae")
+
+    def close(ort_out, torch_out, what):
+        torch_out = torch_out.detach().numpy() if hasattr(torch_out, "detach") else torch_out
+        assert ort_out.shape == torch_out.shape, what
+        if np.issubdtype(torch_out.dtype, np.integer):
+            assert np.array_equal(ort_out, torch_out), what
+        else:
+            assert np.abs(ort_out - torch_out).max() <= 1e-4, what
+
+    with torch.no_grad():
+        (text_h,) = run("text_encoder", {"input_ids": text_ids, "attention_mask": text_mask})
+        close(text_h, qwen(input_ids=torch.from_numpy(text_ids)).last_hidden_state, "text_encoder")
+        (lyric_h,) = run("lyric_embedding", {"input_ids": lyric_ids})
+        close(lyric_h, qwen.embed_tokens(torch.from_numpy(lyric_ids)), "lyric_embedding")
+
+        frames = 150  # 6 s at 25 Hz; patched length 75
+        silence = np.load(tiny_package / manifest["files"]["silence_latent"]["file"])
+        timbre_frames = manifest["config"]["acestep"]["timbre_fix_frame"]
+        cond_feeds = {
+            "text_hidden_states": text_h, "text_attention_mask": text_mask,
+            "lyric_hidden_states": lyric_h, "lyric_attention_mask": lyric_mask,
+            "refer_audio_packed": np.ascontiguousarray(silence[:, :timbre_frames]),
+            "refer_audio_order_mask": np.zeros(1, np.int64),
+            "src_latents": np.ascontiguousarray(silence[:, :frames]),
+            "chunk_masks": np.ones((1, frames, 64), np.float32),
+        }
+        cond_names = [o["name"] for o in comps["condition_encoder"]["outputs"]]
+        cond = dict(zip(cond_names, run("condition_encoder", cond_feeds)))
+        ref = _wrapper("condition_encoder", ace)(*[torch.from_numpy(cond_feeds[i["name"]])
+                                                   for i in comps["condition_encoder"]["inputs"]])
+        for name, value in zip(cond_names, ref):
+            close(cond[name], value, f"condition_encoder.{name}")
+
+        noise = torch.randn(1, frames, 64, generator=torch.Generator().manual_seed(42)).numpy()
+        t = np.ones(1, np.float32)
+        dit_feeds = {"hidden_states": noise, "timestep": t, "timestep_r": t,
+                     "context_latents": cond["context_latents"], "encoder_hidden_states": cond["encoder_hidden_states"]}
+        (velocity,) = run("dit_decoder", dit_feeds)
+        ref_v = _wrapper("dit_decoder", ace)(*[torch.from_numpy(dit_feeds[i["name"]]) for i in comps["dit_decoder"]["inputs"]])
+        close(velocity, ref_v, "dit_decoder")
+
+        x0 = noise - velocity * t[:, None, None]   # the turbo last step, x0 = x_t - v·t (spec §8 item 11)
+        latents = np.ascontiguousarray(x0.transpose(0, 2, 1))  # DiT [B, T, 64] → VAE [B, 64, T]
+        (audio,) = run("vae_decoder", {"latents": latents})
+        assert audio.shape == (1, 2, 1920 * frames)
+        close(audio, vae.decode(torch.from_numpy(latents)).sample, "vae_decoder")
+        assert np.isfinite(audio).all()
+
+
+@pytest.mark.parametrize("component,name", [("vae", "diffusion_pytorch_model.safetensors"),
+                                            ("Qwen3-Embedding-0.6B", "tokenizer.json"),
+                                            (DIT, "silence_latent.pt")])
+def test_cli_missing_file_reported_before_export(tiny_checkpoints, tmp_path, capsys, component, name):
+    """A missing checkpoint file is reported (with its path) before anything is exported or written."""
+    import shutil
+
+    from tools.onnx_export.__main__ import main
+
+    ckpt = tmp_path / "ckpt"
+    for sub in ("vae", "Qwen3-Embedding-0.6B", DIT):
+        if (tiny_checkpoints / sub).is_dir():
+            shutil.copytree(tiny_checkpoints / sub, ckpt / sub)
+    if not (ckpt / component).is_dir():
+        pytest.skip(f"{component} not in the tiny checkpoints")
+    (ckpt / component / name).unlink()
+    rc = main(["--checkpoints", str(ckpt), "--out", str(tmp_path / "pkg"), "--lm", "none"]
+              + ([] if ACESTEP_AVAILABLE else ["--dit", "none"]))
+    assert rc == 2
+    assert str(ckpt / component / name) in capsys.readouterr().err
+    assert not (tmp_path / "pkg").exists() and sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+def test_cli_rejects_other_opset(tiny_checkpoints, tmp_path, capsys):
+    from tools.onnx_export.__main__ import main
+
+    rc = main(["--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path / "pkg"), "--opset", "17"])
+    assert rc == 2 and "opset" in capsys.readouterr().err
