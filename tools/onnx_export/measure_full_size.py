@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ckpt, out = args.work / "vae", args.work / "graphs"
-    report: dict = {"config": vae_mod.OFFICIAL_CONFIG}
+    report: dict = {"config": vae_mod.OFFICIAL_CONFIG, "load_average_at_start": list(__import__("os").getloadavg())}
 
     t0 = time.perf_counter()
     vae_mod.write_random_vae(ckpt, 0, vae_mod.OFFICIAL_CONFIG)
@@ -50,9 +50,10 @@ def main(argv=None) -> int:
     report["load_s"] = round(time.perf_counter() - t0, 1)
     report["parameters"] = sum(p.numel() for p in to_export.parameters())
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     files = vae_mod.export_vae_graphs(to_export, out)
     report["export_s"] = round(time.perf_counter() - t0, 1)
+    report["export_cpu_s"] = round(time.process_time() - c0, 1)  # all threads; wall time depends on load
     report["peak_rss_after_export_mib"] = round(peak_rss_mib())
     report["files"] = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     del to_export
@@ -67,21 +68,22 @@ def main(argv=None) -> int:
     opts.intra_op_num_threads = args.threads
     results = {}
     for name, feed_name, x in (("vae_decoder", "latents", latents), ("vae_encoder", "audio", audio)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.no_grad():
             if name == "vae_decoder":
                 refs = [reference.decode(x).sample.numpy()]
             else:
                 dist = reference.encode(x).latent_dist
                 refs = [dist.mean.numpy(), dist.std.numpy()]
-        torch_s = time.perf_counter() - t0
+        torch_s, torch_cpu = time.perf_counter() - t0, time.process_time() - c0
         sess = ort.InferenceSession(str(out / files[name]), opts, providers=["CPUExecutionProvider"])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outs = sess.run(None, {feed_name: x.numpy()})
-        ort_s = time.perf_counter() - t0
+        ort_s, ort_cpu = time.perf_counter() - t0, time.process_time() - c0
         max_abs = max(float(np.abs(o - r).max()) for o, r in zip(outs, refs))
         scale = max(float(np.abs(r).max()) for r in refs)
-        results[name] = {"frames": frames, "torch_s": round(torch_s, 1), "ort_s": round(ort_s, 1),
+        results[name] = {"frames": frames, "torch_s": round(torch_s, 1), "torch_cpu_s": round(torch_cpu, 1),
+                         "ort_s": round(ort_s, 1), "ort_cpu_s": round(ort_cpu, 1),
                          "max_abs": max_abs, "max_abs_rel": max_abs / scale if scale else None,
                          "max_abs_ref": scale, "output_shapes": [list(o.shape) for o in outs]}
         del sess
