@@ -36,7 +36,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # Tokenizer files a host needs (tokenizer.json is what the Rust core loads; the rest for HF users).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                   "special_tokens_map.json", "added_tokens.json")
+                   "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 REQUIRED_TOKENIZER_FILES = ("tokenizer.json",)
 
 ENDOFTEXT_ID = 151643          # <|endoftext|>, also appended by the tokenizer's post-processor
