@@ -123,6 +123,18 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
+def tokenizer_appends_eos(tokenizer_dir: Path) -> bool:
+    """Whether `tokenizer.json` appends `<|endoftext|>` (151643) on its own, as the official pipeline's
+    Qwen3-Embedding tokenizer does (spec §1.3; §9 item 3 lists it as to be checked on the real file).
+    Measured by encoding a probe text, so the manifest records what the shipped file really does."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(require_file(Path(tokenizer_dir) / "tokenizer.json", "tokenizer file")))
+    ids = tok.encode("probe").ids
+    plain = tok.encode("probe", add_special_tokens=False).ids
+    return len(ids) == len(plain) + 1 and ids[-1] == ENDOFTEXT_ID
+
+
 def load_text_encoder(ckpt_dir: Path):
     """Strictly load `Qwen3-Embedding-0.6B/` (config.json + model.safetensors; bare keys or a `model.` prefix)."""
     ckpt_dir = require_dir(Path(ckpt_dir), "text encoder checkpoint directory")
