@@ -1,0 +1,400 @@
+"""5 Hz LM exporter: tiny checkpoint → strict loader → lm_prefill / lm_decode ONNX, checked against
+`transformers` Qwen3ForCausalLM (loaded by HF's own `from_pretrained` from the same directory).
+
+Run: python3 -m pytest -q tools/onnx_export/tests/test_lm.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tools.onnx_export import lm
+
+TOL = 1e-4
+SEED = 1234
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from tools import make_qwen_tokenizer as mk
+
+    out = tmp_path_factory.mktemp("lm_tokenizer")
+    mk.build_tokenizer(out, audio_codes=True, append_eos=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    d = tmp_path_factory.mktemp("acestep-5Hz-lm-tiny")
+    lm.write_tiny_lm(d, SEED, tokenizer_dir)
+    return d
+
+
+@pytest.fixture(scope="module")
+def hf_model(ckpt_dir):
+    """The reference: HF's own loader on the same directory."""
+    from transformers import Qwen3ForCausalLM
+
+    return Qwen3ForCausalLM.from_pretrained(ckpt_dir, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="module")
+def model(ckpt_dir):
+    return lm.load_lm_checkpoint(ckpt_dir)
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory, model):
+    import onnxruntime as ort
+
+    out = tmp_path_factory.mktemp("lm_onnx")
+    # External data (what the real, multi-GB LMs use): both graphs share one weights file.
+    files = lm.export_lm_graphs(model, out, opset=18, external_data=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return {
+        name: ort.InferenceSession(str(out / f), opts, providers=["CPUExecutionProvider"]) for name, f in files.items()
+    } | {"files": files, "dir": out}
+
+
+def _hf_logits(hf_model, ids: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return hf_model(torch.from_numpy(ids)).logits.numpy()
+
+
+def _tokens(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, lm.VOCAB_SIZE, size=(1, n), dtype=np.int64)
+
+
+def _prefill(sess, ids, mask, pos):
+    return sess.run(None, {"input_ids": ids, "attention_mask": mask, "position_ids": pos})
+
+
+def _decode(sess, n_layers, tok, mask, pos, kv):
+    feeds = {"input_ids": tok, "attention_mask": mask, "position_ids": pos}
+    feeds |= dict(zip(lm.kv_names("past", n_layers), kv))
+    return sess.run(None, feeds)
+
+
+def _left_pad(seqs: list[np.ndarray]):
+    """The host's batching rule (docs/io_contract_lm.md): left padding, per-sequence positions from 0."""
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), lm.PAD_TOKEN_ID, np.int64)
+    mask = np.zeros((len(seqs), width), np.int64)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s) :] = s
+        mask[r, width - len(s) :] = 1
+    pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    return ids, mask, pos
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiny checkpoint and loader
+# ------------------------------------------------------------------------------------------------
+
+
+def test_tiny_checkpoint_has_official_layout(ckpt_dir, tokenizer_dir):
+    from safetensors import safe_open
+
+    cfg = json.loads((ckpt_dir / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen3ForCausalLM"] and cfg["model_type"] == "qwen3"
+    # Spec §5.1 shared values.
+    assert cfg["vocab_size"] == 217204 and cfg["rope_theta"] == 1e6 and cfg["rms_norm_eps"] == 1e-6
+    assert cfg["tie_word_embeddings"] is True
+    with safe_open(str(ckpt_dir / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        dtypes = {f.get_tensor(k).dtype for k in keys}
+        emb_shape = tuple(f.get_tensor("model.embed_tokens.weight").shape)
+    assert dtypes == {torch.bfloat16}
+    assert "lm_head.weight" not in keys  # tied head
+    assert emb_shape == (217204, 64)
+    assert "model.norm.weight" in keys
+    for i in range(cfg["num_hidden_layers"]):  # spec §2.3: 11 keys per layer
+        assert len([k for k in keys if k.startswith(f"model.layers.{i}.")]) == 11
+    assert len(keys) == 2 + 11 * cfg["num_hidden_layers"]
+    assert (ckpt_dir / "tokenizer.json").read_bytes() == (tokenizer_dir / "tokenizer.json").read_bytes()
+    # Same seed → same bytes; another seed → other weights.
+    other = ckpt_dir.parent / "again"
+    lm.write_tiny_lm(other, SEED, None)
+    assert (other / "model.safetensors").read_bytes() == (ckpt_dir / "model.safetensors").read_bytes()
+    lm.write_tiny_lm(other, SEED + 1, None)
+    assert (other / "model.safetensors").read_bytes() != (ckpt_dir / "model.safetensors").read_bytes()
+
+
+def test_tiny_tokenizer_loads_with_lm_ids(ckpt_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt_dir)
+    ids = tok.encode("<|im_start|>assistant\n<|audio_code_5|><|audio_code_63999|><|im_end|>", add_special_tokens=False)
+    assert ids[0] == 151644 and ids[-1] == 151645
+    assert ids[-3:-1] == [151669 + 5, 151669 + 63999]
+
+
+def test_strict_load_equals_hf_from_pretrained(model, hf_model):
+    ours = model.state_dict()
+    ref = hf_model.state_dict()
+    assert set(ours) == set(ref)
+    for k in ref:
+        assert ours[k].dtype == torch.float32
+        assert torch.equal(ours[k], ref[k]), k
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # still tied
+    ids = _tokens(13, 0)
+    with torch.no_grad():
+        a = model(torch.from_numpy(ids)).logits.numpy()
+    b = _hf_logits(hf_model, ids)
+    assert np.abs(a - b).max() <= TOL
+
+
+def test_host_config(model):
+    hc = lm.lm_host_config(model)
+    assert hc["num_layers"] == 2 and hc["num_kv_heads"] == 2 and hc["head_dim"] == 16
+    assert hc["vocab_size"] == 217204 and hc["eos_token_id"] == 151645 and hc["pad_token_id"] == 151643
+    assert hc["audio_code_base"] == 151669 and hc["num_audio_codes"] == 64000
+    assert hc["max_position_embeddings"] == 4096 and hc["padding_side"] == "left"
+
+
+def _copy_ckpt(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(src / name, dst / name)
+    return dst
+
+
+def _rewrite_weights(d: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(d / "model.safetensors"))
+    save_file(edit(tensors), str(d / "model.safetensors"))
+
+
+def test_loader_renamed_key(ckpt_dir, tmp_path):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+
+    def rename(t):
+        t["model.layers.1.mlp.gate_proj.weightx"] = t.pop("model.layers.1.mlp.gate_proj.weight")
+        return t
+
+    _rewrite_weights(d, rename)
+    with pytest.raises(lm.LmCheckpointError, match=r"missing key 'model\.layers\.1\.mlp\.gate_proj\.weight'"):
+        lm.load_lm_checkpoint(d)
+
+
+def test_loader_unexpected_key(ckpt_dir, tmp_path):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    _rewrite_weights(d, lambda t: t | {"model.layers.0.extra.weight": torch.zeros(3, dtype=torch.bfloat16)})
+    with pytest.raises(lm.LmCheckpointError, match=r"unexpected key 'model\.layers\.0\.extra\.weight'"):
+        lm.load_lm_checkpoint(d)
+
+
+def test_loader_wrong_shape(ckpt_dir, tmp_path):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    _rewrite_weights(
+        d, lambda t: t | {"model.layers.0.self_attn.k_proj.weight": torch.zeros(16, 64, dtype=torch.bfloat16)}
+    )
+    with pytest.raises(lm.LmCheckpointError, match=r"'model\.layers\.0\.self_attn\.k_proj\.weight' has shape \[16, 64\], expected \[32, 64\]"):
+        lm.load_lm_checkpoint(d)
+
+
+def test_loader_shapes_come_from_config(ckpt_dir, tmp_path):
+    """A config that disagrees with the weights is caught by shape, naming the first mismatching key."""
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["intermediate_size"] = 96
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(lm.LmCheckpointError, match=r"'model\.layers\.0\.mlp\.gate_proj\.weight' has shape \[128, 64\], expected \[96, 64\]"):
+        lm.load_lm_checkpoint(d)
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_loader_missing_file(ckpt_dir, tmp_path, name):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    (d / name).unlink()
+    with pytest.raises(FileNotFoundError, match=str(d / name).replace(".", r"\.")):
+        lm.load_lm_checkpoint(d)
+
+
+def test_loader_accepts_missing_model_prefix(ckpt_dir, tmp_path, hf_model):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    _rewrite_weights(d, lambda t: {k.removeprefix("model."): v for k, v in t.items()})
+    m = lm.load_lm_checkpoint(d)
+    ref = hf_model.state_dict()
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+
+
+def test_loader_untied_head(ckpt_dir, tmp_path):
+    from transformers import Qwen3ForCausalLM
+
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["tie_word_embeddings"] = False
+    (d / "config.json").write_text(json.dumps(cfg))
+    gen = torch.Generator().manual_seed(7)
+    head = (0.5 * torch.randn(217204, 64, generator=gen)).to(torch.bfloat16)
+    _rewrite_weights(d, lambda t: t | {"lm_head.weight": head})
+    m = lm.load_lm_checkpoint(d)
+    assert torch.equal(m.lm_head.weight, head.float())
+    assert not torch.equal(m.lm_head.weight, m.model.embed_tokens.weight)
+    ref = Qwen3ForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+    ids = _tokens(9, 3)
+    with torch.no_grad():
+        assert np.abs(m(torch.from_numpy(ids)).logits.numpy() - _hf_logits(ref, ids)).max() <= TOL
+    # An untied config whose checkpoint has no head names the missing key.
+    _rewrite_weights(d, lambda t: {k: v for k, v in t.items() if k != "lm_head.weight"})
+    with pytest.raises(lm.LmCheckpointError, match=r"missing key 'lm_head\.weight'"):
+        lm.load_lm_checkpoint(d)
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX graphs vs the HF model
+# ------------------------------------------------------------------------------------------------
+
+
+def test_graph_io_names_and_dims(graphs):
+    n = 2
+    pre, dec = graphs["lm_prefill"], graphs["lm_decode"]
+    assert [i.name for i in pre.get_inputs()] == ["input_ids", "attention_mask", "position_ids"]
+    assert [o.name for o in pre.get_outputs()] == ["logits", *lm.kv_names("present", n)]
+    assert [i.name for i in dec.get_inputs()] == ["input_ids", "attention_mask", "position_ids", *lm.kv_names("past", n)]
+    assert [o.name for o in dec.get_outputs()] == ["logits", *lm.kv_names("present", n)]
+    assert pre.get_inputs()[0].shape == ["batch", "seq"] and pre.get_inputs()[0].type == "tensor(int64)"
+    assert pre.get_outputs()[0].shape == ["batch", 217204]
+    assert pre.get_outputs()[1].shape == ["batch", 2, "seq", 16]
+    assert dec.get_inputs()[0].shape == ["batch", 1]
+    assert dec.get_inputs()[1].shape == ["batch", "total"]
+    assert dec.get_inputs()[3].shape == ["batch", 2, "past", 16] and dec.get_inputs()[3].type == "tensor(float)"
+    assert dec.get_outputs()[1].shape == ["batch", 2, "total", 16]
+
+
+def test_graphs_share_one_weights_file(graphs, model):
+    import onnx
+
+    out = graphs["dir"]
+    assert sorted(p.name for p in out.iterdir()) == ["lm_decode.onnx", "lm_prefill.onnx", "lm_weights.onnx.data"]
+    for f in graphs["files"].values():
+        m = onnx.load(str(out / f), load_external_data=False)
+        locations = {
+            e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"
+        }
+        assert locations == {"lm_weights.onnx.data"}
+    # One copy of the weights (the tied embedding/head once), not one per graph.
+    n_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert n_bytes <= (out / "lm_weights.onnx.data").stat().st_size <= 1.1 * n_bytes
+
+
+@pytest.mark.parametrize("length", [6, 37])
+def test_prefill_matches_hf(graphs, hf_model, length):
+    ids = _tokens(length, length)
+    out = _prefill(graphs["lm_prefill"], ids, np.ones_like(ids), np.arange(length, dtype=np.int64)[None])
+    assert out[0].shape == (1, 217204)
+    assert np.abs(out[0] - _hf_logits(hf_model, ids)[:, -1]).max() <= TOL
+    # The presents are HF's cache: K after k_norm + RoPE, V as projected, [B, kv_heads, L, head_dim].
+    with torch.no_grad():
+        cache = hf_model(torch.from_numpy(ids), use_cache=True).past_key_values
+    for i in range(2):
+        assert np.abs(out[1 + 2 * i] - cache.layers[i].keys.numpy()).max() <= TOL
+        assert np.abs(out[2 + 2 * i] - cache.layers[i].values.numpy()).max() <= TOL
+
+
+@pytest.mark.parametrize("prompt_len", [1, 5])
+def test_prefill_then_decode_reproduces_full_sequence(graphs, hf_model, prompt_len):
+    """Teacher-forced: prefill `prompt_len` tokens, then decode the rest one by one; the logits at every
+    position equal HF's full-sequence forward."""
+    total = 24
+    ids = _tokens(total, 100 + prompt_len)
+    ref = _hf_logits(hf_model, ids)[0]
+    out = _prefill(
+        graphs["lm_prefill"], ids[:, :prompt_len], np.ones((1, prompt_len), np.int64), np.arange(prompt_len)[None]
+    )
+    got = [out[0][0]]
+    kv = out[1:]
+    for t in range(prompt_len, total):
+        out = _decode(
+            graphs["lm_decode"], 2, ids[:, t : t + 1], np.ones((1, t + 1), np.int64), np.array([[t]], np.int64), kv
+        )
+        got.append(out[0][0])
+        kv = out[1:]
+        assert kv[0].shape == (1, 2, t + 1, 16)
+    err = np.abs(np.stack(got) - ref[prompt_len - 1 :]).max()
+    assert err <= TOL, err
+
+
+def test_greedy_generation_matches_hf_generate(graphs, hf_model):
+    n_new = 20
+    prompt = _tokens(7, 42)
+    with torch.no_grad():
+        ref = hf_model.generate(
+            torch.from_numpy(prompt),
+            attention_mask=torch.ones(1, 7, dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=n_new,
+            min_new_tokens=0,
+            eos_token_id=lm.EOS_TOKEN_ID,
+            pad_token_id=lm.PAD_TOKEN_ID,
+        )[0, 7:].tolist()
+    out = _prefill(graphs["lm_prefill"], prompt, np.ones_like(prompt), np.arange(7)[None])
+    got: list[int] = []
+    length = 7
+    while True:
+        tok = int(np.argmax(out[0][0]))
+        got.append(tok)
+        if tok == lm.EOS_TOKEN_ID or len(got) == n_new:
+            break
+        out = _decode(
+            graphs["lm_decode"],
+            2,
+            np.array([[tok]], np.int64),
+            np.ones((1, length + 1), np.int64),
+            np.array([[length]], np.int64),
+            out[1:],
+        )
+        length += 1
+    assert got == ref
+    assert len(set(got)) > 1  # the tiny model does not just repeat one token
+
+
+def test_cfg_batch_left_padded_matches_each_alone(graphs, hf_model):
+    """Cond and uncond prompts of different lengths as batch 2 (left padding, per-sequence positions
+    from 0), then shared tokens appended to both: each row equals that sequence run alone in HF."""
+    cond, uncond = _tokens(11, 7)[0], _tokens(4, 8)[0]
+    appended = _tokens(5, 9)[0]
+    ids, mask, pos = _left_pad([cond, uncond])
+    out = _prefill(graphs["lm_prefill"], ids, mask, pos)
+    rows = [[out[0][0]], [out[0][1]]]
+    kv = out[1:]
+    assert all(np.isfinite(t).all() for t in kv)  # padded rows stay finite
+    next_pos = pos[:, -1:] + 1
+    for tok in appended:
+        mask = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
+        out = _decode(graphs["lm_decode"], 2, np.full((2, 1), tok, np.int64), mask, next_pos, kv)
+        kv = out[1:]
+        rows[0].append(out[0][0])
+        rows[1].append(out[0][1])
+        next_pos = next_pos + 1
+    for r, prompt in enumerate((cond, uncond)):
+        full = np.concatenate([prompt, appended])[None]
+        ref = _hf_logits(hf_model, full)[0, len(prompt) - 1 :]
+        err = np.abs(np.stack(rows[r]) - ref).max()
+        assert err <= TOL, (r, err)
+
+
+def test_chat_prompt_through_graphs(graphs, hf_model, ckpt_dir):
+    """The spec §5.2 phase-1 prompt, tokenized by the checkpoint's tokenizer without special tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt_dir)
+    text = (
+        "<|im_start|>system\n# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
+        "<|im_end|>\n<|im_start|>user\n# Caption\nlofi piano\n\n# Lyric\n[Instrumental]\n<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    ids = np.array([tok.encode(text, add_special_tokens=False)], np.int64)
+    assert ids[0, 0] == 151644 and ids[0, -1] == 198  # "\n" after "assistant"
+    out = _prefill(graphs["lm_prefill"], ids, np.ones_like(ids), np.arange(ids.shape[1])[None])
+    assert np.abs(out[0] - _hf_logits(hf_model, ids)[:, -1]).max() <= TOL
