@@ -201,7 +201,7 @@ def vae(ckpt):
 
 
 def test_tiled_decode_equals_direct_decode_for_short_t(vae):
-    z = torch.randn(1, 64, 300, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(1, 64, 200, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         direct = vae.decode(z).sample
         tiled = ref.tiled_decode(lambda x: ref.vae_decode(vae, x), z)
@@ -209,22 +209,17 @@ def test_tiled_decode_equals_direct_decode_for_short_t(vae):
 
 
 def test_tiled_decode_long_t_close_to_direct(vae):
-    """T = 900 (3 windows). Measured on the tiny seed-0 VAE: cores match the direct decode to ~1e-6 relative
-    away from seams; the whole signal differs by at most ~1e-5 relative to its peak (the 64-frame context
-    covers the tiny decoder's receptive field almost entirely). Tolerance: 1e-4 of the peak overall."""
+    """T = 900 (3 windows, seams at 384 and 768). Measured on the tiny seed-0 VAE: max |tiled − direct| =
+    1.3e-7 = 7.3e-7 of the peak, spread evenly (not at the seams): the 64-frame context covers the tiny
+    decoder's receptive field, so only float summation order differs. A stitching error of even one
+    sample would be of the order of the signal itself. Tolerance: 1e-5 of the peak."""
     z = torch.randn(1, 64, 900, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         direct = vae.decode(z).sample
         tiled = ref.tiled_decode(lambda x: ref.vae_decode(vae, x), z)
     assert tiled.shape == direct.shape == (1, 2, 900 * ref.HOP)
     peak = direct.abs().max().item()
-    err = (tiled - direct).abs()
-    # away from seams (core boundaries at 384 and 768 frames, ± 64 frames)
-    keep = torch.ones(900 * ref.HOP, dtype=torch.bool)
-    for seam in (384, 768):
-        keep[(seam - 64) * ref.HOP:(seam + 64) * ref.HOP] = False
-    assert err[..., keep].max().item() <= 1e-5 * peak
-    assert err.max().item() <= 1e-4 * peak
+    assert (tiled - direct).abs().max().item() <= 1e-5 * peak
 
 
 # --- whole pipeline ---------------------------------------------------------------------------------------
