@@ -10,6 +10,23 @@
 // The ABI version this library implements. Version 1 only grows: no signature ever changes.
 #define ACE_ABI_VERSION 1
 
+// Output sample rate (Hz).
+#define SAMPLE_RATE 48000
+
+// Audio samples per latent frame (VAE hop): 48000 / 25.
+#define SAMPLES_PER_FRAME 1920
+
+// Shortest and longest duration the official pipeline accepts (`DURATION_MIN`/`DURATION_MAX`).
+#define DURATION_MIN_S 10.0
+
+#define DURATION_MAX_S 600.0
+
+// Longest latent sequence: 600 s (the length of `silence_latent`).
+#define MAX_FRAMES 15000
+
+// Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
+#define MIN_DIT_FRAMES 128
+
 // Number of entries of every turbo shift schedule (the turbo model always runs 8 NFEs).
 #define TURBO_STEPS 8
 
@@ -18,6 +35,11 @@
 
 // Number of training timesteps of the v1 schedulers (σ ↔ model timestep scale).
 #define V1_NUM_TRAIN_TIMESTEPS 1000.0
+
+// Official defaults on CUDA/CPU.
+#define DEFAULT_CHUNK 512
+
+#define DEFAULT_OVERLAP 64
 
 // Result code of every `ace_*` function. `ACE_STATUS_OK` is 0; on any other value the call changed
 // nothing the caller owns except where its documentation says so, and `ace_last_error` describes it.
@@ -46,6 +68,9 @@ typedef int32_t AceStatus;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Opaque APG object: settings plus the momentum buffer of one generate call.
+typedef struct AceApg AceApg;
+
 // Opaque scheduling context: a resolved timestep schedule plus update rule. Created by
 // `ace_create_context`, freed by `ace_free_context`. Immutable after creation: every call only
 // reads it, so one context may be used from several threads at once.
@@ -54,6 +79,24 @@ typedef struct AceContext AceContext;
 // Opaque two-stage Heun solver (ACE-Step v1). Create with `ace_heun_create`, free with
 // `ace_heun_free`. One thread at a time.
 typedef struct AceHeun AceHeun;
+
+// One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
+// frames `[start, end)`, which gives `(end − start)·1920` samples, drops `crop_left` samples at the
+// front and `crop_right` at the back, and appends the rest (`(core_end − core_start)·1920`).
+typedef struct {
+  // First latent frame decoded.
+  uint32_t start;
+  // One past the last latent frame decoded.
+  uint32_t end;
+  // First latent frame whose audio is kept.
+  uint32_t core_start;
+  // One past the last latent frame whose audio is kept.
+  uint32_t core_end;
+  // Samples to drop at the front of the decoded window: `round((core_start − start)·1920)`.
+  uint64_t crop_left;
+  // Samples to drop at the back of the decoded window: `round((end − core_end)·1920)`.
+  uint64_t crop_right;
+} AceTileWindow;
 
 // Turbo shifts, in the order the official code searches them for the nearest value.
 #define TURBO_SHIFTS { 1.0, 2.0, 3.0, }
@@ -206,6 +249,124 @@ AceStatus ace_scheduler_step_inplace(const AceContext *ctx, size_t step_index, f
 // As `ace_scheduler_step`, with `eps` pointing to `len` floats.
 AceStatus ace_scheduler_step_with_noise(const AceContext *ctx, size_t step_index, const float *xt, const float *vt, const float *eps, const size_t *shape, size_t ndim, float *out_xt, size_t len);
 
+// Latent frames (25 Hz) for a duration in seconds: `T = int(round(duration, 1)·48000) // 1920`, with
+// Python's `round` (ties to even on the exact binary value). Valid durations are 10–600 s
+// inclusive; anything else (NaN, infinities, negative) fails with `ACE_STATUS_INVALID_ARGUMENT` and
+// a message naming the duration and the range. Thread-safe.
+//
+// # Safety
+// `out_frames` must be valid for one `uint32_t`.
+AceStatus ace_frames_from_duration(double duration_s, uint32_t *out_frames);
+
+// Length the DiT runs at for `frames` latent frames: `max(128, frames)`; the padding is silence
+// latents and is not cropped from the decoded audio. `frames` must be in [1, 15000].
+//
+// # Safety
+// `out_frames` must be valid for one `uint32_t`.
+AceStatus ace_frames_dit_length(uint32_t frames, uint32_t *out_frames);
+
+// Audio samples per channel for `frames` latent frames: `1920·frames` (48 kHz). `frames` must be in
+// [1, 15000].
+//
+// # Safety
+// `out_samples` must be valid for one `uint64_t`.
+AceStatus ace_frames_to_samples(uint32_t frames, uint64_t *out_samples);
+
+// Plain CFG: `out[i] = uncond[i] + guidance_scale·(cond[i] − uncond[i])`, float32 arithmetic.
+//
+// `cond`, `uncond` and `out` each hold `len` floats (`len > 0`); `out` must not overlap the inputs.
+// Errors: null pointer, `len == 0`, non-finite `guidance_scale`, non-finite inputs (or a result that
+// overflows float32), overlapping buffers; on error `out` is unspecified. Thread-safe (no state).
+//
+// # Safety
+// Each pointer must be valid for `len` floats.
+AceStatus ace_guidance_cfg(const float *cond, const float *uncond, float *out, size_t len, double guidance_scale);
+
+// CFG-Zero* (ACE-Step v1): per batch item, `alpha = <cond, uncond> / (||uncond||² + 1e-8)` over all
+// of the item's `len / batch` values, then `out = uncond·alpha + g·(cond − uncond·alpha)`. If
+// `use_zero_init` and `step <= zero_steps`, `out` is all zeros instead (official rule; the
+// official default `zero_steps = 1` zeroes steps 0 and 1).
+//
+// `len` must be a positive multiple of `batch`. Errors as for `ace_guidance_cfg`. Thread-safe.
+//
+// # Safety
+// Each pointer must be valid for `len` floats.
+AceStatus ace_guidance_cfg_zero_star(const float *cond, const float *uncond, float *out, size_t len, uint32_t batch, double guidance_scale, uint32_t step, uint32_t zero_steps, bool use_zero_init);
+
+// Base/SFT cfg-interval rule: `*out = cfg_interval_start <= t <= cfg_interval_end` (both ends
+// inclusive, compared in float32 like torch). Official defaults: start 0, end 1. When false, the
+// host uses `v = v_cond` for that step (and does not call APG, so its momentum is not advanced).
+//
+// Errors: non-finite arguments, null `out`. Thread-safe.
+//
+// # Safety
+// `out` must be valid for one `bool`.
+AceStatus ace_guidance_cfg_interval_active(float t, float cfg_interval_start, float cfg_interval_end, bool *out);
+
+// ACE-Step v1 guidance interval: guidance runs on steps `*start_step <= i < *end_step`, with
+// `start = int(N·(1 − gi)/2)` and `end = int(N·(gi/2 + 0.5))` (float64, truncated). The official
+// default `guidance_interval = 0.5` gives `[int(0.25·N), int(0.75·N))`.
+//
+// Errors: `num_steps == 0`, `guidance_interval` outside [0, 1] or NaN, null outputs. Thread-safe.
+//
+// # Safety
+// `start_step` and `end_step` must each be valid for one `uint32_t`.
+AceStatus ace_guidance_v1_interval(uint32_t num_steps, double guidance_interval, uint32_t *start_step, uint32_t *end_step);
+
+// Whether ACE-Step v1 applies guidance at 0-based `step` of `num_steps` (see
+// `ace_guidance_v1_interval`). Errors: `step >= num_steps`, and those of `ace_guidance_v1_interval`.
+//
+// # Safety
+// `out` must be valid for one `bool`.
+AceStatus ace_guidance_v1_step_active(uint32_t step, uint32_t num_steps, double guidance_interval, bool *out);
+
+// Creates an APG object. `config_json` is a UTF-8 JSON object with optional keys `momentum`
+// (default -0.75), `norm_threshold` (2.5; `<= 0` disables the clip) and `eta` (0); pass `"{}"` for
+// the official defaults. Unknown keys, non-numbers and non-finite values are errors. Free the
+// object with `ace_apg_free`.
+//
+// One object serves one generate call (one momentum buffer shared across the batch, as in the
+// official code). It may move between threads but must be used by one thread at a time.
+//
+// # Safety
+// `config_json` must be a NUL-terminated string; `out` valid for one `AceApg *`.
+AceStatus ace_apg_create(const char *config_json, AceApg **out);
+
+// Applies APG to one step's predictions, all float32 `[batch, frames, channels]` (channels
+// fastest), each buffer holding `len == batch·frames·channels` floats:
+// `d = cond − uncond`; `running = d + momentum·running` (zero before the first call, so the first
+// call stores `d`); per (b, c) over frames: `d = running·min(1, norm_threshold/||running||)`;
+// project onto `cond` normalised per (b, c) in float64: `d_par`, `d_orth = d − d_par`;
+// `out = cond + (guidance_scale − 1)·(d_orth + eta·d_par)`.
+//
+// The first call fixes the shape; a call with another shape fails with
+// `ACE_STATUS_INVALID_STATE` until `ace_apg_reset`. On any error the momentum state is unchanged.
+// ACE-Step v1 latents `[B, 8, 16, L]` (norm over the last two axes) map to
+// `batch = 8·B, frames = 16·L, channels = 1`.
+//
+// # Safety
+// `apg` must come from `ace_apg_create`; buffers must be valid for `len` floats; `out` must not
+// overlap `cond` or `uncond`.
+AceStatus ace_apg_apply(AceApg *apg, const float *cond, const float *uncond, float *out, size_t len, uint32_t batch, uint32_t frames, uint32_t channels, double guidance_scale);
+
+// Clears the momentum buffer and the fixed shape, as if the object were new (same settings).
+//
+// # Safety
+// `apg` must come from `ace_apg_create`.
+AceStatus ace_apg_reset(AceApg *apg);
+
+// Number of successful `ace_apg_apply` calls since creation or the last reset.
+//
+// # Safety
+// `apg` must come from `ace_apg_create`; `out` valid for one `uint64_t`.
+AceStatus ace_apg_calls(const AceApg *apg, uint64_t *out);
+
+// Frees an APG object. Null is a no-op.
+//
+// # Safety
+// `apg` must be null or come from `ace_apg_create` and not be freed yet.
+void ace_apg_free(AceApg *apg);
+
 // Fills `out` with standard normal noise of the given shape, reproducing torch's `randn` for a
 // freshly seeded generator.
 //
@@ -230,6 +391,19 @@ AceStatus ace_scheduler_step_with_noise(const AceContext *ctx, size_t step_index
 // `shape` must point to `ndim` values, `out` to `out_len` writable floats, `options_json` be
 // NULL or a NUL-terminated string.
 AceStatus ace_noise_fill(const char *options_json, int64_t seed, const size_t *shape, size_t ndim, float *out, size_t out_len, int64_t *out_seed_used);
+
+// Output peak guard, in place, on float32 audio `[batch, channels, samples]` (`len` floats):
+// per item `peak = max |x|`; if any item's peak exceeds 1, every item is divided by
+// `max(its peak, 1)` (so items with peak <= 1 are unchanged). If `peaks_out` is not null it
+// receives the `batch` peaks measured before the guard (`peaks_len` must then be `batch`).
+//
+// Errors: null `audio`, zero dimensions, `len` not `batch·channels·samples`, a non-finite sample
+// (audio left unchanged), `peaks_len != batch`. Thread-safe.
+//
+// # Safety
+// `audio` must be valid for `len` floats; `peaks_out` null or valid for `peaks_len` floats and not
+// overlapping `audio`.
+AceStatus ace_peak_guard(float *audio, size_t len, uint32_t batch, uint32_t channels, uint64_t samples, float *peaks_out, size_t peaks_len);
 
 // The turbo shift a requested shift resolves to (nearest of 1, 2, 3; ties to the earlier:
 // 1.5 → 1, 2.5 → 2), written to `*out`.
@@ -390,6 +564,47 @@ AceStatus ace_heun_reset(AceHeun *heun);
 // # Safety
 // `heun` must be a live handle; `out_stage` a writable int.
 AceStatus ace_heun_next_stage(const AceHeun *heun, int *out_stage);
+
+// Number of windows in the VAE tile plan for `frames` latent frames (official defaults: chunk 512,
+// overlap 64): 1 if `frames <= chunk`, else `ceil(frames / (chunk − 2·overlap))`.
+//
+// Errors: `frames` outside [1, 15000], `chunk == 0`, `2·overlap >= chunk`. Thread-safe.
+//
+// # Safety
+// `out_count` must be valid for one `size_t`.
+AceStatus ace_vae_tile_count(uint32_t frames, uint32_t chunk, uint32_t overlap, size_t *out_count);
+
+// Fills `windows[0..count]` with the VAE tile plan (spec §6) and writes `count` to `*out_count`.
+// Decode latent frames `[start, end)` of each window, drop `crop_left` samples at the front and
+// `crop_right` at the back, and concatenate: the result has exactly `1920·frames` samples.
+//
+// `capacity` is the number of `AceTileWindow` slots at `windows`; it must be at least
+// `ace_vae_tile_count(...)` (else `ACE_STATUS_LENGTH_MISMATCH`, nothing written). Other errors as
+// for `ace_vae_tile_count`. Thread-safe.
+//
+// # Safety
+// `windows` must be valid for `capacity` elements; `out_count` for one `size_t`.
+AceStatus ace_vae_tile_plan(uint32_t frames, uint32_t chunk, uint32_t overlap, AceTileWindow *windows, size_t capacity, size_t *out_count);
+
+// Track id of a generation: 64 lowercase hex digits of SHA-256 over the canonical JSON of
+// `params_json` (a UTF-8 JSON object; canonical form = Python's
+// `json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, see
+// `docs/dll_api.md`). Key order and whitespace of the input do not matter. Free `*out` with
+// `ace_string_free`.
+//
+// Errors: null pointers, invalid UTF-8, invalid JSON, a top level that is not an object, NaN or
+// infinite numbers, integers outside the 64-bit range. Thread-safe.
+//
+// # Safety
+// `params_json` must be a NUL-terminated string; `out` valid for one `char *`.
+AceStatus ace_track_id(const char *params_json, char **out);
+
+// The canonical JSON text that `ace_track_id` hashes (for hosts that want to check or store it).
+// Free `*out` with `ace_string_free`. Errors as for `ace_track_id`.
+//
+// # Safety
+// `params_json` must be a NUL-terminated string; `out` valid for one `char *`.
+AceStatus ace_track_canonical_json(const char *params_json, char **out);
 
 #ifdef __cplusplus
 }  // extern "C"

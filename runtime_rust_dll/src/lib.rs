@@ -9,8 +9,13 @@
 pub mod context;
 pub mod error;
 pub mod ffi;
+pub mod frames;
+pub mod guidance;
 pub mod noise;
+pub mod peak_guard;
 pub mod schedule;
 pub mod solver;
+pub mod tiling;
+pub mod track_id;
 
 pub use error::{Error, ErrorKind, Result};

@@ -90,6 +90,7 @@ def tiny_lm_config() -> dict:
         "hidden_size": 64,
         "initializer_range": 0.02,
         "intermediate_size": 128,
+        "layer_types": ["full_attention", "full_attention"],
         "max_position_embeddings": 4096,
         "max_window_layers": 2,
         "num_attention_heads": 4,
@@ -243,6 +244,14 @@ def read_lm_config(ckpt_dir: Path) -> dict:
         raise LmCheckpointError(f"LM checkpoint {path}: rope_scaling {cfg['rope_scaling']!r} is not supported")
     if cfg.get("use_sliding_window", False):
         raise LmCheckpointError(f"LM checkpoint {path}: use_sliding_window=true is not supported")
+    layer_types = cfg.get("layer_types")
+    if layer_types is not None and len(layer_types) != cfg["num_hidden_layers"]:
+        raise LmCheckpointError(
+            f"LM checkpoint {path}: layer_types has {len(layer_types)} entries, num_hidden_layers is {cfg['num_hidden_layers']}"
+        )
+    for i, kind in enumerate(layer_types or []):
+        if kind != "full_attention":
+            raise LmCheckpointError(f"LM checkpoint {path}: layer_types[{i}] is {kind!r}; only 'full_attention' is supported")
     if cfg["num_attention_heads"] % cfg["num_key_value_heads"] != 0:
         raise LmCheckpointError(
             f"LM checkpoint {path}: num_attention_heads {cfg['num_attention_heads']} is not a multiple of "
@@ -424,7 +433,7 @@ class Qwen3KvForward(nn.Module):
                 v = torch.cat((past[2 * i + 1], v), dim=2)
             presents += [k, v]
             scores = torch.matmul(q, k[:, :, None].transpose(3, 4)) * self.scaling  # [B, kv, rep, S, T]
-            scores = torch.where(allowed, scores, torch.full_like(scores, neg))
+            scores = torch.where(allowed, scores, neg)
             probs = torch.softmax(scores, dim=-1)
             o = torch.matmul(probs, v[:, :, None])  # [B, kv, rep, S, hd]
             o = o.permute(0, 3, 1, 2, 4).reshape(b, s, self.num_heads * self.head_dim)

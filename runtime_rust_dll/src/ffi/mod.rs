@@ -11,12 +11,17 @@
 //!   `_free`; strings returned by the library are freed with [`ace_string_free`].
 
 mod context;
+mod frames;
 pub mod guard;
+mod guidance;
 mod noise;
+mod peak_guard;
 mod schedule;
 mod solver;
 pub(crate) mod ptr;
 pub mod status;
+mod tiling;
+mod track_id;
 
 use std::ffi::{c_char, CString};
 

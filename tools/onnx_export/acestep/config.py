@@ -48,10 +48,6 @@ class AceStepConfig:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     # ---- derived -------------------------------------------------------------------------
-    def is_sliding(self, layer_idx: int) -> bool:
-        """True when layer `layer_idx` (own index inside its stack) uses the |i-j| <= window band."""
-        return self.use_sliding_window and self.layer_types[layer_idx] == SLIDING
-
     def encoder_depth(self, own_count: int) -> int:
         """Official encoders iterate `layers[:num_hidden_layers]` (spec §10.2)."""
         return min(own_count, self.num_hidden_layers)

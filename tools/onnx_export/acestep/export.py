@@ -5,6 +5,7 @@ Exporter: torch.onnx dynamo exporter (torch 2.9.1 + onnxscript), opset 18, fp32,
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -143,7 +144,10 @@ def export_graph(name: str, model: AceStepModel, path: Path, *, opset: int = OPS
     args = example_inputs(model)[name]
     inputs, outputs = IO_NAMES[name]
     n_params = sum(p.numel() for p in module.parameters())
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # "axis name X will not be used, since it shares the same shape constraints": expected, the same
+        # Dim is deliberately shared by several inputs
+        warnings.filterwarnings("ignore", message=r".*shares the same shape constraints.*")
         prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
                                  output_names=outputs, dynamic_shapes=_dynamic_shapes(name),
                                  optimize=True, verify=False, report=False)

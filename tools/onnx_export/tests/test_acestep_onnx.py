@@ -29,6 +29,12 @@ def exported(tmp_path_factory):
     return model, root / "out", files
 
 
+@pytest.fixture(scope="module")
+def sessions(exported):
+    _, out, files = exported
+    return {g: ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"]) for g, f in files.items()}
+
+
 def test_export_files_and_io(exported):
     model, out, files = exported
     assert files == {"condition_encoder": "condition_encoder.onnx", "dit_decoder": "dit_decoder.onnx",
@@ -53,9 +59,9 @@ def test_export_files_and_io(exported):
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("graph", ["condition_encoder", "dit_decoder", "audio_detokenizer", "audio_tokenizer"])
-def test_torch_vs_ort(exported, graph, case):
+def test_torch_vs_ort(exported, sessions, graph, case):
     model, out, files = exported
-    sess = ort.InferenceSession(str(out / files[graph]), providers=["CPUExecutionProvider"])
+    sess = sessions[graph]
     args = example_inputs(model, **CASES[case])[graph]
     with torch.no_grad():
         ref = _wrapper(graph, model)(*args)

@@ -37,6 +37,14 @@ def ckpt_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
+def hf_tokenizer(ckpt_dir):
+    """The checkpoint's tokenizer as `transformers` loads it (slow with 65k added tokens: load once)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ckpt_dir)
+
+
+@pytest.fixture(scope="module")
 def hf_model(ckpt_dir):
     """The reference: HF's own loader on the same directory."""
     from transformers import Qwen3ForCausalLM
@@ -127,10 +135,8 @@ def test_tiny_checkpoint_has_official_layout(ckpt_dir, tokenizer_dir):
     assert (other / "model.safetensors").read_bytes() != (ckpt_dir / "model.safetensors").read_bytes()
 
 
-def test_tiny_tokenizer_loads_with_lm_ids(ckpt_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(ckpt_dir)
+def test_tiny_tokenizer_loads_with_lm_ids(hf_tokenizer):
+    tok = hf_tokenizer
     ids = tok.encode("<|im_start|>assistant\n<|audio_code_5|><|audio_code_63999|><|im_end|>", add_special_tokens=False)
     assert ids[0] == 151644 and ids[-1] == 151645
     assert ids[-3:-1] == [151669 + 5, 151669 + 63999]
@@ -208,6 +214,30 @@ def test_loader_shapes_come_from_config(ckpt_dir, tmp_path):
     cfg["intermediate_size"] = 96
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(lm.LmCheckpointError, match=r"'model\.layers\.0\.mlp\.gate_proj\.weight' has shape \[128, 64\], expected \[96, 64\]"):
+        lm.load_lm_checkpoint(d)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"model_type": "llama"}, r"model_type 'llama', expected 'qwen3'"),
+        ({"head_dim": None}, r"config key 'head_dim' is missing"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, r"rope_scaling .* is not supported"),
+        ({"use_sliding_window": True}, r"use_sliding_window=true is not supported"),
+        ({"layer_types": ["full_attention", "sliding_attention"]}, r"layer_types\[1\] is 'sliding_attention'"),
+        ({"layer_types": ["full_attention"]}, r"layer_types has 1 entries, num_hidden_layers is 2"),
+    ],
+)
+def test_loader_rejects_unsupported_config(ckpt_dir, tmp_path, edit, message):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    cfg = json.loads((d / "config.json").read_text())
+    for k, v in edit.items():
+        if v is None:
+            del cfg[k]
+        else:
+            cfg[k] = v
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(lm.LmCheckpointError, match=message):
         lm.load_lm_checkpoint(d)
 
 
@@ -302,11 +332,11 @@ def test_prefill_matches_hf(graphs, hf_model, length):
         assert np.abs(out[2 + 2 * i] - cache.layers[i].values.numpy()).max() <= TOL
 
 
-@pytest.mark.parametrize("prompt_len", [1, 5])
+@pytest.mark.parametrize("prompt_len", [1, 5, 2000])
 def test_prefill_then_decode_reproduces_full_sequence(graphs, hf_model, prompt_len):
     """Teacher-forced: prefill `prompt_len` tokens, then decode the rest one by one; the logits at every
-    position equal HF's full-sequence forward."""
-    total = 24
+    position equal HF's full-sequence forward (2000: RoPE and masking far into the 4096 context)."""
+    total = prompt_len + (23 if prompt_len < 100 else 6)
     ids = _tokens(total, 100 + prompt_len)
     ref = _hf_logits(hf_model, ids)[0]
     out = _prefill(
@@ -384,11 +414,9 @@ def test_cfg_batch_left_padded_matches_each_alone(graphs, hf_model):
         assert err <= TOL, (r, err)
 
 
-def test_chat_prompt_through_graphs(graphs, hf_model, ckpt_dir):
+def test_chat_prompt_through_graphs(graphs, hf_model, hf_tokenizer):
     """The spec §5.2 phase-1 prompt, tokenized by the checkpoint's tokenizer without special tokens."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(ckpt_dir)
+    tok = hf_tokenizer
     text = (
         "<|im_start|>system\n# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
         "<|im_end|>\n<|im_start|>user\n# Caption\nlofi piano\n\n# Lyric\n[Instrumental]\n<|im_end|>\n"

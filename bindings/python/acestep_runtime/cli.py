@@ -1,0 +1,214 @@
+"""`acestep-runtime`: generate a track from a model package, or describe a package.
+
+    acestep-runtime generate --caption "lofi hip hop" --duration 12 --seed 42 --out out/
+    acestep-runtime generate --request fixtures/cases/text2music_01.json --model PKG --format wav16
+    acestep-runtime info PKG
+
+Ctrl-C cancels between steps, writes nothing and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+EXIT_CANCELLED = 130
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REPO_DIR = _PACKAGE_DIR.parents[2]
+TINY_PACKAGE = _REPO_DIR / "fixtures" / "generated" / "tiny-package"
+TINY_NOTE = (
+    "note: no --model given, using the tiny package built by the setup script ({path}). Its weights are "
+    "RANDOM: the output is noise-like, not music. Export real checkpoints with `python -m tools.onnx_export "
+    "--checkpoints DIR --out PKG` (see docs/onnx_export.md) and pass --model PKG."
+)
+
+
+def _default_model() -> Path:
+    env = os.environ.get("ACESTEP_MODEL")
+    return Path(env) if env else TINY_PACKAGE
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+
+
+def _parse_floats(text: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acestep-runtime", description="ACE-Step 1.5 music generation without PyTorch")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (providers, timings)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate tracks (text2music, DiT path)")
+    gen.add_argument("--model", type=Path, default=None, help="model package directory (default: the tiny test package)")
+    gen.add_argument("--request", type=Path, help="request JSON file; flags given as well override its values")
+    gen.add_argument("--caption")
+    gen.add_argument("--lyrics")
+    gen.add_argument("--lyrics-file", type=Path)
+    gen.add_argument("--instrumental", action="store_true", default=None)
+    gen.add_argument("--language", dest="vocal_language")
+    gen.add_argument("--bpm", type=int)
+    gen.add_argument("--keyscale")
+    gen.add_argument("--timesignature")
+    gen.add_argument("--duration", type=float, help="seconds, 10 to 600 (default 30)")
+    gen.add_argument("--seed", dest="seeds", type=_parse_seeds, help="seed, or one per item: 42,43 (default: random)")
+    gen.add_argument("--batch-size", type=int)
+    gen.add_argument("--shift", type=float, help="turbo: 1, 2 or 3 (default 3)")
+    gen.add_argument("--timesteps", type=_parse_floats, help="custom turbo timesteps, e.g. 0.97,0.76,...")
+    gen.add_argument("--method", dest="infer_method", choices=["ode", "sde"])
+    gen.add_argument("--steps", dest="inference_steps", type=int, help="base/sft packages only")
+    gen.add_argument("--guidance-scale", type=float, help="base/sft packages only")
+    gen.add_argument("--guidance-type", choices=["apg", "cfg"])
+    gen.add_argument("--audio-codes", help="LM codes: <|audio_code_N|> tokens or comma-separated ints")
+    gen.add_argument("--noise", dest="noise_mode", choices=["torch_cpu", "torch_cuda"])
+    gen.add_argument("--format", default="flac", help="flac (default), wav16, wav24, wav32f, mp3")
+    gen.add_argument("--out", default="out/", help="output file, or directory if it exists or ends with / (default out/)")
+    gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gen.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    gen.add_argument("--verify", action="store_true", help="check every package file's sha256 first")
+    gen.add_argument("--no-progress", action="store_true")
+
+    info = sub.add_parser("info", help="describe a model package")
+    info.add_argument("model", type=Path, nargs="?", default=None)
+    info.add_argument("--verify", action="store_true", help="check every file's sha256")
+    return parser
+
+
+def _request_from_args(args):
+    from .request import GenerationRequest
+
+    data = {}
+    if args.request is not None:
+        base = GenerationRequest.from_file(args.request)
+        data = base.to_dict()
+    overrides = {
+        key: getattr(args, key)
+        for key in ("caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature",
+                    "duration", "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps",
+                    "guidance_scale", "guidance_type", "noise_mode")
+        if getattr(args, key, None) is not None
+    }
+    if args.lyrics_file is not None:
+        overrides["lyrics"] = args.lyrics_file.read_text(encoding="utf-8")
+    if args.audio_codes is not None:
+        text = args.audio_codes
+        overrides["audio_codes"] = text if "<|" in text else [int(v) for v in text.split(",") if v.strip()]
+    data.update(overrides)
+    if "seeds" in data and "batch_size" not in overrides and args.request is None:
+        data["batch_size"] = max(1, len(data["seeds"]))
+    return GenerationRequest.from_dict(data)
+
+
+class _Progress:
+    """tqdm bars per stage, with the stage name and ETA."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{stage:>9}", unit="step", file=sys.stderr, leave=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _generate(args) -> int:
+    from . import audio_io, outputs
+    from .pipeline import Cancelled, Pipeline
+
+    audio_io.resolve_format(args.format)  # fail before any work on a bad format
+    model = args.model
+    if model is None:
+        model = _default_model()
+        print(TINY_NOTE.format(path=model), file=sys.stderr)
+    request = _request_from_args(args)
+
+    cancel = threading.Event()
+    previous = {}
+
+    def on_signal(signum, frame):
+        if cancel.is_set():  # second Ctrl-C: stop waiting for the current step
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\ncancelling after the current step ...", file=sys.stderr)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, on_signal)
+    progress = _Progress(enabled=not args.no_progress)
+    try:
+        with Pipeline.open(model, device=args.device, threads=args.threads, verify=args.verify) as pipe:
+            result = pipe.generate(request, progress=progress, cancel=cancel)
+            progress.close()
+            if cancel.is_set():
+                raise Cancelled("generation cancelled")
+            paths = outputs.save(result, request, pipe.package, args.out, args.format)
+    except (Cancelled, KeyboardInterrupt):
+        progress.close()
+        print("cancelled: no output written", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        progress.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for path, seed in zip(paths, result.seeds):
+        print(f"{path}  (seed {seed}, {result.audio.shape[-1] / result.sample_rate:.2f} s)")
+    t = result.timings
+    print(
+        f"encode {t['encode']:.2f} s, diffusion {t['diffusion']:.2f} s, decode {t['decode']:.2f} s, "
+        f"total {t['total']:.2f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _info(args) -> int:
+    from .package import ModelPackage
+
+    model = args.model or _default_model()
+    package = ModelPackage.open(model, verify=args.verify)
+    print(json.dumps(package.summary(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from ._native import AceError
+    from .package import PackageError
+    from .request import RequestError
+
+    try:
+        return _generate(args) if args.command == "generate" else _info(args)
+    except (RequestError, PackageError, AceError, ValueError, TypeError, FileNotFoundError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

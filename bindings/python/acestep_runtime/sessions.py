@@ -1,0 +1,112 @@
+"""ONNX Runtime sessions for a model package: created once, reused across generations.
+
+Device choice: ``"cpu"``, ``"cuda"`` (fails if the installed onnxruntime has no CUDA provider) or
+``"auto"`` (CUDA when available, else CPU — the fallback is logged, never silent). Every run is timed
+so a caller can separate ONNX Runtime time from host overhead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .package import ModelPackage, PackageError
+
+log = logging.getLogger("acestep_runtime")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunStats:
+    """Accumulated ONNX Runtime wall time per component."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def resolve_providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda":
+        if not has_cuda:
+            raise RuntimeError(
+                "device 'cuda' requested, but the installed onnxruntime has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        if has_cuda:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        log.info("device auto: no CUDAExecutionProvider in this onnxruntime, running on CPU")
+    return ["CPUExecutionProvider"]
+
+
+class Sessions:
+    """Lazily created ORT sessions, one per package component."""
+
+    def __init__(self, package: ModelPackage, *, device: str = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.package = package
+        self.providers = resolve_providers(device)
+        self.threads = threads
+        self.stats = RunStats()
+        self._sessions: dict[str, object] = {}
+
+    def _options(self):
+        opts = self._ort.SessionOptions()
+        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads is not None:
+            if self.threads < 1:
+                raise ValueError(f"threads must be >= 1, got {self.threads}")
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        return opts
+
+    def session(self, name: str):
+        if name not in self._sessions:
+            path = self.package.component_path(name)
+            try:
+                sess = self._ort.InferenceSession(str(path), self._options(), providers=self.providers)
+            except Exception as exc:  # ORT raises its own exception types
+                raise PackageError(f"cannot load {path} into onnxruntime: {exc}") from None
+            active = sess.get_providers()
+            if self.providers[0] not in active:
+                log.warning("%s: %s unavailable, running on %s", name, self.providers[0], active[0])
+            self._sessions[name] = sess
+        return self._sessions[name]
+
+    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Runs a component; feed names must match the graph's inputs exactly."""
+        sess = self.session(name)
+        expected = {i.name for i in sess.get_inputs()}
+        if set(feeds) != expected:
+            raise PackageError(
+                f"{name}: host feeds {sorted(feeds)} but the graph takes {sorted(expected)} "
+                "(package exported by an incompatible exporter version?)"
+            )
+        start = time.perf_counter()
+        outputs = sess.run(None, feeds)
+        self.stats.add(name, time.perf_counter() - start)
+        return outputs
+
+    def warm(self, names) -> None:
+        for name in names:
+            self.session(name)
