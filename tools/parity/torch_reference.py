@@ -360,6 +360,7 @@ def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit
         "encoder_hidden_states": enc.numpy(),
         "encoder_attention_mask": enc_mask.numpy(),
         "context_latents": context.numpy(),
+        "refer_audio_packed": timbre.numpy(),
         "noise": noise.numpy(),
         "hints": None if hints is None else hints.numpy(),
         "peaks": peaks,

@@ -282,3 +282,15 @@ def test_reference_rejects_bad_requests(ckpt):
         ref.run_reference(ckpt, {"caption": "x", "duration": 10, "durration": 3}, seeds=[1])
     with pytest.raises(ValueError, match="infer_method"):
         ref.run_reference(ckpt, {"caption": "x", "duration": 10, "infer_method": "euler"}, seeds=[1])
+
+
+def test_package_graphs_replay_reference_stages(single_runs):
+    """Each exported graph, fed the reference's inputs for its stage, reproduces the reference (ORT vs torch).
+    Not a host test: it separates export errors from host/core errors when the end-to-end parity fails."""
+    from tools.parity.fixtures import tiny_package_dir
+    from tools.parity.ort_replay import stage_diffs
+
+    diffs = stage_diffs(tiny_package_dir(), single_runs[11])
+    assert diffs["silence_latent"] == 0.0
+    bad = {k: v for k, v in diffs.items() if not v <= 1e-4}
+    assert not bad, f"stages off by more than 1e-4: {bad} (all: {diffs})"
