@@ -6,7 +6,8 @@ solver loop, tiled decode and peak guard are written there from the spec, and th
 modules (transformers Qwen3Model, the exporter's torch modules, diffusers AutoencoderOobleck).
 
 Requests: one with lyrics and metadata at 11.0 s (T = 275, odd: exercises the DiT's patch padding), one
-instrumental without metadata at 24.0 s (T = 600 > 512: the VAE decode is tiled); plus a batch of 2 seeds,
+instrumental without metadata at 24.0 s (T = 600 > 512: the VAE decode is tiled), one with 20 LM codes
+(cover instruction, detokenized hints padded to 128 frames with silence); plus a batch of 2 seeds,
 which must equal the two single runs. Tolerances: final latents max_abs ≤ 1e-4, audio SNR ≥ 60 dB.
 """
 from __future__ import annotations
@@ -37,7 +38,14 @@ INSTRUMENTAL = {
     "caption": "ambient drone, slowly evolving textures", "lyrics": "", "instrumental": True,
     "duration": 24.0, "shift": 2.0, "infer_method": "ode",
 }
-CASES = {"lyrics_11s": (WITH_LYRICS, 42, 275), "instrumental_24s": (INSTRUMENTAL, 7, 600)}
+# LM codes (cover path): 20 codes = 100 frames, padded to the 128-frame minimum with silence_latent[:28]
+# (the official pads hints with the FIRST frames of the silence latent, spec §3.1 / handler._prepare_batch)
+WITH_CODES = {
+    "caption": "lo-fi hip hop beat", "lyrics": "[Verse]\nslow night", "vocal_language": "en", "duration": 10,
+    "audio_codes": [(i * 7919) % 64000 for i in range(20)], "shift": 3.0, "infer_method": "ode",
+}
+CASES = {"lyrics_11s": (WITH_LYRICS, 42, 275), "instrumental_24s": (INSTRUMENTAL, 7, 600),
+         "codes_20": (WITH_CODES, 9, 128)}
 BATCH_SEEDS = [5, 6]
 
 
