@@ -7,7 +7,8 @@ modules (transformers Qwen3Model, the exporter's torch modules, diffusers Autoen
 
 Requests: one with lyrics and metadata at 11.0 s (T = 275, odd: exercises the DiT's patch padding), one
 instrumental without metadata at 24.0 s (T = 600 > 512: the VAE decode is tiled), one with 20 LM codes
-(cover instruction, detokenized hints padded to 128 frames with silence); plus a batch of 2 seeds,
+(cover instruction, detokenized hints padded to 128 frames with silence), SDE sampling without a shift,
+custom timesteps; plus a batch of 2 seeds,
 which must equal the two single runs. Tolerances: final latents max_abs ≤ 1e-4, audio SNR ≥ 60 dB.
 """
 from __future__ import annotations
@@ -46,8 +47,13 @@ WITH_CODES = {
     "caption": "lo-fi hip hop beat", "lyrics": "[Verse]\nslow night", "vocal_language": "en", "duration": 10,
     "audio_codes": [(i * 7919) % 64000 for i in range(20)], "shift": 3.0, "infer_method": "ode",
 }
+# SDE with the core's documented seed policy (ε of step i, item b from manual_seed(seed_b + i + 1)), and no
+# shift given (turbo default 3.0)
+WITH_SDE = dict({k: v for k, v in WITH_LYRICS.items() if k != "shift"}, infer_method="sde")
+# custom timesteps (spec §4.1 example: trailing 0 dropped, values snapped to VALID_TIMESTEPS), 12 s → T = 300
+WITH_TIMESTEPS = dict(INSTRUMENTAL, duration=12.0, timesteps=[0.97, 0.76, 0.615, 0.5, 0.395, 0.28, 0.18, 0.085, 0])
 CASES = {"lyrics_11s": (WITH_LYRICS, 42, 275), "instrumental_24s": (INSTRUMENTAL, 7, 600),
-         "codes_20": (WITH_CODES, 9, 128)}
+         "codes_20": (WITH_CODES, 9, 128), "sde_11s": (WITH_SDE, 21, 275), "timesteps_12s": (WITH_TIMESTEPS, 5, 300)}
 BATCH_SEEDS = [5, 6]
 
 
