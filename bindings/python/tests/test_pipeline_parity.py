@@ -125,3 +125,23 @@ def test_batch_of_two_equals_single_runs(pipeline, checkpoints):
         assert err_ref <= LATENT_TOL, f"batch item {i} vs reference: latent max_abs {err_ref:.3g}"
     # different seeds really give different songs
     assert float(np.max(np.abs(batch.latents[0] - batch.latents[1]))) > 0.1
+
+
+def test_peak_guard_matches_reference():
+    """The tiny model's songs peak near 0.2, so the guard never engages above; check the host's guard
+    (core) against the reference's on audio where one item is too loud."""
+    import torch
+
+    from acestep_runtime.frames import peak_guard as host_peak_guard
+    from tools.parity.torch_reference import peak_guard as ref_peak_guard
+
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal((3, 2, 4800)) * 0.3).astype(np.float32)
+    audio[1, 1, 100] = -3.5
+    audio[2] *= 0.1
+    want, want_peaks = ref_peak_guard(torch.from_numpy(audio.copy()))
+    got = audio.copy()
+    peaks = host_peak_guard(got)
+    np.testing.assert_allclose(peaks, want_peaks, rtol=0, atol=0)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-7, atol=0)
+    assert np.abs(got[1]).max() == pytest.approx(1.0) and np.array_equal(got[2], audio[2])
