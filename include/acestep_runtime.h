@@ -27,6 +27,20 @@
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
 #define MIN_DIT_FRAMES 128
 
+#define DURATION_MIN 10
+
+// Caption length after which only the newline is allowed.
+#define CAPTION_MAX_TOKENS 512
+
+// First id of `<|audio_code_0|>` in the LM vocabulary.
+#define AUDIO_CODE_BASE 151669
+
+// Codes ≥ this are invalid; parsed codes are clamped to `[0, AUDIO_CODE_LIMIT - 1]`.
+#define AUDIO_CODE_LIMIT 64000
+
+// The LM vocabulary of the ACE-Step 5 Hz LMs (spec §5.1).
+#define LM_VOCAB_SIZE 217204
+
 // Number of entries of every turbo shift schedule (the turbo model always runs 8 NFEs).
 #define TURBO_STEPS 8
 
@@ -76,9 +90,18 @@ typedef struct AceApg AceApg;
 // reads it, so one context may be used from several threads at once.
 typedef struct AceContext AceContext;
 
+// An opaque per-sequence LM state machine. One thread at a time per object.
+typedef struct AceFsm AceFsm;
+
 // Opaque two-stage Heun solver (ACE-Step v1). Create with `ace_heun_create`, free with
 // `ace_heun_free`. One thread at a time.
 typedef struct AceHeun AceHeun;
+
+// Opaque LM sampler: CFG, top-k/top-p and a seeded draw, with scratch buffers for one vocabulary.
+typedef struct AceSampler AceSampler;
+
+// An opaque loaded tokenizer. Immutable: may be used from several threads at once.
+typedef struct AceTokenizer AceTokenizer;
 
 // One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
 // frames `[start, end)`, which gives `(end − start)·1920` samples, drops `crop_left` samples at the
@@ -97,6 +120,8 @@ typedef struct {
   // Samples to drop at the back of the decoded window: `round((end − core_end)·1920)`.
   uint64_t crop_right;
 } AceTileWindow;
+
+#define TIME_SIGNATURES { 2, 3, 4, 6, }
 
 // Turbo shifts, in the order the official code searches them for the nearest value.
 #define TURBO_SHIFTS { 1.0, 2.0, 3.0, }
@@ -565,6 +590,171 @@ AceStatus ace_heun_reset(AceHeun *heun);
 // `heun` must be a live handle; `out_stage` a writable int.
 AceStatus ace_heun_next_stage(const AceHeun *heun, int *out_stage);
 
+// Creates a state machine for one sequence from a tokenizer and a JSON config (see
+// `docs/lm_fsm.md`; `"{}"` gives the defaults: phase "cot", genres skipped, max_duration 600).
+// Value tries and masks are built here from the tokenizer (a few ms to ~100 ms). The FSM keeps
+// its own reference to the tokenizer, which may be freed afterwards. Free with `ace_fsm_free`.
+//
+// Errors: `ACE_STATUS_INVALID_JSON` (malformed JSON, unknown or mistyped keys),
+// `ACE_STATUS_INVALID_ARGUMENT` (bad values, e.g. target_duration ≤ 0, EOS token missing).
+//
+// # Safety
+// `tok` a live tokenizer; `config_json` NUL-terminated; `out` a valid `AceFsm *` slot.
+AceStatus ace_fsm_create(const AceTokenizer *tok, const char *config_json, AceFsm **out);
+
+// Frees a state machine. Null is a no-op.
+//
+// # Safety
+// `fsm` must be null or an FSM from `ace_fsm_create` not yet freed.
+void ace_fsm_free(AceFsm *fsm);
+
+// Starts a new sequence with the prompt `prompt_ids[0..n]` (NULL allowed when n == 0). In the
+// "codes" phase a prompt containing `</think>` starts directly in CODES_GENERATION.
+// Errors: an id out of range.
+//
+// # Safety
+// `fsm` live; `prompt_ids` valid for `n` elements.
+AceStatus ace_fsm_reset_with_prompt(AceFsm *fsm, const uint32_t *prompt_ids, size_t n);
+
+// Masks `logits[0..vocab]` in place for the current state: disallowed tokens become −inf,
+// allowed ones keep their values. Pass the logits the sampler will use (after CFG, before
+// temperature), once per step: some states decide from them (caption look-ahead, greedy
+// language). Errors: `vocab` differs from the tokenizer's vocabulary size
+// (`ACE_STATUS_LENGTH_MISMATCH`), a NaN logit (`ACE_STATUS_INVALID_ARGUMENT`).
+//
+// # Safety
+// `fsm` live; `logits` valid for `vocab` floats.
+AceStatus ace_fsm_mask_logits(AceFsm *fsm, float *logits, size_t vocab);
+
+// Copy-and-mask: writes `logits[0..vocab]` masked for the current state to
+// `out_masked_logits[0..vocab]` (the two buffers must not overlap). Same rules and errors as
+// `ace_fsm_mask_logits`.
+//
+// # Safety
+// `fsm` live; both buffers valid for `vocab` floats.
+AceStatus ace_apply_lm_constraints(AceFsm *fsm, const float *logits, size_t vocab, float *out_masked_logits);
+
+// Advances the state machine with the sampled `token`. Accepting EOS (or pad) completes the
+// sequence. Errors: token out of range (`ACE_STATUS_INVALID_ARGUMENT`), the sequence already
+// completed (`ACE_STATUS_INVALID_STATE`; reset it to start again).
+//
+// # Safety
+// `fsm` live.
+AceStatus ace_fsm_accept(AceFsm *fsm, uint32_t token);
+
+// Writes the state and counters as JSON to `*out` (free with `ace_string_free`):
+// `{"state": "CAPTION_VALUE", "position": <tokens accepted>, "position_in_state", "codes_count",
+// "target_codes", "caption_token_count", "caption_ending", "injecting", "pending_injection_tokens",
+// "accumulated_value", "completed"}`.
+//
+// # Safety
+// `fsm` live; `out` a valid `char *` slot.
+AceStatus ace_fsm_state_json(const AceFsm *fsm, char **out);
+
+// Parses LM output text (phase 1 or phase 2, special tokens rendered as text) into
+// `{"metadata": {bpm, caption, duration, genres, keyscale, language, timesignature — only those
+// present; bpm/duration are ints when they parse}, "codes": [int, ...]}` (codes clamped to
+// [0, 63999]), written to `*out_json`; free it with `ace_string_free`.
+//
+// # Safety
+// `text` must be a NUL-terminated UTF-8 string; `out_json` a valid `char *` slot.
+AceStatus ace_parse_lm_output(const char *text, char **out_json);
+
+// Formats metadata as the phase-2 CoT block `<think>\n{yaml}\n</think>`, the YAML byte-identical
+// to PyYAML `yaml.dump(..., allow_unicode=True, sort_keys=True).strip()` as the official code
+// builds it (timesignature "N/4" → N, digit strings → ints, nulls skipped, genres not emitted).
+// `metadata_json` is an object with keys among bpm, caption, duration, genres, keyscale,
+// language, timesignature (others are errors), values int, string or null. The result goes to
+// `*out`; free it with `ace_string_free`.
+//
+// # Safety
+// `metadata_json` must be a NUL-terminated string; `out` a valid `char *` slot.
+AceStatus ace_format_cot(const char *metadata_json, char **out);
+
+// Decodes generated LM token ids with the LM tokenizer (special tokens kept as text) and parses
+// them like `ace_parse_lm_output`, writing the same JSON to `*out_json` (free with
+// `ace_string_free`). `token_ids` may be null when `len` is 0. Ids outside the vocabulary are
+// errors (INVALID_ARGUMENT).
+//
+// # Safety
+// `tok` a live tokenizer; `token_ids` points to `len` ids; `out_json` a valid `char *` slot.
+AceStatus ace_finalize_metadata(const AceTokenizer *tok, const uint32_t *token_ids, size_t len, char **out_json);
+
+// Builds every prompt string of a request. `request_json` is an object with the optional keys
+// `caption`, `lyrics` (strings), `instrumental` (bool), `bpm` (int 30..300), `duration` (seconds,
+// 10..600), `keyscale` (e.g. "F# minor"), `timesignature` ("2", "3", "4", "6", optionally "/4"),
+// `language` (one of the 51 codes), `negative_prompt` (default "NO USER INPUT"), `think` (bool,
+// ignored), `has_codes` (bool: DiT gets LM codes → cover instruction), `use_cot_caption`,
+// `use_cot_language` (bools, default true), `lm_metadata` (the `metadata` object from
+// `ace_parse_lm_output`), `phase2_end` ("im_end" default, or "open"). Unknown keys, wrong types
+// and out-of-range values are errors that name the field.
+//
+// Writes `{"dit_caption", "dit_lyrics", "phase1_needed", "lm_phase1", "lm_phase1_uncond", "cot",
+// "lm_phase2", "lm_phase2_uncond"}` as JSON to `*out_json`; free it with `ace_string_free`.
+//
+// # Safety
+// `request_json` must be a NUL-terminated string; `out_json` a valid `char *` slot.
+AceStatus ace_build_prompts(const char *request_json, char **out_json);
+
+// Creates a sampler from a JSON config:
+// `{"seed": u64 (required), "temperature": 0.85, "top_k": 0, "top_p": 0.9, "cfg_scale": 2.0,
+//   "vocab_size": 217204}` (defaults shown; unknown keys are errors). `temperature` must be finite
+// and >= 0 (0 = greedy argmax), `top_p` in (0, 1] (1 = off), `top_k` >= 0 (0 = off), `cfg_scale`
+// finite and >= 1 (1 = no CFG, the uncond row is then ignored). On success `*out` owns the sampler;
+// free it with `ace_sampler_free`.
+//
+// Threading: a sampler is used by one thread at a time.
+//
+// # Safety
+// `config_json` must be a NUL-terminated string; `out` a valid `AceSampler *` slot.
+AceStatus ace_sampler_create(const char *config_json, AceSampler **out);
+
+// Frees a sampler. Null is a no-op.
+//
+// # Safety
+// `sampler` must be null or a live pointer from `ace_sampler_create`, not used afterwards.
+void ace_sampler_free(AceSampler *sampler);
+
+// Samples one token: CFG `l = u + g*(c - u)` in fp32 (when `cfg_scale != 1`; `uncond` may be null
+// only when `cfg_scale == 1`), then temperature, top-k, top-p (vLLM style) and the draw seeded by
+// (seed, `step`); temperature 0 is argmax. Writes the token id to `*out_token`.
+//
+// Errors: null pointers; `vocab` != the configured `vocab_size` (LENGTH_MISMATCH); NaN or inf in
+// either row (INVALID_ARGUMENT, naming the row and index).
+//
+// # Safety
+// `cond` (and `uncond` when non-null) must point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_sampler_sample(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+
+// Samples one token from logits that are already CFG-combined and masked (a host-side FSM, for
+// example): -inf marks a forbidden token; NaN and +inf are rejected. Same sampling as
+// `ace_sampler_sample` without the CFG step. Errors as there; all tokens -inf → INVALID_STATE.
+//
+// # Safety
+// `logits` must point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_sampler_sample_logits(AceSampler *sampler, const float *logits, size_t vocab, uint64_t step, uint32_t *out_token);
+
+// Writes the CFG-combined logits (`l = u + g*(c - u)` in fp32, or a copy of `cond` when
+// `cfg_scale == 1`) to `out_logits` (`vocab` floats, caller-allocated, must not overlap the inputs).
+// For hosts that mask on their side and then call `ace_sampler_sample_logits`.
+//
+// # Safety
+// `cond`, `uncond` (when non-null) and `out_logits` must point to `vocab` floats.
+AceStatus ace_sampler_cfg(AceSampler *sampler, const float *cond, const float *uncond, size_t vocab, float *out_logits);
+
+// One constrained LM decoding step: CFG of `cond`/`uncond` (as `ace_sampler_sample`), the FSM's
+// mask on the combined logits (`ace_fsm_mask_logits`), the sampler's draw for (seed, `step`), then
+// `ace_fsm_accept` of the drawn token, which is written to `*out_token`. `vocab` must equal both
+// the sampler's `vocab_size` and the FSM tokenizer's vocabulary. On error nothing is accepted.
+//
+// Errors: as `ace_sampler_sample`; the FSM's errors (e.g. INVALID_STATE after completion); every
+// token masked → INVALID_STATE.
+//
+// # Safety
+// `sampler` and `fsm` live handles (distinct objects, used by this thread only); `cond` (and
+// `uncond` when non-null) point to `vocab` floats; `out_token` to a `uint32_t`.
+AceStatus ace_lm_step(AceSampler *sampler, AceFsm *fsm, const float *cond, const float *uncond, size_t vocab, uint64_t step, uint32_t *out_token);
+
 // Number of windows in the VAE tile plan for `frames` latent frames (official defaults: chunk 512,
 // overlap 64): 1 if `frames <= chunk`, else `ceil(frames / (chunk − 2·overlap))`.
 //
@@ -585,6 +775,68 @@ AceStatus ace_vae_tile_count(uint32_t frames, uint32_t chunk, uint32_t overlap, 
 // # Safety
 // `windows` must be valid for `capacity` elements; `out_count` for one `size_t`.
 AceStatus ace_vae_tile_plan(uint32_t frames, uint32_t chunk, uint32_t overlap, AceTileWindow *windows, size_t capacity, size_t *out_count);
+
+// Loads a Hugging Face `tokenizer.json` from `path` into a new tokenizer written to `*out`;
+// free it with `ace_tokenizer_free`.
+//
+// Errors: `ACE_STATUS_IO` when the file cannot be read, `ACE_STATUS_TOKENIZER` when it is not a
+// valid tokenizer.json (both messages name the path); null pointers; non-UTF-8 path.
+//
+// # Safety
+// `path` must be a NUL-terminated string; `out` a valid `AceTokenizer *` slot.
+AceStatus ace_tokenizer_create_from_file(const char *path, AceTokenizer **out);
+
+// Creates a tokenizer from the text of a `tokenizer.json` (`json`, NUL-terminated UTF-8).
+// Errors: `ACE_STATUS_TOKENIZER` when it is not a valid tokenizer.json.
+//
+// # Safety
+// `json` must be a NUL-terminated string; `out` a valid `AceTokenizer *` slot.
+AceStatus ace_tokenizer_create_from_json(const char *json, AceTokenizer **out);
+
+// Frees a tokenizer. Null is a no-op. FSMs created from it stay valid (they share it).
+//
+// # Safety
+// `tok` must be null or a tokenizer from `ace_tokenizer_create_*` not yet freed.
+void ace_tokenizer_free(AceTokenizer *tok);
+
+// Writes the number of token ids (base vocabulary + added tokens) to `*out`.
+//
+// # Safety
+// `tok` must be a live tokenizer; `out` a valid pointer.
+AceStatus ace_tokenizer_vocab_size(const AceTokenizer *tok, size_t *out);
+
+// Encodes `text` into `ids[0..cap]` and writes the number of ids to `*out_len`.
+// `add_special_tokens` runs the tokenizer's post-processor (e.g. an appended EOS); added tokens
+// written in the text are always recognised. With `ids == NULL` and `cap == 0` this only reports
+// the needed length (status OK). When `cap` is too small, `*out_len` receives the needed length
+// and the status is `ACE_STATUS_LENGTH_MISMATCH` (nothing is written to `ids`).
+//
+// # Safety
+// `tok` live; `text` NUL-terminated; `ids` valid for `cap` elements (or NULL with cap 0);
+// `out_len` valid.
+AceStatus ace_tokenizer_encode(const AceTokenizer *tok, const char *text, bool add_special_tokens, uint32_t *ids, size_t cap, size_t *out_len);
+
+// Decodes `ids[0..n]` to text written to `*out` (free with `ace_string_free`).
+// `skip_special_tokens` drops tokens flagged special. Errors: an id out of range
+// (`ACE_STATUS_INVALID_ARGUMENT`). `ids` may be NULL when `n == 0`.
+//
+// # Safety
+// `tok` live; `ids` valid for `n` elements; `out` a valid `char *` slot.
+AceStatus ace_tokenizer_decode(const AceTokenizer *tok, const uint32_t *ids, size_t n, bool skip_special_tokens, char **out);
+
+// Writes the id of the vocabulary entry or added token `token` to `*out_id`.
+// Errors: `ACE_STATUS_INVALID_ARGUMENT` when the tokenizer has no such token.
+//
+// # Safety
+// `tok` live; `token` NUL-terminated; `out_id` valid.
+AceStatus ace_tokenizer_token_to_id(const AceTokenizer *tok, const char *token, uint32_t *out_id);
+
+// Writes the token text of `id` (byte-level form for BPE tokens, e.g. "Ċ" for "\n") to `*out`
+// (free with `ace_string_free`). Errors: id out of range (`ACE_STATUS_INVALID_ARGUMENT`).
+//
+// # Safety
+// `tok` live; `out` a valid `char *` slot.
+AceStatus ace_tokenizer_id_to_token(const AceTokenizer *tok, uint32_t id, char **out);
 
 // Track id of a generation: 64 lowercase hex digits of SHA-256 over the canonical JSON of
 // `params_json` (a UTF-8 JSON object; canonical form = Python's

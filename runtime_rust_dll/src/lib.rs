@@ -9,13 +9,19 @@
 pub mod context;
 pub mod error;
 pub mod ffi;
+pub mod cot_yaml;
 pub mod frames;
+pub mod fsm;
 pub mod guidance;
+pub mod metadata;
 pub mod noise;
 pub mod peak_guard;
+pub mod prompt;
+pub mod sampling;
 pub mod schedule;
 pub mod solver;
 pub mod tiling;
+pub mod tokenizer;
 pub mod track_id;
 
 pub use error::{Error, ErrorKind, Result};

@@ -30,6 +30,7 @@ FORMATS = {
     "mp3": (".mp3", None, None),
 }
 FORMAT_ALIASES = {"wav": "wav16"}
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command id (sndfile.h)
 
 
 def resolve_format(name: str) -> str:
@@ -71,8 +72,11 @@ def encode(audio: np.ndarray, fmt: str, *, sample_rate: int = SAMPLE_RATE, mp3_k
 
     _, container, subtype = FORMATS[fmt]
     buffer = io.BytesIO()
-    # soundfile takes [samples, channels]; PCM subtypes clip to the integer range themselves.
-    sf.write(buffer, audio.T, sample_rate, format=container, subtype=subtype)
+    with sf.SoundFile(buffer, "w", samplerate=sample_rate, channels=audio.shape[0], format=container, subtype=subtype) as out:
+        # Float WAVs get a PEAK chunk holding the write time; without it, same audio = same bytes.
+        sf._snd.sf_command(out._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+        # soundfile takes [samples, channels]; PCM subtypes clip to the integer range themselves.
+        out.write(audio.T)
     return buffer.getvalue()
 
 

@@ -69,6 +69,7 @@ class Sessions:
         self.threads = threads
         self.stats = RunStats()
         self._sessions: dict[str, object] = {}
+        self._input_names: dict[str, frozenset[str]] = {}
 
     def _options(self):
         opts = self._ort.SessionOptions()
@@ -91,13 +92,14 @@ class Sessions:
             if self.providers[0] not in active:
                 log.warning("%s: %s unavailable, running on %s", name, self.providers[0], active[0])
             self._sessions[name] = sess
+            self._input_names[name] = frozenset(i.name for i in sess.get_inputs())
         return self._sessions[name]
 
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Runs a component; feed names must match the graph's inputs exactly."""
         sess = self.session(name)
-        expected = {i.name for i in sess.get_inputs()}
-        if set(feeds) != expected:
+        expected = self._input_names[name]
+        if feeds.keys() != expected:
             raise PackageError(
                 f"{name}: host feeds {sorted(feeds)} but the graph takes {sorted(expected)} "
                 "(package exported by an incompatible exporter version?)"

@@ -88,6 +88,20 @@ def corpus() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def example_requests() -> list[dict]:
+    """The official text2music example requests (bpm, duration, keyscale, ...), or a small built-in
+    set when the examples directory is absent."""
+    d = EXAMPLES / "text2music"
+    out = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(d.glob("*.json"))] if d.is_dir() else []
+    return out or [
+        {"caption": "A calm piano ballad. Soft strings join later", "bpm": 72, "duration": 95,
+         "keyscale": "E♭ major", "language": "en", "timesignature": "4"},
+        {"caption": "Energetic J-rock with driving drums", "bpm": 168, "duration": 200,
+         "keyscale": "F# minor", "language": "ja", "timesignature": "3"},
+    ]
+
+
+@pytest.fixture(scope="session")
 def generated_strings():
     """`make_strings(n, seed, with_specials)`: reproducible random strings."""
     return make_strings

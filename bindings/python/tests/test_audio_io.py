@@ -97,3 +97,13 @@ def test_failed_rewrite_keeps_the_previous_file(tmp_path, monkeypatch, audio):
         audio_io.write_audio(target, audio * 0.5, "wav16")
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wav"]
+
+
+@pytest.mark.parametrize("fmt", ["wav16", "wav24", "wav32f", "flac", "mp3"])
+def test_same_audio_gives_same_bytes(audio, fmt):
+    # libsndfile writes a time-stamped PEAK chunk into float WAVs unless told not to
+    first = audio_io.encode(audio, fmt)
+    import time
+
+    time.sleep(1.1)
+    assert audio_io.encode(audio, fmt) == first

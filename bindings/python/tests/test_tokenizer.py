@@ -73,3 +73,91 @@ def test_generated_tokenizer_loads_in_transformers(lm_tokenizer_dir):
     msgs2 = msgs + [{"role": "assistant", "content": "<think>\nbpm: 1\n</think>"}]
     text2 = tok.apply_chat_template(msgs2, tokenize=False, add_generation_prompt=False)
     assert text2.endswith("<|im_start|>assistant\n<think>\nbpm: 1\n</think>\n\n<|im_end|>\n")
+
+
+# ---------------------------------------------------------------- the core's tokenizer (C ABI)
+
+
+@pytest.fixture(scope="module")
+def core_pair(lm_tokenizer_dir):
+    tokenizers = pytest.importorskip("tokenizers")
+    from acestep_runtime.tokenizer import Tokenizer
+
+    path = lm_tokenizer_dir / "tokenizer.json"
+    with Tokenizer(path) as ours:
+        yield ours, tokenizers.Tokenizer.from_file(str(path))
+
+
+def test_core_encode_decode_match_python_tokenizers(core_pair, corpus):
+    ours, ref = core_pair
+    assert len(corpus) >= 1000
+    assert ours.vocab_size == ref.get_vocab_size() == 217204
+    for s in corpus:
+        for special in (False, True):
+            want = ref.encode(s, add_special_tokens=special).ids
+            got = ours.encode(s, add_special_tokens=special)
+            assert got == want, (s, special)
+        for skip in (False, True):
+            assert ours.decode(want, skip_special_tokens=skip) == ref.decode(want, skip_special_tokens=skip), s
+
+
+def test_core_embedding_tokenizer_appends_eos(text_tokenizer_dir, corpus):
+    tokenizers = pytest.importorskip("tokenizers")
+    from acestep_runtime.tokenizer import Tokenizer
+
+    path = text_tokenizer_dir / "tokenizer.json"
+    ref = tokenizers.Tokenizer.from_file(str(path))
+    with Tokenizer(path) as ours:
+        prompt = "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n# Caption\nx\n\n# Metas\n- bpm: N/A\n<|endoftext|>\n"
+        ids = ours.encode(prompt, add_special_tokens=True)
+        assert ids[-3:] == [151643, 198, 151643]  # spec §1.3
+        for s in corpus[:300]:
+            if "audio_code" not in s:
+                assert ours.encode(s, add_special_tokens=True) == ref.encode(s, add_special_tokens=True).ids
+
+
+def test_core_token_id_lookups(core_pair, rng):
+    ours, ref = core_pair
+    for tid in list(rng.integers(0, 217204, size=500)) + [0, 198, 151643, 151668, 151669, 217203]:
+        tid = int(tid)
+        assert ours.id_to_token(tid) == ref.id_to_token(tid)
+        assert ours.token_to_id(ours.id_to_token(tid)) == tid
+    assert ours.token_to_id("<|no such token|>") is None
+
+
+def test_core_tokenizer_bad_input(tmp_path, core_pair):
+    from acestep_runtime import AceError
+    from acestep_runtime._native import ffi, lib
+    from acestep_runtime.tokenizer import Tokenizer
+
+    missing = tmp_path / "nope" / "tokenizer.json"
+    with pytest.raises(AceError) as e:
+        Tokenizer(missing)
+    assert e.value.name == "io" and str(missing) in e.value.message
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"version": "1.0", "model": {"type": "BPE"', encoding="utf-8")
+    with pytest.raises(AceError) as e:
+        Tokenizer(bad)
+    assert e.value.name == "tokenizer" and str(bad) in e.value.message
+    with pytest.raises(AceError) as e:
+        Tokenizer(json_text="[]")
+    assert e.value.name == "tokenizer"
+
+    ours, _ = core_pair
+    with pytest.raises(AceError) as e:
+        ours.decode([5, 217204])
+    assert e.value.name == "invalid_argument" and "217204" in e.value.message
+    with pytest.raises(AceError):
+        ours.id_to_token(10**9)
+    # Too small an output buffer reports the needed length.
+    n = ffi.new("size_t *")
+    buf = ffi.new("uint32_t[]", 2)
+    status = lib.ace_tokenizer_encode(ours.ptr, "hello world, again".encode(), False, buf, 2, n)
+    assert status == lib.ACE_STATUS_LENGTH_MISMATCH and n[0] == len(ours.encode("hello world, again"))
+    # Null pointers are reported, not dereferenced.
+    assert lib.ace_tokenizer_encode(ffi.NULL, b"x", False, buf, 2, n) == lib.ACE_STATUS_NULL_POINTER
+    assert lib.ace_tokenizer_create_from_file(ffi.NULL, ffi.new("AceTokenizer **")) == lib.ACE_STATUS_NULL_POINTER
+    with pytest.raises(TypeError):
+        ours.encode(b"bytes")
+    with pytest.raises(ValueError):
+        ours.decode([-1])

@@ -20,7 +20,12 @@ mod schedule;
 mod solver;
 pub(crate) mod ptr;
 pub mod status;
+mod fsm;
+mod metadata;
+mod prompt;
+mod sampling;
 mod tiling;
+mod tokenizer;
 mod track_id;
 
 use std::ffi::{c_char, CString};

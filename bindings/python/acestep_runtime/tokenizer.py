@@ -1,0 +1,125 @@
+"""The core's tokenizer (HF ``tokenizer.json`` via the Rust ``tokenizers`` crate)."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ._native import call_string, check, ffi, lib
+
+
+class Tokenizer:
+    """A loaded tokenizer. Use as a context manager or call :meth:`close`; also freed on GC."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, json_text: str | None = None):
+        if (path is None) == (json_text is None):
+            raise TypeError("give exactly one of path or json_text")
+        out = ffi.new("AceTokenizer **")
+        if path is not None:
+            check(lib.ace_tokenizer_create_from_file(os.fsencode(os.fspath(path)), out))
+        else:
+            if not isinstance(json_text, str):
+                raise TypeError(f"json_text must be str, got {type(json_text).__name__}")
+            check(lib.ace_tokenizer_create_from_json(json_text.encode("utf-8"), out))
+        self._ptr = ffi.gc(out[0], lib.ace_tokenizer_free)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
+        return cls(path)
+
+    @property
+    def ptr(self):
+        if self._ptr is None:
+            raise ValueError("tokenizer is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            ptr, self._ptr = self._ptr, None
+            ffi.release(ptr)
+
+    def __enter__(self) -> "Tokenizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def vocab_size(self) -> int:
+        out = ffi.new("size_t *")
+        check(lib.ace_tokenizer_vocab_size(self.ptr, out))
+        return int(out[0])
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` (added tokens in the text are always recognised)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        raw = text.encode("utf-8")
+        if b"\0" in raw:
+            raise ValueError("text contains a NUL character")
+        n = ffi.new("size_t *")
+        # Every token covers at least one byte of text; the post-processor may add a few more.
+        cap = len(raw) + 8
+        buf = ffi.new("uint32_t[]", cap)
+        status = lib.ace_tokenizer_encode(self.ptr, raw, bool(add_special_tokens), buf, cap, n)
+        if status == lib.ACE_STATUS_LENGTH_MISMATCH:
+            cap = int(n[0])
+            buf = ffi.new("uint32_t[]", cap)
+            status = lib.ace_tokenizer_encode(self.ptr, raw, bool(add_special_tokens), buf, cap, n)
+        check(status)
+        return list(ffi.unpack(buf, int(n[0])))
+
+    def decode(self, ids: Iterable[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
+        arr = _ids_array(ids, "ids")
+        return call_string(
+            lib.ace_tokenizer_decode, self.ptr, ffi.cast("const uint32_t *", arr.ctypes.data), arr.size,
+            bool(skip_special_tokens),
+        )
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a token text (vocabulary entry in byte-level form, or added token); None if absent."""
+        out = ffi.new("uint32_t *")
+        status = lib.ace_tokenizer_token_to_id(self.ptr, token.encode("utf-8"), out)
+        if status == 1:  # ACE_STATUS_INVALID_ARGUMENT: no such token
+            return None
+        check(status)
+        return int(out[0])
+
+    def id_to_token(self, token_id: int) -> str:
+        return call_string(lib.ace_tokenizer_id_to_token, self.ptr, _u32(token_id, "token_id"))
+
+
+def _u32(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if not 0 <= value < 2**32:
+        raise ValueError(f"{name} = {value} is not a valid token id (0 <= id < 2**32)")
+    return value
+
+
+def _ids_array(ids, name: str) -> np.ndarray:
+    """A contiguous uint32 copy of a 1-D id sequence, checked for range."""
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"{name} must have an integer dtype, got {ids.dtype}")
+        vals = ids
+    else:
+        vals = list(ids)
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must contain integers, got {type(v).__name__}")
+        vals = np.asarray(vals, dtype=np.int64) if vals else np.zeros(0, dtype=np.int64)
+    if vals.size and (vals.min() < 0 or vals.max() >= 2**32):
+        raise ValueError(f"{name} contains a value outside 0..2**32-1")
+    return np.ascontiguousarray(vals, dtype=np.uint32)
+
+
+__all__ = ["Tokenizer"]
