@@ -145,3 +145,16 @@ def test_peak_guard_matches_reference():
     np.testing.assert_allclose(peaks, want_peaks, rtol=0, atol=0)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-7, atol=0)
     assert np.abs(got[1]).max() == pytest.approx(1.0) and np.array_equal(got[2], audio[2])
+
+
+def test_frame_count_matches_reference_over_the_duration_range():
+    """int(round(d, 1)·48000) // 1920 in float64, with its float traps (10.2 s → 254, not 255): every 0.01 s
+    from 10 to 600 s plus an off-grid sweep, host (core) vs reference."""
+    from acestep_runtime.frames import frames_from_duration
+    from tools.parity.torch_reference import frames_for_duration
+
+    durations = [round(10 + i * 0.01, 2) for i in range(59001)] + [10 + i * 0.0137 for i in range(43000)]
+    bad = [(d, frames_from_duration(d), frames_for_duration(d)) for d in durations
+           if frames_from_duration(d) != frames_for_duration(d)]
+    assert not bad, f"{len(bad)} durations differ, e.g. (duration, host, reference): {bad[:5]}"
+    assert frames_from_duration(10.2) == 254
