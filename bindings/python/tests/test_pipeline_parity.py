@@ -158,3 +158,60 @@ def test_frame_count_matches_reference_over_the_duration_range():
            if frames_from_duration(d) != frames_for_duration(d)]
     assert not bad, f"{len(bad)} durations differ, e.g. (duration, host, reference): {bad[:5]}"
     assert frames_from_duration(10.2) == 254
+
+
+def test_schedules_match_reference():
+    """Turbo shift snapping and the custom-timestep rules, core vs reference, on a random sweep."""
+    from acestep_runtime.schedule import custom_schedule, turbo_schedule
+    from tools.parity.torch_reference import resolve_schedule
+
+    for shift in np.round(np.linspace(0.05, 6.0, 120), 3).tolist() + [1.5, 2.5]:
+        np.testing.assert_allclose(turbo_schedule(shift), resolve_schedule(shift), rtol=0, atol=1e-7)
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        n = int(rng.integers(0, 26))
+        ts = rng.random(n).round(int(rng.integers(1, 7))).tolist() + [0.0] * int(rng.integers(0, 3))
+        got = custom_schedule(ts, fallback_shift=2.0)
+        want = resolve_schedule(2.0, ts)
+        assert len(got) == len(want), ts
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-7, err_msg=str(ts))
+
+
+def _official_examples() -> list[dict]:
+    import json
+    from pathlib import Path
+
+    cases = Path(__file__).resolve().parents[3] / "fixtures" / "cases"
+    return [json.loads(p.read_text(encoding="utf-8"))["request"] for p in sorted(cases.glob("text2music_*.json"))]
+
+
+def test_prompts_and_tokens_match_reference_for_official_examples(checkpoints):
+    """DiT caption/lyric prompts (core) and their token ids (core tokenizer + host truncation) against the
+    reference's spec templates and `tokenizers`, for every fixture case and three variants of the first."""
+    from acestep_runtime.pipeline import truncate_ids
+    from acestep_runtime.prompts import build_prompts
+    from acestep_runtime.tokenizer import Tokenizer
+    from tools.parity import torch_reference as ref
+
+    requests = []
+    for r in _official_examples():
+        requests.append({k: r[k] for k in ("caption", "lyrics", "vocal_language", "bpm", "keyscale",
+                                           "timesignature", "duration") if k in r})
+    first = requests[0]
+    # variants: instrumental; no metadata with a caption of ~390 tokens (truncated to 256); LM codes (cover)
+    requests += [dict(first, instrumental=True), {"caption": first["caption"] * 3, "lyrics": "", "duration": 61.9},
+                 dict(first, audio_codes=[1, 2, 3])]
+    tok_json = checkpoints / ref.TEXT_DIR / "tokenizer.json"
+    with Tokenizer.from_file(tok_json) as tok:
+        for req in requests:
+            core_req = {"caption": req["caption"], "lyrics": req["lyrics"], "instrumental": req.get("instrumental", False),
+                        "language": req.get("vocal_language", "unknown"), "duration": req["duration"],
+                        "has_codes": bool(req.get("audio_codes"))}
+            core_req.update({k: req[k] for k in ("bpm", "keyscale", "timesignature") if k in req})
+            host = build_prompts(core_req)
+            cap, lyr = ref.build_prompts(req)
+            assert host["dit_caption"] == cap
+            assert host["dit_lyrics"] == lyr
+            for text, max_len in ((cap, ref.CAPTION_MAX_LENGTH), (lyr, ref.LYRIC_MAX_LENGTH)):
+                ids = truncate_ids(tok.encode(text, add_special_tokens=True), tok.encode(text), max_len)
+                assert ids == ref.tokenize(tok_json, text, max_len)
