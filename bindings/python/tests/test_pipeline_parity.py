@@ -215,3 +215,30 @@ def test_prompts_and_tokens_match_reference_for_official_examples(checkpoints):
             for text, max_len in ((cap, ref.CAPTION_MAX_LENGTH), (lyr, ref.LYRIC_MAX_LENGTH)):
                 ids = truncate_ids(tok.encode(text, add_special_tokens=True), tok.encode(text), max_len)
                 assert ids == ref.tokenize(tok_json, text, max_len)
+
+
+def test_vae_tile_plan_matches_reference_windows():
+    """The core's tile plan (windows and sample crops) against the windows the reference's tiled decode
+    actually decodes, for every T from 1 to 1200 and around later multiples of the stride up to 15000."""
+    import torch
+
+    from acestep_runtime.frames import vae_tile_plan
+    from tools.parity.torch_reference import HOP, tiled_decode
+
+    sizes = list(range(1, 1201)) + [k * 384 + d for k in (4, 5, 7, 15, 38) for d in (-1, 0, 1)] + [6000, 15000]
+    for frames in sizes:
+        marker = torch.arange(frames, dtype=torch.float32).reshape(1, 1, frames)
+        seen = []
+
+        def decode(z):
+            start, end = int(z[0, 0, 0]), int(z[0, 0, -1]) + 1
+            seen.append((start, end))
+            return torch.zeros(1, 1, 1).expand(1, 1, (end - start) * HOP)
+
+        total = tiled_decode(decode, marker).shape[-1]
+        plan = vae_tile_plan(frames)
+        assert [(w.start, w.end) for w in plan] == seen, frames
+        kept = sum((w.end - w.start) * HOP - w.crop_left - w.crop_right for w in plan)
+        assert kept == total == frames * HOP, frames
+        for w in plan:
+            assert w.crop_left == (w.core_start - w.start) * HOP and w.crop_right == (w.end - w.core_end) * HOP
