@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -24,6 +23,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds are not serialised between processes (one process at a time)
+    fcntl = None
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "fixtures" / "generated"
@@ -58,11 +62,13 @@ def _is_current(target: Path, digest: str) -> bool:
 def _lock(generated: Path):
     generated.mkdir(parents=True, exist_ok=True)
     with open(generated / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _run(args: list[str], what: str) -> None:
