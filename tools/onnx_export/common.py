@@ -78,15 +78,23 @@ def read_json(path: Path, what: str) -> dict:
 
 
 def load_safetensors_fp32(path: Path, what: str = "safetensors checkpoint") -> dict[str, torch.Tensor]:
-    """Load every tensor of a safetensors file on CPU; floating tensors (bf16/fp16/fp32) become fp32."""
-    from safetensors.torch import load_file
+    """Load every tensor of a safetensors file on CPU; floating tensors (bf16/fp16/fp32) become fp32.
+
+    Tensors are read and widened one at a time, so the peak is the fp32 dict plus one tensor (not the
+    whole bf16 file on top).
+    """
+    from safetensors import safe_open
 
     require_file(path, what)
+    out: dict[str, torch.Tensor] = {}
     try:
-        tensors = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            for key in fh.keys():
+                tensor = fh.get_tensor(key)
+                out[key] = tensor.float() if tensor.is_floating_point() else tensor
     except Exception as exc:  # safetensors raises several error types for corrupt files
         raise CheckpointError(f"cannot read {what} {path}: {exc}") from exc
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    return out
 
 
 def strip_key_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:

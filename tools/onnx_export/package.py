@@ -271,6 +271,11 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
                                                    external_data_min_bytes=opts.external_data_min_bytes))
         host_parts["text_encoder"] = te.text_encoder_host_config(model)
         te.copy_tokenizer_files(ckpt / opts.text_encoder, staging / TEXT_TOKENIZER_DIR)
+        appends = te.tokenizer_appends_eos(staging / TEXT_TOKENIZER_DIR)
+        host_parts["text_encoder"]["tokenizer_appends_eos"] = appends
+        if not appends:
+            opts.log("WARNING: the text tokenizer does not append <|endoftext|>; the official pipeline's does "
+                     "(spec §1.3). Hosts must append 151643 themselves (manifest: tokenizer_appends_eos=false).")
         del model
         gc.collect()
         done("text_encoder")

@@ -36,7 +36,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # Tokenizer files a host needs (tokenizer.json is what the Rust core loads; the rest for HF users).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                   "special_tokens_map.json", "added_tokens.json")
+                   "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 REQUIRED_TOKENIZER_FILES = ("tokenizer.json",)
 
 ENDOFTEXT_ID = 151643          # <|endoftext|>, also appended by the tokenizer's post-processor
@@ -121,6 +121,18 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
             shutil.copyfile(src / name, dst / name)
             copied.append(name)
     return copied
+
+
+def tokenizer_appends_eos(tokenizer_dir: Path) -> bool:
+    """Whether `tokenizer.json` appends `<|endoftext|>` (151643) on its own, as the official pipeline's
+    Qwen3-Embedding tokenizer does (spec §1.3; §9 item 3 lists it as to be checked on the real file).
+    Measured by encoding a probe text, so the manifest records what the shipped file really does."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(require_file(Path(tokenizer_dir) / "tokenizer.json", "tokenizer file")))
+    ids = tok.encode("probe").ids
+    plain = tok.encode("probe", add_special_tokens=False).ids
+    return len(ids) == len(plain) + 1 and ids[-1] == ENDOFTEXT_ID
 
 
 def load_text_encoder(ckpt_dir: Path):

@@ -124,3 +124,11 @@ def test_tiny_writers_are_deterministic(tmp_path):
     te.write_tiny_text_encoder(tmp_path / "t1", seed=3, tokenizer_dir=None)
     te.write_tiny_text_encoder(tmp_path / "t2", seed=3, tokenizer_dir=None)
     assert (tmp_path / "t1" / te.WEIGHTS_FILE).read_bytes() == (tmp_path / "t2" / te.WEIGHTS_FILE).read_bytes()
+
+
+def test_corrupt_safetensors_is_named(vae_copy):
+    path = vae_copy / vae_mod.WEIGHTS_FILE
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read VAE weights") as info:
+        vae_mod.load_vae(vae_copy)
+    assert str(path) in str(info.value)

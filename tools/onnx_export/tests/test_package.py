@@ -332,3 +332,22 @@ def test_cli_rejects_other_opset(tiny_checkpoints, tmp_path, capsys):
 
     rc = main(["--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path / "pkg"), "--opset", "17"])
     assert rc == 2 and "opset" in capsys.readouterr().err
+
+
+@requires_lm
+def test_shared_external_data_is_described_once_per_graph(tiny_checkpoints, tmp_path, ort_session):
+    """Real LMs keep both graphs' weights in one shared `lm_weights.onnx.data`: each graph lists it, the
+    hashes agree, and it is not listed again as an extra file."""
+    from tools.onnx_export.lm import export_lm_graphs, load_lm_checkpoint
+    from tools.onnx_export.package import describe_extra_files, describe_onnx
+
+    files = export_lm_graphs(load_lm_checkpoint(tiny_checkpoints / LM), tmp_path, opset=18, external_data=True)
+    comps = {name: describe_onnx(tmp_path, rel) for name, rel in files.items()}
+    shared = [c["external_data"] for c in comps.values()]
+    assert len(shared[0]) == 1 and shared[0] == shared[1]
+    data = tmp_path / shared[0][0]["file"]
+    assert shared[0][0]["sha256"] == _sha(data) and shared[0][0]["bytes"] == data.stat().st_size
+    taken = {c["file"] for c in comps.values()} | {e["file"] for c in comps.values() for e in c["external_data"]}
+    assert describe_extra_files(tmp_path, taken, {}) == {}
+    for comp in comps.values():
+        ort_session(tmp_path / comp["file"])  # loads with the shared weights

@@ -108,3 +108,12 @@ def test_official_layout_keys_and_shapes():
     assert shapes["layers.3.mlp.down_proj.weight"] == (1024, 3072)
     assert shapes["norm.weight"] == (1024,)
     assert len(shapes) == 1 + 28 * 11 + 1
+
+
+def test_manifest_records_measured_eos_behaviour(manifest, tmp_path):
+    """`tokenizer_appends_eos` is measured from the file: true for the EOS tokenizer, false without it."""
+    from tools.make_qwen_tokenizer import build_tokenizer
+
+    assert manifest["config"]["text_encoder"]["tokenizer_appends_eos"] is True
+    build_tokenizer(tmp_path / "plain", audio_codes=False, append_eos=False)
+    assert te.tokenizer_appends_eos(tmp_path / "plain") is False

@@ -22,7 +22,7 @@ def _component(manifest, tiny_package, name):
     return tiny_package / manifest["components"][name]["file"]
 
 
-@pytest.mark.parametrize("batch,frames", [(1, 8), (2, 13)])
+@pytest.mark.parametrize("batch,frames", [(1, 1), (1, 8), (2, 13)])
 def test_decoder_matches_torch(torch_vae, manifest, tiny_package, ort_session, batch, frames):
     latents = torch.randn(batch, 64, frames, generator=torch.Generator().manual_seed(frames))
     with torch.no_grad():
