@@ -8,21 +8,17 @@ modules (transformers Qwen3Model, the exporter's torch modules, diffusers Autoen
 Requests: one with lyrics and metadata at 11.0 s (T = 275, odd: exercises the DiT's patch padding), one
 instrumental without metadata at 24.0 s (T = 600 > 512: the VAE decode is tiled), one with 20 LM codes
 (cover instruction, detokenized hints padded to 128 frames with silence), SDE sampling without a shift,
-custom timesteps; plus a batch of 2 seeds,
-which must equal the two single runs. Tolerances: final latents max_abs ≤ 1e-4, audio SNR ≥ 60 dB.
+custom timesteps; plus a batch of 2 seeds, which must equal the two single runs. Tolerances: final
+latents max_abs ≤ 1e-4, audio SNR ≥ 60 dB. Measured (tiny package, 2026-11): max_abs ≈ 6e-6, SNR ≈ 127 dB.
+The non-neural pieces (frames, schedules, tile plan, peak guard, prompts and tokens) are also compared
+directly, core vs reference, over sweeps.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-try:
-    from acestep_runtime.pipeline import Pipeline
-except ModuleNotFoundError as exc:  # the host's prompt/tokenizer modules land on main separately
-    if exc.name in ("acestep_runtime.prompts", "acestep_runtime.tokenizer", "acestep_runtime.pipeline"):
-        pytest.skip(f"Python host not complete in this checkout ({exc.name} missing)", allow_module_level=True)
-    raise
-
+from acestep_runtime.pipeline import Pipeline
 from tools.parity.fixtures import tiny_checkpoints_dir, tiny_package_dir
 from tools.parity.torch_reference import run_reference
 
