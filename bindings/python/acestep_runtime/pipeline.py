@@ -173,7 +173,8 @@ class Pipeline:
         (hints,) = self.sessions.run("audio_detokenizer", {"audio_codes": codes[None, :]})
         hints = hints[:, :frames]
         if hints.shape[1] < frames:
-            pad = self._silence_frames(frames)[None, hints.shape[1]:]
+            # The official handler pads with the *first* frames of the silence latent.
+            pad = self._silence_frames(frames - hints.shape[1])[None]
             hints = np.concatenate([hints, pad], axis=1)
         return np.ascontiguousarray(hints, dtype=np.float32)
 
