@@ -60,13 +60,19 @@ impl std::error::Error for Error {}
 
 /// Checks that every value of a buffer is finite; `what` names the buffer in the message.
 pub fn ensure_finite(values: &[f32], what: &str) -> Result<()> {
-    match values.iter().position(|v| !v.is_finite()) {
-        None => Ok(()),
-        Some(i) => Err(Error::invalid_argument(format!(
-            "{what} contains a non-finite value ({}) at index {i}",
-            values[i]
-        ))),
+    // A branch-free scan per chunk vectorises; an early-exit search does not. The position is
+    // looked up only once a chunk is known to hold a bad value.
+    const CHUNK: usize = 4096;
+    for (c, chunk) in values.chunks(CHUNK).enumerate() {
+        if !chunk.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            let i = c * CHUNK + chunk.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(Error::invalid_argument(format!(
+                "{what} contains a non-finite value ({}) at index {i}",
+                values[i]
+            )));
+        }
     }
+    Ok(())
 }
 
 /// Parses a JSON object into `T`, mapping serde's message into an `InvalidJson` error that names
