@@ -365,3 +365,36 @@ def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit
         "hints": None if hints is None else hints.numpy(),
         "peaks": peaks,
     }
+
+
+def main(argv=None) -> int:
+    """python -m tools.parity.torch_reference --checkpoints DIR --request REQ.json --seeds 1 2 --out ref.npz"""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m tools.parity.torch_reference",
+                                 description="Run the PyTorch reference on one request and save every tensor.")
+    ap.add_argument("--checkpoints", required=True, type=Path, help="official-layout checkpoint directory")
+    ap.add_argument("--request", required=True, type=Path,
+                    help="request JSON (a fixture case {'request': {...}} is unwrapped; seed/seeds/batch_size are dropped)")
+    ap.add_argument("--seeds", required=True, type=int, nargs="+", help="one seed per batch item")
+    ap.add_argument("--out", required=True, type=Path, help=".npz file for the arrays (+ a .json beside it)")
+    args = ap.parse_args(argv)
+    data = json.loads(args.request.read_text(encoding="utf-8"))
+    data = data.get("request", data)
+    if "language" in data and "vocal_language" not in data:
+        data["vocal_language"] = data.pop("language")
+    request = {k: v for k, v in data.items() if k in REQUEST_KEYS}
+    result = run_reference(args.checkpoints, request, seeds=args.seeds)
+    arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
+    np.savez(args.out, **arrays)
+    meta = {k: v for k, v in result.items() if k not in arrays}
+    args.out.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"latents {arrays['latents'].shape}, audio {arrays['audio'].shape} → {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

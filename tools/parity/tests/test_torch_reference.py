@@ -300,3 +300,14 @@ def test_package_graphs_replay_reference_stages(single_runs):
     assert diffs["silence_latent"] == 0.0
     bad = {k: v for k, v in diffs.items() if not v <= 1e-4}
     assert not bad, f"stages off by more than 1e-4: {bad} (all: {diffs})"
+
+
+def test_cli_saves_the_run(ckpt, tmp_path, single_runs):
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"id": "x", "request": dict(REQUEST, seed=11, batch_size=1)}), encoding="utf-8")
+    out = tmp_path / "ref.npz"
+    assert ref.main(["--checkpoints", str(ckpt), "--request", str(req), "--seeds", "11", "--out", str(out)]) == 0
+    saved = np.load(out)
+    np.testing.assert_array_equal(saved["latents"], single_runs[11]["latents"])
+    meta = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert meta["frames"] == 275 and meta["caption_ids"] == single_runs[11]["caption_ids"]
