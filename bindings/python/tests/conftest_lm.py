@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 GENERATED = ROOT / "fixtures" / "generated"
-EXAMPLES = Path("/work/shared/data/official_examples")
+EXAMPLES = Path(__file__).resolve().parents[3] / "fixtures" / "official_examples"
 
 
 def generated_tokenizer_dir(name: str, audio_codes: bool, append_eos: bool = False) -> Path:

@@ -11,7 +11,7 @@ import yaml
 from acestep_runtime import AceError
 from acestep_runtime.metadata import format_cot
 
-EXAMPLES = Path("/work/shared/data/official_examples")
+EXAMPLES = Path(__file__).resolve().parents[3] / "fixtures" / "official_examples"
 if not EXAMPLES.is_dir():
     EXAMPLES = Path(__file__).resolve().parents[3] / "fixtures" / "official_examples"
 

@@ -10,7 +10,7 @@ import yaml
 from acestep_runtime import AceError
 from acestep_runtime.prompts import build_prompts
 
-EXAMPLES = Path("/work/shared/data/official_examples")
+EXAMPLES = Path(__file__).resolve().parents[3] / "fixtures" / "official_examples"
 LM_INSTR = "Generate audio semantic tokens based on the given conditions:"
 T2M_INSTR = "Fill the audio semantic mask based on the given conditions:"
 SYSTEM = f"<|im_start|>system\n# Instruction\n{LM_INSTR}\n\n<|im_end|>\n"

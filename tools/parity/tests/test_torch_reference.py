@@ -17,7 +17,7 @@ from tools.parity.fixtures import tiny_checkpoints_dir
 
 # fixtures/cases/text2music_0N.json carry the official examples' requests unchanged (their "source" key
 # names the official file); the shared copy of the official files is preferred when present.
-EXAMPLES = Path("/work/shared/data/official_examples/text2music")
+EXAMPLES = Path(__file__).resolve().parents[3] / "fixtures" / "official_examples" / "text2music"
 CASES_DIR = Path(__file__).resolve().parents[3] / "fixtures" / "cases"
 EOT = 151643
 NEWLINE = 198
