@@ -83,7 +83,7 @@ def main() -> int:
     v = a  # the guided velocity
 
     def core_step():
-        check(lib.ace_scheduler_step(ctx._live, 0, ffi.cast("const float *", xt.ctypes.data),
+        check(lib.ace_scheduler_step(ctx.ptr, 0, ffi.cast("const float *", xt.ctypes.data),
                                      ffi.cast("const float *", v.ctypes.data), shape_c, 3,
                                      ffi.cast("float *", out_x.ctypes.data), xt.size))
 

@@ -153,5 +153,37 @@ def call_string(fn, *args) -> str:
     return take_string(out[0])
 
 
+class NativeHandle:
+    """Owns one core object. It is freed by ``close()``, by leaving a ``with`` block, or, as a safety
+    net, when garbage-collected; whichever comes first frees it exactly once.
+
+    Subclasses name their destructor in ``_free_name`` and call ``_own(ptr)`` after creating the object.
+    """
+
+    _free_name: str = ""
+    _ptr = None
+
+    def _own(self, ptr) -> None:
+        self._ptr = ffi.gc(ptr, getattr(lib, self._free_name))
+
+    @property
+    def ptr(self):
+        """The live handle; ValueError once closed."""
+        if self._ptr is None:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            ptr, self._ptr = self._ptr, None
+            ffi.release(ptr)  # runs the destructor now and detaches the GC one
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def version() -> str:
     return call_string(lib.ace_version_string)

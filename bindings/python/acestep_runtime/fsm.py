@@ -7,11 +7,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ._native import call_string, check, ffi, lib
+from ._native import NativeHandle, call_string, check, ffi, lib
 from .tokenizer import Tokenizer, _ids_array, _u32
 
 
-class LmFsm:
+class LmFsm(NativeHandle):
     """Per-sequence FSM. Per token: ``mask_logits(logits)`` → sample → ``accept(token)``.
 
     ``config`` keys (all optional): phase ("cot" | "codes"), stop_at_reasoning, skip_caption,
@@ -19,6 +19,8 @@ class LmFsm:
     genres, keyscale, language, timesignature}, target_duration (s), max_duration (600), genres
     (list), eos_token, pad_token, valid_audio_codes (64000). See docs/lm_fsm.md.
     """
+
+    _free_name = "ace_fsm_free"
 
     def __init__(self, tokenizer: Tokenizer, config: dict[str, Any] | str | None = None):
         if not isinstance(tokenizer, Tokenizer):
@@ -33,25 +35,8 @@ class LmFsm:
             raise TypeError(f"config must be a dict, a JSON string or None, got {type(config).__name__}")
         out = ffi.new("AceFsm **")
         check(lib.ace_fsm_create(tokenizer.ptr, text.encode("utf-8"), out))
-        self._ptr = ffi.gc(out[0], lib.ace_fsm_free)
+        self._own(out[0])
         self.vocab_size = tokenizer.vocab_size
-
-    @property
-    def ptr(self):
-        if self._ptr is None:
-            raise ValueError("FSM is closed")
-        return self._ptr
-
-    def close(self) -> None:
-        if self._ptr is not None:
-            ptr, self._ptr = self._ptr, None
-            ffi.release(ptr)
-
-    def __enter__(self) -> "LmFsm":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def reset(self, prompt_ids: Iterable[int] | np.ndarray = ()) -> None:
         """Starts a new sequence; in phase "codes" a prompt containing ``</think>`` starts in CODES_GENERATION."""

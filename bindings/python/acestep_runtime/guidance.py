@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from ._native import check, ffi, lib
+from ._native import NativeHandle, check, ffi, lib
 
 __all__ = [
     "Apg",
@@ -109,12 +109,14 @@ def v1_step_active(step: int, num_steps: int, guidance_interval: float = 0.5) ->
     return bool(out[0])
 
 
-class Apg:
+class Apg(NativeHandle):
     """Adaptive projected guidance with its momentum buffer (one object per generate call).
 
     ``Apg()`` uses the official settings (momentum −0.75, norm threshold 2.5, eta 0). Use as a
     context manager or call :meth:`close`; the object is also freed when garbage-collected.
     """
+
+    _free_name = "ace_apg_free"
 
     def __init__(self, momentum: float = -0.75, norm_threshold: float = 2.5, eta: float = 0.0, *,
                  config_json: str | None = None):
@@ -124,17 +126,12 @@ class Apg:
             )
         out = ffi.new("AceApg **")
         check(lib.ace_apg_create(config_json.encode("utf-8"), out))
-        self._handle = ffi.gc(out[0], lib.ace_apg_free)
-
-    def _live(self):
-        if self._handle is None:
-            raise ValueError("Apg object is closed")
-        return self._handle
+        self._own(out[0])
 
     def apply(self, cond: np.ndarray, uncond: np.ndarray, guidance_scale: float,
               out: np.ndarray | None = None) -> np.ndarray:
         """Guided velocity for one step; ``cond``/``uncond`` float32 ``[B, T, C]``."""
-        handle = self._live()
+        handle = self.ptr
         cond, uncond, out = _triple(cond, uncond, out, ndim=3)
         b, t, c = cond.shape
         check(lib.ace_apg_apply(handle, _fptr(cond), _fptr(uncond), _fptr(out), cond.size, b, t, c,
@@ -142,22 +139,11 @@ class Apg:
         return out
 
     def reset(self) -> None:
-        check(lib.ace_apg_reset(self._live()))
+        check(lib.ace_apg_reset(self.ptr))
 
     @property
     def calls(self) -> int:
         out = ffi.new("uint64_t *")
-        check(lib.ace_apg_calls(self._live(), out))
+        check(lib.ace_apg_calls(self.ptr, out))
         return int(out[0])
 
-    def close(self) -> None:
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            ffi.gc(handle, None)  # detach the safety-net destructor, then free exactly once
-            lib.ace_apg_free(handle)
-
-    def __enter__(self) -> "Apg":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

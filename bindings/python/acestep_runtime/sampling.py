@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from ._native import check, ffi, lib
+from ._native import NativeHandle, check, ffi, lib
 
 __all__ = ["Sampler"]
 
@@ -29,12 +29,14 @@ def _logits_arg(name: str, arr, vocab: int):
     return arr, ffi.cast("const float *", ffi.from_buffer(arr))
 
 
-class Sampler:
+class Sampler(NativeHandle):
     """Per-sequence LM sampler.
 
     Parameters mirror the official ``GenerationParams``: ``temperature`` (0 = greedy), ``top_k``
     (0 = off), ``top_p`` (1 = off), ``cfg_scale`` (1 = no CFG), and ``seed``/``vocab_size``.
     """
+
+    _free_name = "ace_sampler_free"
 
     def __init__(self, seed: int, *, temperature: float = 0.85, top_k: int = 0, top_p: float = 0.9,
                  cfg_scale: float = 2.0, vocab_size: int = 217204):
@@ -50,24 +52,17 @@ class Sampler:
         return self
 
     def _init_from_json(self, config_json: str) -> None:
-        self._ptr = ffi.NULL
         out = ffi.new("AceSampler **")
         check(lib.ace_sampler_create(config_json.encode("utf-8"), out))
-        self._raw = out[0]
-        self._ptr = ffi.gc(out[0], lib.ace_sampler_free)
+        self._own(out[0])
         self.config = json.loads(config_json)
         self.vocab_size = int(self.config.get("vocab_size", 217204))
         self._token = ffi.new("uint32_t *")
 
-    def _handle(self):
-        if self._ptr == ffi.NULL:
-            raise ValueError("sampler is closed")
-        return self._ptr
-
     def sample(self, cond: np.ndarray, uncond: np.ndarray | None, step: int) -> int:
         """One token from the CFG-combined logits of this step (``uncond`` may be None only when
         ``cfg_scale`` is 1)."""
-        handle = self._handle()
+        handle = self.ptr
         _, c = _logits_arg("cond", cond, self.vocab_size)
         u = ffi.NULL if uncond is None else _logits_arg("uncond", uncond, self.vocab_size)[1]
         check(lib.ace_sampler_sample(handle, c, u, self.vocab_size, int(step), self._token))
@@ -75,7 +70,7 @@ class Sampler:
 
     def sample_logits(self, logits: np.ndarray, step: int) -> int:
         """One token from logits already combined and masked (-inf = forbidden)."""
-        handle = self._handle()
+        handle = self.ptr
         _, p = _logits_arg("logits", logits, self.vocab_size)
         check(lib.ace_sampler_sample_logits(handle, p, self.vocab_size, int(step), self._token))
         return int(self._token[0])
@@ -83,7 +78,7 @@ class Sampler:
     def step_with_fsm(self, fsm, cond: np.ndarray, uncond: np.ndarray | None, step: int) -> int:
         """One constrained step (``ace_lm_step``): CFG → ``fsm``'s mask → draw → ``fsm.accept``.
         ``fsm`` is an :class:`acestep_runtime.fsm.LmFsm` over the same vocabulary."""
-        handle = self._handle()
+        handle = self.ptr
         _, c = _logits_arg("cond", cond, self.vocab_size)
         u = ffi.NULL if uncond is None else _logits_arg("uncond", uncond, self.vocab_size)[1]
         check(lib.ace_lm_step(handle, fsm.ptr, c, u, self.vocab_size, int(step), self._token))
@@ -91,21 +86,10 @@ class Sampler:
 
     def cfg(self, cond: np.ndarray, uncond: np.ndarray | None) -> np.ndarray:
         """The CFG-combined logits ``u + g*(c - u)`` (fp32), or a copy of ``cond`` at g = 1."""
-        handle = self._handle()
+        handle = self.ptr
         _, c = _logits_arg("cond", cond, self.vocab_size)
         u = ffi.NULL if uncond is None else _logits_arg("uncond", uncond, self.vocab_size)[1]
         out = np.empty(self.vocab_size, dtype=np.float32)
         check(lib.ace_sampler_cfg(handle, c, u, self.vocab_size, ffi.cast("float *", ffi.from_buffer(out))))
         return out
 
-    def close(self) -> None:
-        if self._ptr != ffi.NULL:
-            ffi.gc(self._ptr, None)  # detach the safety-net destructor, then free now
-            lib.ace_sampler_free(self._raw)
-            self._ptr = self._raw = ffi.NULL
-
-    def __enter__(self) -> "Sampler":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

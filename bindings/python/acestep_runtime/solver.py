@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ._native import call_string, check, ffi, lib
+from ._native import NativeHandle, call_string, check, ffi, lib
 
 
 def _f32(name: str, a) -> np.ndarray:
@@ -171,41 +171,14 @@ def pingpong_step(xt, vt, eps, sigma: float, sigma_next: float) -> np.ndarray:
     return out
 
 
-class _Handle:
-    """Owns a core handle: freed by close(), the context manager, or (as a net) garbage collection."""
-
-    _free = None
-
-    def _own(self, ptr):
-        self._ptr = ffi.gc(ptr, type(self)._free)
-
-    @property
-    def _live(self):
-        if self._ptr is None:
-            raise ValueError(f"{type(self).__name__} is closed")
-        return self._ptr
-
-    def close(self) -> None:
-        if self._ptr is not None:
-            ffi.release(self._ptr)
-            self._ptr = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class Heun(_Handle):
+class Heun(NativeHandle):
     """v1 two-stage Heun solver. Per interval σ → σ_next: ``step(x, v(x, σ), σ, σ_next)`` returns
     the prediction (stage 1); ``step(pred, v(pred, σ_next), σ, σ_next)`` returns the corrected x
     (stage 2). The final interval to σ = 0 is stage 1 only (then ``reset()``)."""
 
-    _free = lib.ace_heun_free
+    _free_name = "ace_heun_free"
 
     def __init__(self, omega_scale: float = 10.0):
-        self._ptr = None
         out = ffi.new("AceHeun **")
         check(lib.ace_heun_create(_scalar("omega_scale", omega_scale), out))
         self._own(out[0])
@@ -213,7 +186,7 @@ class Heun(_Handle):
     @property
     def next_stage(self) -> int:
         out = ffi.new("int *")
-        check(lib.ace_heun_next_stage(self._live, out))
+        check(lib.ace_heun_next_stage(self.ptr, out))
         return int(out[0])
 
     def step(self, xt, vt, sigma: float, sigma_next: float) -> np.ndarray:
@@ -222,26 +195,25 @@ class Heun(_Handle):
         stage = ffi.new("int *")
         check(
             lib.ace_heun_step(
-                self._live, _fp(x), _fp(v), x.size, _scalar("sigma", sigma),
+                self.ptr, _fp(x), _fp(v), x.size, _scalar("sigma", sigma),
                 _scalar("sigma_next", sigma_next), _fp(out, False), stage,
             )
         )
         return out
 
     def reset(self) -> None:
-        check(lib.ace_heun_reset(self._live))
+        check(lib.ace_heun_reset(self.ptr))
 
 
-class Context(_Handle):
+class Context(NativeHandle):
     """A scheduling context (``ace_create_context``). ``config`` is a dict or a JSON string:
     ``{"model": "turbo"|"base"|"sft", "shift", "steps", "timesteps", "method": "ode"|"sde",
     "bf16_timesteps", "seeds", "noise", "cover_noise_strength", "audio_cover_strength"}``.
     Latents are float32 [B, T, C]."""
 
-    _free = lib.ace_free_context
+    _free_name = "ace_free_context"
 
     def __init__(self, config):
-        self._ptr = None
         if isinstance(config, dict):
             config = json.dumps(config)
         if not isinstance(config, str):
@@ -253,19 +225,19 @@ class Context(_Handle):
     @property
     def num_steps(self) -> int:
         out = ffi.new("size_t *")
-        check(lib.ace_context_num_steps(self._live, out))
+        check(lib.ace_context_num_steps(self.ptr, out))
         return int(out[0])
 
     @property
     def timesteps(self) -> np.ndarray:
         n = self.num_steps
         out = np.empty(n, dtype=np.float32)
-        check(lib.ace_context_timesteps(self._live, _fp(out, False), n))
+        check(lib.ace_context_timesteps(self.ptr, _fp(out, False), n))
         return out
 
     @property
     def info(self) -> dict:
-        return json.loads(call_string(lib.ace_context_info, self._live))
+        return json.loads(call_string(lib.ace_context_info, self.ptr))
 
     def _index(self, step: int) -> int:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
@@ -275,11 +247,11 @@ class Context(_Handle):
         return int(step)
 
     def step_inputs(self, step: int) -> dict:
-        return json.loads(call_string(lib.ace_prepare_step_inputs, self._live, self._index(step)))
+        return json.loads(call_string(lib.ace_prepare_step_inputs, self.ptr, self._index(step)))
 
     def timestep_input(self, step: int) -> float:
         out = ffi.new("float *")
-        check(lib.ace_context_timestep_input(self._live, self._index(step), out))
+        check(lib.ace_context_timestep_input(self.ptr, self._index(step), out))
         return float(out[0])
 
     def _latents(self, xt, vt, eps=None):
@@ -302,7 +274,7 @@ class Context(_Handle):
         shape = ffi.new("size_t[]", list(n.shape))
         check(
             lib.ace_context_initial_latents(
-                self._live, _fp(n), ffi.NULL if s is None else _fp(s), shape, 3, _fp(out, False), n.size
+                self.ptr, _fp(n), ffi.NULL if s is None else _fp(s), shape, 3, _fp(out, False), n.size
             )
         )
         return out
@@ -315,11 +287,11 @@ class Context(_Handle):
         out = np.empty_like(x)
         shape = ffi.new("size_t[]", list(x.shape))
         if eps is None:
-            check(lib.ace_scheduler_step(self._live, i, _fp(x), _fp(v), shape, 3, _fp(out, False), x.size))
+            check(lib.ace_scheduler_step(self.ptr, i, _fp(x), _fp(v), shape, 3, _fp(out, False), x.size))
         else:
             check(
                 lib.ace_scheduler_step_with_noise(
-                    self._live, i, _fp(x), _fp(v), _fp(arrays[2]), shape, 3, _fp(out, False), x.size
+                    self.ptr, i, _fp(x), _fp(v), _fp(arrays[2]), shape, 3, _fp(out, False), x.size
                 )
             )
         return out
@@ -331,4 +303,4 @@ class Context(_Handle):
         i = self._index(step)
         x, v = self._latents(xt, vt)
         shape = ffi.new("size_t[]", list(x.shape))
-        check(lib.ace_scheduler_step_inplace(self._live, i, _fp(xt, False), _fp(v), shape, 3, x.size))
+        check(lib.ace_scheduler_step_inplace(self.ptr, i, _fp(xt, False), _fp(v), shape, 3, x.size))

@@ -7,11 +7,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ._native import call_string, check, ffi, lib
+from ._native import NativeHandle, call_string, check, ffi, lib
 
 
-class Tokenizer:
+class Tokenizer(NativeHandle):
     """A loaded tokenizer. Use as a context manager or call :meth:`close`; also freed on GC."""
+
+    _free_name = "ace_tokenizer_free"
 
     def __init__(self, path: str | os.PathLike | None = None, *, json_text: str | None = None):
         if (path is None) == (json_text is None):
@@ -23,28 +25,11 @@ class Tokenizer:
             if not isinstance(json_text, str):
                 raise TypeError(f"json_text must be str, got {type(json_text).__name__}")
             check(lib.ace_tokenizer_create_from_json(json_text.encode("utf-8"), out))
-        self._ptr = ffi.gc(out[0], lib.ace_tokenizer_free)
+        self._own(out[0])
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
         return cls(path)
-
-    @property
-    def ptr(self):
-        if self._ptr is None:
-            raise ValueError("tokenizer is closed")
-        return self._ptr
-
-    def close(self) -> None:
-        if self._ptr is not None:
-            ptr, self._ptr = self._ptr, None
-            ffi.release(ptr)
-
-    def __enter__(self) -> "Tokenizer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     @property
     def vocab_size(self) -> int:

@@ -68,3 +68,14 @@ def test_library_exports_only_ace_symbols():
     foreign = [n for n in functions if not n.startswith("ace_")]
     assert not foreign, f"non-ace_ symbols exported: {foreign[:10]}"
     assert {"ace_abi_version", "ace_version_string", "ace_last_error", "ace_string_free"} <= set(functions)
+
+
+def test_native_handles_free_once_and_refuse_use_after_close():
+    from acestep_runtime.guidance import Apg
+
+    apg = Apg()
+    with apg as same:
+        assert same is apg and apg.calls == 0
+    apg.close()  # a second close is a no-op
+    with pytest.raises(ValueError, match="Apg is closed"):
+        apg.reset()

@@ -317,9 +317,9 @@ def test_abi_zero_and_mismatched_lengths():
     s = lib.ace_guidance_cfg_zero_star(fptr(a), fptr(a), fptr(out), 12, 5, 2.0, 3, 1, True)
     assert s == lib.ACE_STATUS_LENGTH_MISMATCH and "multiple of batch 5" in status_and_message(s)[1]
     apg = guidance.Apg()
-    s = lib.ace_apg_apply(apg._handle, fptr(a), fptr(a), fptr(out), 12, 2, 3, 4, 2.0)
+    s = lib.ace_apg_apply(apg.ptr, fptr(a), fptr(a), fptr(out), 12, 2, 3, 4, 2.0)
     assert s == lib.ACE_STATUS_LENGTH_MISMATCH and "24" in status_and_message(s)[1]
-    s = lib.ace_apg_apply(apg._handle, fptr(a), fptr(a), fptr(out), 12, 0, 3, 4, 2.0)
+    s = lib.ace_apg_apply(apg.ptr, fptr(a), fptr(a), fptr(out), 12, 0, 3, 4, 2.0)
     assert s == lib.ACE_STATUS_LENGTH_MISMATCH and "batch is 0" in status_and_message(s)[1]
     assert apg.calls == 0
     apg.close()
