@@ -79,3 +79,12 @@ def test_native_handles_free_once_and_refuse_use_after_close():
     apg.close()  # a second close is a no-op
     with pytest.raises(ValueError, match="Apg is closed"):
         apg.reset()
+
+
+def test_every_exported_function_is_documented():
+    header = (REPO / "include" / "acestep_runtime.h").read_text()
+    docs = (REPO / "docs" / "dll_api.md").read_text()
+    functions = sorted(set(re.findall(r"\b(ace_[a-z0-9_]+)\(", header)))
+    assert len(functions) > 50
+    missing = [f for f in functions if f not in docs]
+    assert not missing, f"not in docs/dll_api.md: {missing}"
