@@ -15,10 +15,8 @@ import torch
 from tools.parity import torch_reference as ref
 from tools.parity.fixtures import tiny_checkpoints_dir
 
-# fixtures/cases/text2music_0N.json carry the official examples' requests unchanged (their "source" key
-# names the official file); the shared copy of the official files is preferred when present.
+# the official example requests, shipped unchanged in the repo
 EXAMPLES = Path(__file__).resolve().parents[3] / "fixtures" / "official_examples" / "text2music"
-CASES_DIR = Path(__file__).resolve().parents[3] / "fixtures" / "cases"
 EOT = 151643
 NEWLINE = 198
 
@@ -93,12 +91,7 @@ EXPECTED_LANG = {"example_01.json": "zh", "example_02.json": "es", "example_03.j
 
 
 def _example_request(name: str) -> dict:
-    if (EXAMPLES / name).is_file():
-        ex = json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
-    else:
-        case = json.loads((CASES_DIR / name.replace("example_", "text2music_")).read_text(encoding="utf-8"))
-        assert case["source"].endswith(name)
-        ex = dict(case["request"], language=case["request"]["vocal_language"])
+    ex = json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
     return {"caption": ex["caption"], "lyrics": ex["lyrics"], "vocal_language": ex["language"], "bpm": ex["bpm"],
             "keyscale": ex["keyscale"], "timesignature": ex["timesignature"], "duration": ex["duration"]}
 
