@@ -3,6 +3,11 @@ docs/onnx_export.md, not a CI test: the VAE needs ~6 GB of RAM, ~1.5 GB of disk 
 the text encoder (`--component text_encoder`) ~10 GB of RAM and ~5 GB of disk.
 
     python -m tools.onnx_export.measure_full_size --work DIR [--seconds 10] [--component vae|text_encoder]
+    python -m tools.onnx_export.measure_full_size --component package --checkpoints CKPT --out PKG
+
+`--component package` runs the package exporter (`--lm none`) on checkpoints written by
+`tools.onnx_export.make_full_size` and reports wall time, CPU time and peak RSS per phase (each
+graph's export, the loads in between, the manifest) and the package's disk size.
 
 Steps: write a random-weight `vae/` checkpoint with the official config (spec §1.8: 128/128 widths,
 channel_multiples [1, 2, 4, 8, 16], downsampling [2, 4, 4, 6, 10]) in the official layout (bf16,
@@ -84,16 +89,123 @@ def measure_text_encoder(work: Path, threads: int) -> dict:
     return report
 
 
+class _PhaseMonitor:
+    """Wall time, CPU time and peak RSS (sampled from /proc/self/status every 0.2 s) per named phase."""
+
+    def __init__(self):
+        import threading
+
+        self.phases: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def rss_mib() -> float:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            rss = self.rss_mib()
+            with self._lock:
+                if self.phases:
+                    cur = self.phases[-1]
+                    cur["peak_rss_mib"] = max(cur["peak_rss_mib"], round(rss))
+
+    def start(self, name: str) -> None:
+        now, cpu, rss = time.perf_counter(), time.process_time(), round(self.rss_mib())
+        with self._lock:
+            self._close(now, cpu, rss)
+            self.phases.append({"phase": name, "_t0": now, "_c0": cpu, "rss_at_start_mib": rss,
+                                "peak_rss_mib": rss})
+            print(f"[measure] {name} (RSS {rss} MiB)", file=sys.stderr, flush=True)
+
+    def _close(self, now: float, cpu: float, rss: float) -> None:
+        if self.phases and "_t0" in self.phases[-1]:
+            cur = self.phases[-1]
+            cur["wall_s"] = round(now - cur.pop("_t0"), 1)
+            cur["cpu_s"] = round(cpu - cur.pop("_c0"), 1)
+            cur["peak_rss_mib"] = max(cur["peak_rss_mib"], rss)
+
+    def stop(self) -> list[dict]:
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            self._close(time.perf_counter(), time.process_time(), round(self.rss_mib()))
+        return self.phases
+
+
+def measure_package_export(checkpoints: Path, out: Path, dit: str = "acestep-v15-turbo") -> dict:
+    """Export a package without LM and time every graph export and the steps in between."""
+    import contextlib
+
+    from tools.onnx_export import text_encoder as te
+    from tools.onnx_export import vae as vae_mod
+    from tools.onnx_export.acestep import export as ace_export
+    from tools.onnx_export.package import ExportOptions, export_package
+
+    mon = _PhaseMonitor()
+    report: dict = {"load_average_at_start": list(__import__("os").getloadavg())}
+
+    def wrap(module, attr: str, name_of):
+        original = getattr(module, attr)
+
+        def timed(*args, **kwargs):
+            name = name_of(*args, **kwargs)
+            mon.start(f"export {name}")
+            try:
+                return original(*args, **kwargs)
+            finally:
+                mon.start(f"after {name}")  # loads, host config, frees until the next phase
+        return original, timed
+
+    patches = [
+        (te, "export_onnx", lambda module, args, path, **kw: Path(path).stem),
+        (vae_mod, "export_onnx", lambda module, args, path, **kw: Path(path).stem),
+        (ace_export, "export_graph", lambda name, model, path, **kw: name),
+    ]
+    with contextlib.ExitStack() as stack:
+        for module, attr, name_of in patches:
+            original, timed = wrap(module, attr, name_of)
+            setattr(module, attr, timed)
+            stack.callback(setattr, module, attr, original)
+        opts = ExportOptions(checkpoints=checkpoints, out=out, dit=dit, lm=None,
+                             log=lambda msg: mon.start(msg.split(":")[0]))
+        t0, c0 = time.perf_counter(), time.process_time()
+        export_package(opts)
+        report["total_wall_s"] = round(time.perf_counter() - t0, 1)
+        report["total_cpu_s"] = round(time.process_time() - c0, 1)
+    report["phases"] = mon.stop()
+    report["peak_rss_total_mib"] = round(peak_rss_mib())
+    report["files"] = {str(p.relative_to(out)): p.stat().st_size for p in sorted(Path(out).rglob("*")) if p.is_file()}
+    report["package_bytes"] = sum(report["files"].values())
+    return report
+
+
 def main(argv=None) -> int:
     from tools.onnx_export import vae as vae_mod
 
     ap = argparse.ArgumentParser(prog="python -m tools.onnx_export.measure_full_size")
-    ap.add_argument("--work", required=True, type=Path, help="scratch directory (checkpoint + graphs)")
+    ap.add_argument("--work", type=Path, help="scratch directory (checkpoint + graphs); vae / text_encoder")
+    ap.add_argument("--checkpoints", type=Path, help="full-size checkpoints (make_full_size); package")
+    ap.add_argument("--out", type=Path, help="package directory to create; package")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--component", choices=["vae", "text_encoder"], default="vae")
+    ap.add_argument("--component", choices=["vae", "text_encoder", "package"], default="vae")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.component == "package":
+        if args.checkpoints is None or args.out is None:
+            ap.error("--component package needs --checkpoints and --out")
+        print(json.dumps(measure_package_export(args.checkpoints, args.out), indent=2))
+        return 0
+    if args.work is None:
+        ap.error(f"--component {args.component} needs --work")
     if args.component == "text_encoder":
         print(json.dumps(measure_text_encoder(args.work, args.threads), indent=2))
         return 0

@@ -82,19 +82,22 @@ def build_text_encoder(config: dict):
     return Qwen3Model(cfg).float().eval()
 
 
-def write_tiny_text_encoder(ckpt_dir: Path, seed: int, tokenizer_dir: Path | None) -> None:
+def write_tiny_text_encoder(ckpt_dir: Path, seed: int, tokenizer_dir: Path | None,
+                            config: dict | None = None) -> None:
     """Write `config.json`, `model.safetensors` (bf16, bare Qwen3Model keys) and the tokenizer files.
 
     `tokenizer_dir` holds a Qwen3-Embedding-style tokenizer (appends EOS), e.g. from
     `tools.make_qwen_tokenizer.build_tokenizer(dir, audio_codes=False, append_eos=True)`.
+    `config` replaces TINY_CONFIG (e.g. the official 0.6B sizes, `tools/onnx_export/make_full_size.py`).
     """
     from safetensors.torch import save_file
 
+    config = TINY_CONFIG if config is None else config
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_text_encoder(TINY_CONFIG)
+        model = build_text_encoder(config)
     gen = torch.Generator().manual_seed(seed + 1)
     state = {}
     with torch.no_grad():
@@ -103,7 +106,8 @@ def write_tiny_text_encoder(ckpt_dir: Path, seed: int, tokenizer_dir: Path | Non
                 # RMSNorm weights start at 1; perturb them so a skipped norm weight shows.
                 value = 1.0 + 0.1 * torch.randn(value.shape, generator=gen)
             state[key] = value.to(torch.bfloat16).contiguous()
-    (ckpt_dir / CONFIG_FILE).write_text(json.dumps(TINY_CONFIG, indent=2) + "\n", encoding="utf-8")
+    del model
+    (ckpt_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     save_file(state, str(ckpt_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     if tokenizer_dir is not None:
         copy_tokenizer_files(Path(tokenizer_dir), ckpt_dir)

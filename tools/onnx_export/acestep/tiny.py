@@ -83,15 +83,20 @@ def _init_tensor(name: str, shape: tuple[int, ...], g: torch.Generator) -> torch
     raise ValueError(f"no init rule for {name}")
 
 
-def write_tiny_acestep(ckpt_dir: Path, seed: int, *, text_hidden_dim: int, variant: str = "turbo") -> None:
+def write_tiny_acestep(ckpt_dir: Path, seed: int, *, text_hidden_dim: int, variant: str = "turbo",
+                       sizes: dict | None = None) -> None:
     """Write config.json, model.safetensors (bf16, official keys, no prefix) and silence_latent.pt
-    (float32 [1, 64, 15000]) into ckpt_dir."""
+    (float32 [1, 64, 15000]) into ckpt_dir.
+
+    `sizes` overrides keys of the tiny config (e.g. the official widths and depths, see
+    `tools/onnx_export/make_full_size.py`); the weights are drawn tensor by tensor and only the bf16 copy
+    is kept, so the peak is about the bf16 checkpoint plus its serialised bytes."""
     from safetensors.torch import save_file
 
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
-    cfg_dict = tiny_config_dict(text_hidden_dim, variant)
-    cfg = AceStepConfig.from_dict(cfg_dict, "tiny config")
+    cfg_dict = {**tiny_config_dict(text_hidden_dim, variant), **(sizes or {})}
+    cfg = AceStepConfig.from_dict(cfg_dict, "tiny config" if sizes is None else "config with sizes overridden")
     g = torch.Generator().manual_seed(int(seed))
     tensors = {}
     for name, shape in sorted(expected_state_shapes(cfg).items()):
