@@ -6,9 +6,8 @@
 # `python -m tools.onnx_export --checkpoints DIR --out PKG`, pass `--model PKG`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-# The exporter that builds the tiny package needs torch; generating does not.
+# --dev: the exporter that builds the tiny package needs torch; generating does not.
 "$root/scripts/setup.sh" --dev
-"$root/scripts/make_tiny_package.sh"
 cd "$root"
 python3 -m acestep_runtime generate \
   --request fixtures/cases/text2music_01.json --duration 12 --format flac --out out/ "$@"

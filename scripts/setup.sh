@@ -38,4 +38,10 @@ fi
 echo "[setup] building the core library"
 "$root/scripts/build_core.sh"
 "$py" -m pip install -q --disable-pip-version-check --no-deps -e "$root/bindings/python"
+if [ $dev = 1 ]; then
+  # The tiny random-weight model package that `acestep-runtime generate` uses without --model
+  # (rebuilt only when the exporter sources change).
+  echo "[setup] tiny model package"
+  "$root/scripts/make_tiny_package.sh"
+fi
 echo "[setup] done"

@@ -31,6 +31,8 @@ FORMATS = {
 }
 FORMAT_ALIASES = {"wav": "wav16"}
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command id (sndfile.h)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask (there is no getter) and put it back
 
 
 def resolve_format(name: str) -> str:
@@ -102,6 +104,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         raise FileNotFoundError(f"output directory does not exist: {directory}")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
     try:
+        # mkstemp creates the file private (0600); give it the mode a plain open() would.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -23,7 +23,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_DIR = _PACKAGE_DIR.parents[2]
 TINY_PACKAGE = _REPO_DIR / "fixtures" / "generated" / "tiny-package"
 TINY_NOTE = (
-    "note: no --model given, using the tiny package built by the setup script ({path}). Its weights are "
+    "note: no --model given, using the tiny package built by `scripts/setup.sh --dev` ({path}). Its weights are "
     "RANDOM: the output is noise-like, not music. Export real checkpoints with `python -m tools.onnx_export "
     "--checkpoints DIR --out PKG` (see docs/onnx_export.md) and pass --model PKG."
 )

@@ -107,3 +107,10 @@ def test_same_audio_gives_same_bytes(audio, fmt):
 
     time.sleep(1.1)
     assert audio_io.encode(audio, fmt) == first
+
+
+def test_written_files_get_the_usual_permissions(tmp_path, audio):
+    path = audio_io.write_audio(tmp_path / "x.wav", audio, "wav16")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
