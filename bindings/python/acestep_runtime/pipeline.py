@@ -117,9 +117,11 @@ class Pipeline:
     # -- stages ----------------------------------------------------------------------------------
 
     def _tokenize(self, text: str, max_length: int) -> np.ndarray:
-        with_special = self.text_tokenizer.encode(text, add_special_tokens=True)
-        content = self.text_tokenizer.encode(text, add_special_tokens=False)
-        return np.asarray(truncate_ids(with_special, content, max_length), dtype=np.int64)
+        ids = self.text_tokenizer.encode(text, add_special_tokens=True)
+        if len(ids) > max_length:
+            content = self.text_tokenizer.encode(text, add_special_tokens=False)
+            ids = truncate_ids(ids, content, max_length)
+        return np.asarray(ids, dtype=np.int64)
 
     def _silence_frames(self, frames: int) -> np.ndarray:
         if frames > self.silence.shape[1]:
@@ -178,24 +180,29 @@ class Pipeline:
             hints = np.concatenate([hints, pad], axis=1)
         return np.ascontiguousarray(hints, dtype=np.float32)
 
+    def _guided_inputs(self, context: np.ndarray, enc: np.ndarray):
+        """Context and encoder states of the [cond | uncond] batch a guided DiT step runs on; the
+        uncond half broadcasts ``null_condition_emb`` over the encoder sequence (spec §4.3). They do
+        not change between steps, so they are built once per generation."""
+        null = np.broadcast_to(self.package.array("null_condition_emb"), enc.shape)
+        return np.concatenate([context, context]), np.concatenate([enc, null]).astype(np.float32, copy=False)
+
     def _velocity(self, x, t, context, enc, guided, guidance, request, step_t):
+        """DiT velocity at step time t. When guided, ``context`` and ``enc`` are the doubled
+        [cond | uncond] inputs of :meth:`_guided_inputs`."""
+        if guided:
+            x = np.concatenate([x, x])
         batch = x.shape[0]
         times = np.full(batch, t, dtype=np.float32)
-        if not guided:
-            (v,) = self.sessions.run(
-                "dit_decoder",
-                {"hidden_states": x, "timestep": times, "timestep_r": times,
-                 "context_latents": context, "encoder_hidden_states": enc},
-            )
-            return v
-        null = np.broadcast_to(self.package.array("null_condition_emb"), enc.shape).astype(np.float32)
-        (v2,) = self.sessions.run(
+        (v,) = self.sessions.run(
             "dit_decoder",
-            {"hidden_states": np.concatenate([x, x]), "timestep": np.concatenate([times, times]),
-             "timestep_r": np.concatenate([times, times]), "context_latents": np.concatenate([context, context]),
-             "encoder_hidden_states": np.concatenate([enc, null])},
+            {"hidden_states": x, "timestep": times, "timestep_r": times,
+             "context_latents": context, "encoder_hidden_states": enc},
         )
-        v_cond, v_uncond = v2[:batch], v2[batch:]
+        if not guided:
+            return v
+        half = batch // 2
+        v_cond, v_uncond = v[:half], v[half:]
         if not cfg_interval_active(step_t, request.cfg_interval_start, request.cfg_interval_end):
             return np.ascontiguousarray(v_cond)
         if guidance is not None:
@@ -277,6 +284,8 @@ class Pipeline:
         # Turbo ignores guidance, as the official turbo model does; base/sft guide when scale > 1.
         guided = self.kind != "turbo" and request.guidance_scale > 1.0
         apg = Apg() if guided and request.guidance_type == "apg" else None
+        if guided:
+            context, enc = self._guided_inputs(context, enc)
         try:
             with Context(config) as ctx:
                 schedule = [float(v) for v in ctx.timesteps]
