@@ -176,7 +176,7 @@ pub unsafe extern "C" fn ace_context_initial_latents(
         let numel = ptr::shape_numel(shape, "shape")?;
         ptr::ensure_len(len, numel, "noise")?;
         let n = ptr::slice_in(noise, len, "noise")?;
-        let s = if src.is_null() { None } else { Some(ptr::slice_in(src, len, "src")?) };
+        let s = ptr::opt_slice_in(src, len, "src")?;
         let o = ptr::slice_out(out, len, "out")?;
         ptr::ensure_disjoint(n, "noise", o, "out")?;
         if let Some(s) = s {

@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 
 use super::guard::guard;
-use super::ptr::{ensure_len, ensure_out, shape_numel, slice_in, slice_out, str_in, write_out};
+use super::ptr::{self, ensure_len, ensure_out, shape_numel, slice_in, slice_out, write_out};
 use super::AceStatus;
 use crate::noise::{fill_normal, resolve_seed, NoiseMode};
 
@@ -41,7 +41,7 @@ pub unsafe extern "C" fn ace_noise_fill(
     out_seed_used: *mut i64,
 ) -> AceStatus {
     guard(|| {
-        let options = if options_json.is_null() { None } else { Some(str_in(options_json, "options_json")?) };
+        let options = ptr::opt_str_in(options_json, "options_json")?;
         let mode = NoiseMode::from_json(options)?;
         let dims = slice_in(shape, ndim, "shape")?;
         let numel = shape_numel(dims, "shape")?;

@@ -21,6 +21,14 @@ pub(crate) unsafe fn slice_in<'a, T>(ptr: *const T, len: usize, name: &str) -> R
     Ok(std::slice::from_raw_parts(ptr, len))
 }
 
+/// An optional read-only buffer: null means "not given" (only where a function documents that).
+pub(crate) unsafe fn opt_slice_in<'a, T>(ptr: *const T, len: usize, name: &str) -> Result<Option<&'a [T]>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    slice_in(ptr, len, name).map(Some)
+}
+
 /// A writable buffer of `len` elements.
 pub(crate) unsafe fn slice_out<'a, T>(ptr: *mut T, len: usize, name: &str) -> Result<&'a mut [T]> {
     if ptr.is_null() {
@@ -50,6 +58,14 @@ pub(crate) unsafe fn str_in<'a>(ptr: *const c_char, name: &str) -> Result<&'a st
     CStr::from_ptr(ptr)
         .to_str()
         .map_err(|e| Error::new(ErrorKind::InvalidUtf8, format!("{name} is not valid UTF-8: {e}")))
+}
+
+/// An optional NUL-terminated UTF-8 string: null means "not given".
+pub(crate) unsafe fn opt_str_in<'a>(ptr: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    str_in(ptr, name).map(Some)
 }
 
 /// Writes `value` through an out-parameter.

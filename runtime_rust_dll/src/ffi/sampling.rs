@@ -68,7 +68,7 @@ pub unsafe extern "C" fn ace_sampler_sample(
         ptr::ensure_out(out_token, "out_token")?;
         ensure_vocab(sampler, vocab)?;
         let cond = ptr::slice_in(cond, vocab, "cond")?;
-        let uncond = if uncond.is_null() { None } else { Some(ptr::slice_in(uncond, vocab, "uncond")?) };
+        let uncond = ptr::opt_slice_in(uncond, vocab, "uncond")?;
         let token = sampler.sample(cond, uncond, step)?;
         ptr::write_out(out_token, token, "out_token")
     })
@@ -116,7 +116,7 @@ pub unsafe extern "C" fn ace_sampler_cfg(
         let sampler = &mut ptr::handle_mut(sampler, "sampler")?.0;
         ensure_vocab(sampler, vocab)?;
         let cond = ptr::slice_in(cond, vocab, "cond")?;
-        let uncond = if uncond.is_null() { None } else { Some(ptr::slice_in(uncond, vocab, "uncond")?) };
+        let uncond = ptr::opt_slice_in(uncond, vocab, "uncond")?;
         let out = ptr::slice_out(out_logits, vocab, "out_logits")?;
         ptr::ensure_disjoint(cond, "cond", out, "out_logits")?;
         if let Some(u) = uncond {
@@ -154,7 +154,7 @@ pub unsafe extern "C" fn ace_lm_step(
         ptr::ensure_out(out_token, "out_token")?;
         ensure_vocab(sampler, vocab)?;
         let cond = ptr::slice_in(cond, vocab, "cond")?;
-        let uncond = if uncond.is_null() { None } else { Some(ptr::slice_in(uncond, vocab, "uncond")?) };
+        let uncond = ptr::opt_slice_in(uncond, vocab, "uncond")?;
         let token = sampler.sample_with(cond, uncond, step, |logits| fsm.mask_logits(logits))?;
         fsm.accept(token)?;
         ptr::write_out(out_token, token, "out_token")

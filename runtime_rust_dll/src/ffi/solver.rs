@@ -111,8 +111,7 @@ unsafe fn seeded_noise(
         return Err(Error::length_mismatch("num_seeds is 0: give one seed per batch item"));
     }
     let seeds = ptr::slice_in(seeds, num_seeds, "seeds")?;
-    let options =
-        if noise_json.is_null() { None } else { Some(ptr::str_in(noise_json, "noise_json")?) };
+    let options = ptr::opt_str_in(noise_json, "noise_json")?;
     let mode = NoiseMode::from_json(options)?;
     solver::batch_noise(&mode, seeds, len)
 }
