@@ -159,15 +159,7 @@ fn shape_btc(shape: &[usize]) -> Result<(usize, usize)> {
             shape.len()
         )));
     }
-    let mut numel: usize = 1;
-    for (i, &d) in shape.iter().enumerate() {
-        if d == 0 {
-            return Err(Error::length_mismatch(format!("shape {shape:?}: dimension {i} is zero")));
-        }
-        numel = numel
-            .checked_mul(d)
-            .ok_or_else(|| Error::length_mismatch(format!("shape {shape:?} overflows")))?;
-    }
+    let numel = crate::shape::numel(shape, "latents")?;
     Ok((shape[0], numel))
 }
 

@@ -19,6 +19,7 @@ pub mod peak_guard;
 pub mod prompt;
 pub mod sampling;
 pub mod schedule;
+pub mod shape;
 pub mod solver;
 pub mod tiling;
 pub mod tokenizer;

@@ -173,7 +173,7 @@ pub unsafe extern "C" fn ace_context_initial_latents(
     guard(|| {
         let c = ptr::handle_ref(ctx, "ctx")?;
         let shape = shape_in(shape, ndim)?;
-        let numel = ptr::shape_numel(shape, "shape")?;
+        let numel = crate::shape::numel(shape, "shape")?;
         ptr::ensure_len(len, numel, "noise")?;
         let n = ptr::slice_in(noise, len, "noise")?;
         let s = ptr::opt_slice_in(src, len, "src")?;
@@ -197,7 +197,7 @@ unsafe fn shape_in<'a>(shape: *const usize, ndim: usize) -> Result<&'a [usize]> 
 
 /// Checks `len` against the shape before any buffer is touched.
 fn check_len(shape: &[usize], len: usize) -> Result<()> {
-    let numel = ptr::shape_numel(shape, "shape")?;
+    let numel = crate::shape::numel(shape, "shape")?;
     ptr::ensure_len(len, numel, "xt")
 }
 

@@ -3,7 +3,8 @@
 use std::ffi::c_char;
 
 use super::guard::guard;
-use super::ptr::{self, ensure_len, ensure_out, shape_numel, slice_in, slice_out, write_out};
+use super::ptr::{self, ensure_len, ensure_out, slice_in, slice_out, write_out};
+use crate::shape;
 use super::AceStatus;
 use crate::noise::{fill_normal, resolve_seed, NoiseMode};
 
@@ -44,7 +45,7 @@ pub unsafe extern "C" fn ace_noise_fill(
         let options = ptr::opt_str_in(options_json, "options_json")?;
         let mode = NoiseMode::from_json(options)?;
         let dims = slice_in(shape, ndim, "shape")?;
-        let numel = shape_numel(dims, "shape")?;
+        let numel = shape::numel(dims, "shape")?;
         ensure_len(out_len, numel, "out")?;
         ensure_out(out_seed_used, "out_seed_used")?;
         let out = slice_out(out, out_len, "out")?;

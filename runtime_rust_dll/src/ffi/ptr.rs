@@ -118,20 +118,6 @@ pub(crate) unsafe fn handle_free<T>(ptr: *mut T) {
     }
 }
 
-/// Product of a shape's dimensions, failing on zero dimensions and on overflow.
-pub(crate) fn shape_numel(dims: &[usize], what: &str) -> Result<usize> {
-    let mut n: usize = 1;
-    for (i, &d) in dims.iter().enumerate() {
-        if d == 0 {
-            return Err(Error::length_mismatch(format!("{what}: dimension {i} is zero")));
-        }
-        n = n
-            .checked_mul(d)
-            .ok_or_else(|| Error::length_mismatch(format!("{what}: shape {dims:?} overflows")))?;
-    }
-    Ok(n)
-}
-
 /// Fails unless a buffer's length equals what its shape says.
 pub(crate) fn ensure_len(actual: usize, expected: usize, what: &str) -> Result<()> {
     if actual != expected {
