@@ -10,50 +10,46 @@
 // The ABI version this library implements. Version 1 only grows: no signature ever changes.
 #define ACE_ABI_VERSION 1
 
+// `AceTensor.dtype` of float32 data (ONNX Runtime's element type number).
+#define ACE_DTYPE_FLOAT32 1
+
+// `AceTensor.dtype` of int64 data (ONNX Runtime's element type number).
+#define ACE_DTYPE_INT64 7
+
 // Output sample rate (Hz).
-#define SAMPLE_RATE 48000
+#define ACE_SAMPLE_RATE 48000
 
 // Audio samples per latent frame (VAE hop): 48000 / 25.
-#define SAMPLES_PER_FRAME 1920
-
-// Shortest and longest duration the official pipeline accepts (`DURATION_MIN`/`DURATION_MAX`).
-#define DURATION_MIN_S 10.0
-
-#define DURATION_MAX_S 600.0
+#define ACE_SAMPLES_PER_FRAME 1920
 
 // Longest latent sequence: 600 s (the length of `silence_latent`).
-#define MAX_FRAMES 15000
+#define ACE_MAX_FRAMES 15000
 
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
-#define MIN_DIT_FRAMES 128
-
-#define DURATION_MIN 10
+#define ACE_MIN_DIT_FRAMES 128
 
 // Caption length after which only the newline is allowed.
-#define CAPTION_MAX_TOKENS 512
+#define ACE_CAPTION_MAX_TOKENS 512
 
 // First id of `<|audio_code_0|>` in the LM vocabulary.
-#define AUDIO_CODE_BASE 151669
+#define ACE_AUDIO_CODE_BASE 151669
 
 // Codes ≥ this are invalid; parsed codes are clamped to `[0, AUDIO_CODE_LIMIT - 1]`.
-#define AUDIO_CODE_LIMIT 64000
+#define ACE_AUDIO_CODE_LIMIT 64000
 
 // The LM vocabulary of the ACE-Step 5 Hz LMs (spec §5.1).
-#define LM_VOCAB_SIZE 217204
+#define ACE_LM_VOCAB_SIZE 217204
 
 // Number of entries of every turbo shift schedule (the turbo model always runs 8 NFEs).
-#define TURBO_STEPS 8
+#define ACE_TURBO_STEPS 8
 
 // Custom turbo timestep lists longer than this are truncated.
-#define MAX_CUSTOM_TIMESTEPS 20
-
-// Number of training timesteps of the v1 schedulers (σ ↔ model timestep scale).
-#define V1_NUM_TRAIN_TIMESTEPS 1000.0
+#define ACE_MAX_CUSTOM_TIMESTEPS 20
 
 // Official defaults on CUDA/CPU.
-#define DEFAULT_CHUNK 512
+#define ACE_VAE_DEFAULT_CHUNK 512
 
-#define DEFAULT_OVERLAP 64
+#define ACE_VAE_DEFAULT_OVERLAP 64
 
 // Result code of every `ace_*` function. `ACE_STATUS_OK` is 0; on any other value the call changed
 // nothing the caller owns except where its documentation says so, and `ace_last_error` describes it.
@@ -93,15 +89,71 @@ typedef struct AceContext AceContext;
 // An opaque per-sequence LM state machine. One thread at a time per object.
 typedef struct AceFsm AceFsm;
 
+// One generation (see `ace_generation_create`). Not thread-safe: use it from one thread at a
+// time. Any number of generations may run at once, on the same package or on others.
+typedef struct AceGeneration AceGeneration;
+
 // Opaque two-stage Heun solver (ACE-Step v1). Create with `ace_heun_create`, free with
 // `ace_heun_free`. One thread at a time.
 typedef struct AceHeun AceHeun;
+
+// An opened, checked model package. Immutable: may be used from several threads at once, and
+// by any number of generations (each keeps it alive; freeing the package first is allowed).
+typedef struct AcePackage AcePackage;
 
 // Opaque LM sampler: CFG, top-k/top-p and a seeded draw, with scratch buffers for one vocabulary.
 typedef struct AceSampler AceSampler;
 
 // An opaque loaded tokenizer. Immutable: may be used from several threads at once.
 typedef struct AceTokenizer AceTokenizer;
+
+// A named tensor crossing the boundary: a graph input in an `AceGraphCall`, or a graph output
+// the host submits. Layout fixed for ABI v1.
+typedef struct {
+  // The graph input or output name (NUL-terminated UTF-8).
+  const char *name;
+  // `ACE_DTYPE_FLOAT32` or `ACE_DTYPE_INT64`.
+  int32_t dtype;
+  // `rank` dimensions. In a call, a dimension the core does not know is -1 (only for inputs
+  // the host holds, whose real shape is the host's value's).
+  const int64_t *shape;
+  size_t rank;
+  // Row-major data, native endianness, `byte_len` bytes. In a call: core-owned, read-only,
+  // valid until the next `ace_generation_next`, `ace_generation_submit` or
+  // `ace_generation_free` on this generation; NULL when `host_key` is set.
+  const void *data;
+  size_t byte_len;
+  // In a call: non-NULL when the input is a value the host kept from an earlier call (an
+  // output whose `keep_as` was this key); feed that value. Ignored on submit.
+  const char *host_key;
+} AceTensor;
+
+// An output a call wants. Layout fixed for ABI v1.
+typedef struct {
+  const char *name;
+  // NULL: submit this output with `ace_generation_submit`. Non-NULL: do not submit it; keep the
+  // value under this key (on the device, if you like) for a later call that names the key.
+  const char *keep_as;
+} AceGraphOutput;
+
+// The next graph run. Owned by the generation; valid until the next `ace_generation_next`,
+// `ace_generation_submit` or `ace_generation_free` on it. Layout fixed for ABI v1.
+typedef struct {
+  // The package component to run (its file is in `ace_package_info_json`).
+  const char *component;
+  const AceTensor *inputs;
+  size_t num_inputs;
+  const AceGraphOutput *outputs;
+  size_t num_outputs;
+  // Host-kept keys no later call needs: drop those values after this run.
+  const char *const *release;
+  size_t num_release;
+  // Progress: "encode", "diffusion" or "decode"; calls of this stage done before this one;
+  // the stage's total number of calls.
+  const char *stage;
+  uint32_t stage_done;
+  uint32_t stage_total;
+} AceGraphCall;
 
 // One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
 // frames `[start, end)`, which gives `(end − start)·1920` samples, drops `crop_left` samples at the
@@ -120,16 +172,6 @@ typedef struct {
   // Samples to drop at the back of the decoded window: `round((end − core_end)·1920)`.
   uint64_t crop_right;
 } AceTileWindow;
-
-#define TIME_SIGNATURES { 2, 3, 4, 6, }
-
-// Turbo shifts, in the order the official code searches them for the nearest value.
-#define TURBO_SHIFTS { 1.0, 2.0, 3.0, }
-
-// The 20 timesteps custom turbo values snap to: the union of the three shift schedules,
-// descending, in the order the official code searches them (ties go to the earlier entry).
-// The literals are the official list's; a unit test checks them against the shift formula.
-#define VALID_TIMESTEPS { 1.0, 0.9545454545454546, 0.9333333333333333, 0.9, 0.875, 0.8571428571428571, 0.8333333333333334, 0.7692307692307693, 0.75, 0.6666666666666666, 0.6428571428571429, 0.625, 0.5454545454545454, 0.5, 0.4, 0.375, 0.3, 0.25, 0.2222222222222222, 0.125, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -296,6 +338,128 @@ AceStatus ace_frames_dit_length(uint32_t frames, uint32_t *out_frames);
 // # Safety
 // `out_samples` must be valid for one `uint64_t`.
 AceStatus ace_frames_to_samples(uint32_t frames, uint64_t *out_samples);
+
+// Creates a generation of `request_json` (a request as `ace_request_normalize` takes it) on
+// `pkg` and writes it to `*out`; free it with `ace_generation_free`. Everything that can be
+// decided before running a graph is decided and checked here: the normalised request, seeds
+// (missing batch items continue from the last given seed + 1; none given → a random first seed),
+// the latent length, prompts and tokens, the schedule, and that the package has every graph with
+// the expected inputs (`ace_generation_info_json` reports it all, track ids included).
+//
+// Errors: as `ace_request_normalize`; `ACE_STATUS_INVALID_ARGUMENT` when the package lacks a
+// component this run needs or its inputs differ from what the core feeds.
+//
+// # Safety
+// `pkg` a live handle; `request_json` a NUL-terminated string; `out` a valid `AceGeneration *` slot.
+AceStatus ace_generation_create(const AcePackage *pkg, const char *request_json, AceGeneration **out);
+
+// Frees a generation. Null is a no-op. Freeing before the end cancels it: the core wrote
+// nothing anywhere, and the host drops the values it kept.
+//
+// # Safety
+// `generation` null or a handle from `ace_generation_create` not freed yet.
+AceStatus ace_generation_free(AceGeneration *generation);
+
+// Writes the generation's plan as JSON to `*out` (free with `ace_string_free`): the resolved
+// request (pass it back to reproduce the run), notes about ignored or adjusted values, seeds,
+// frames, samples, schedule, the components it will run, and each item's track id.
+//
+// # Safety
+// `generation` a live handle; `out` a valid `char *` slot.
+AceStatus ace_generation_info_json(const AceGeneration *generation, char **out);
+
+// Writes the next graph run to `*out_call`, or NULL when the generation has finished (then read
+// the results). Calling it again before submitting returns the same call; calling it again after
+// it returned NULL is `ACE_STATUS_INVALID_STATE`.
+//
+// # Safety
+// `generation` a live handle; `out_call` a valid `const AceGraphCall *` slot.
+AceStatus ace_generation_next(AceGeneration *generation, const AceGraphCall **out_call);
+
+// Hands back the outputs of the pending call: every output of the call whose `keep_as` is NULL,
+// by name, once (`host_key` is ignored). The core reads them during this call only, so the
+// host may reuse their memory afterwards.
+//
+// Errors (nothing changes; correct and submit again): `ACE_STATUS_INVALID_ARGUMENT` for a
+// missing, unexpected, duplicated or host-kept output name, a wrong dtype or shape, or
+// non-finite values (the message names the component and the output); `ACE_STATUS_LENGTH_MISMATCH`
+// when `byte_len` does not match the shape; `ACE_STATUS_INVALID_STATE` when no call is pending.
+//
+// # Safety
+// `generation` a live handle; `outputs` `num_outputs` valid `AceTensor`s whose `name` strings,
+// `shape` arrays (`rank` values) and `data` (`byte_len` bytes) are valid for the call.
+AceStatus ace_generation_submit(AceGeneration *generation, const AceTensor *outputs, size_t num_outputs);
+
+// Writes a pointer to the finished audio (float32 [batch, channels, samples], peak-guarded)
+// to `*out_data` and its shape to `out_shape[0..3]`. The memory is owned by the generation and
+// valid until `ace_generation_free`. `ACE_STATUS_INVALID_STATE` before the generation finished.
+//
+// # Safety
+// `generation` a live handle; `out_data` a valid `const float *` slot; `out_shape` 3 writable
+// `size_t`s.
+AceStatus ace_generation_result_audio(const AceGeneration *generation, const float **out_data, size_t *out_shape);
+
+// Like `ace_generation_result_audio`, for the final latents (float32 [batch, frames, 64]).
+//
+// # Safety
+// As `ace_generation_result_audio`.
+AceStatus ace_generation_result_latents(const AceGeneration *generation, const float **out_data, size_t *out_shape);
+
+// Writes the sidecar JSON of batch item `item` to `*out` (free with `ace_string_free`): track
+// id, seed, audio shape, the resolved request of that item alone (passing it back as a request
+// reproduces the item), notes, the track-id parameters, schedule, peak before the guard, model
+// and core versions, and under `"host"` the JSON object `host_json` (null → `{}`), where a host
+// records file, format, ONNX Runtime version, execution providers and timings.
+// `ACE_STATUS_INVALID_STATE` before the generation finished.
+//
+// # Safety
+// `generation` a live handle; `host_json` null or a NUL-terminated string; `out` a valid
+// `char *` slot.
+AceStatus ace_generation_sidecar_json(const AceGeneration *generation, size_t item, const char *host_json, char **out);
+
+// Opens the model package in directory `dir` (NUL-terminated UTF-8 path) and writes it to
+// `*out`; free it with `ace_package_free`. `options_json` may be null or a JSON object:
+// `{"verify_sha256": true}` also checks every file's sha256 (reads the whole package).
+//
+// Checks: manifest format version, every listed file inside the package directory, present and
+// of the listed size; component signatures; `silence_latent` (and `null_condition_emb` when
+// listed) as float32 `.npy`; the text tokenizer.
+//
+// Errors: `ACE_STATUS_IO` (missing directory, manifest or file; the message names it),
+// `ACE_STATUS_INVALID_JSON` (manifest or options not valid), `ACE_STATUS_INVALID_ARGUMENT`
+// (unsupported format version, wrong size or sha256, bad array), `ACE_STATUS_TOKENIZER`.
+//
+// # Safety
+// `dir` a NUL-terminated string; `options_json` null or a NUL-terminated string; `out` a valid
+// `AcePackage *` slot.
+AceStatus ace_package_open(const char *dir, const char *options_json, AcePackage **out);
+
+// Frees a package. Null is a no-op. Generations created from it stay valid.
+//
+// # Safety
+// `pkg` null or a handle from `ace_package_open` not freed yet.
+AceStatus ace_package_free(AcePackage *pkg);
+
+// Writes a JSON description of the package to `*out` (free with `ace_string_free`): path,
+// model family / variant / kind, `random_weights`, precision, components with file, bytes and
+// input/output signatures, total bytes, exporter, manifest sha256.
+//
+// # Safety
+// `pkg` a live handle; `out` a valid `char *` slot.
+AceStatus ace_package_info_json(const AcePackage *pkg, char **out);
+
+// Normalises a request (`request_json`, a JSON object) for the package's model kind and writes
+// `{"request": {...}, "notes": [...]}` to `*out` (free with `ace_string_free`): aliases applied,
+// defaults filled, numbers in one form, values the model kind ignores dropped and reported in
+// `notes`. Seeds are resolved by `ace_generation_create`, not here.
+//
+// Errors: `ACE_STATUS_INVALID_JSON` (not a JSON object, duplicate key),
+// `ACE_STATUS_INVALID_ARGUMENT` (unknown or unsupported key, wrong type or range; the message
+// starts with `request.<field>`).
+//
+// # Safety
+// `pkg` a live handle; `request_json` a NUL-terminated string; `out` a valid `char *` slot.
+AceStatus ace_request_normalize(const AcePackage *pkg, const char *request_json, char **out);
 
 // Plain CFG: `out[i] = uncond[i] + guidance_scale·(cond[i] − uncond[i])`, float32 arithmetic.
 //

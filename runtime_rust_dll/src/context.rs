@@ -37,7 +37,7 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ModelKind::Turbo => "turbo",
             ModelKind::Base => "base",
@@ -56,7 +56,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Method::Ode => "ode",
             Method::Sde => "sde",

@@ -26,3 +26,37 @@ fn header_is_fresh() {
         "include/acestep_runtime.h is stale: run scripts/gen_header.sh and commit the result"
     );
 }
+
+/// Every name the header declares carries the library's prefix (`ACE_`, `Ace`, `ace_`), so it
+/// cannot collide with a host's own names.
+#[test]
+fn header_names_are_prefixed() {
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let header = std::fs::read_to_string(crate_dir.join("../include/acestep_runtime.h")).expect("header");
+    let mut bad = Vec::new();
+    for line in header.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let name = match words.as_slice() {
+            ["#define", name, ..] => *name,
+            ["typedef", "struct", "{"] | ["typedef", "enum", "{"] => continue,
+            ["typedef", "struct", name, ..] | ["typedef", "enum", name, ..] => *name,
+            ["typedef", .., name] if name.ends_with(';') => name.trim_end_matches(';'),
+            ["}", name] if name.ends_with(';') => name.trim_end_matches(';'),
+            _ => continue,
+        };
+        let name = name.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_');
+        let ok = name == "ACESTEP_RUNTIME_H" || name.starts_with("ACE_") || name.starts_with("Ace");
+        if !ok {
+            bad.push(name.to_string());
+        }
+    }
+    for line in header.lines().filter(|l| l.contains('(') && !l.trim_start().starts_with("//")) {
+        if let Some(open) = line.find('(') {
+            let name = line[..open].split_whitespace().last().unwrap_or("").trim_start_matches('*');
+            if !name.is_empty() && !name.starts_with("ace_") && !name.starts_with('(') && line.ends_with(';') {
+                bad.push(name.to_string());
+            }
+        }
+    }
+    assert!(bad.is_empty(), "unprefixed names in include/acestep_runtime.h: {bad:?}");
+}

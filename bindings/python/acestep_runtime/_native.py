@@ -187,3 +187,12 @@ class NativeHandle:
 
 def version() -> str:
     return call_string(lib.ace_version_string)
+
+
+def encode_str(text: str, name: str) -> bytes:
+    """UTF-8 bytes for a C string argument; an embedded NUL would silently cut it, so it is refused."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    if "\x00" in text:
+        raise ValueError(f"{name} contains a NUL character")
+    return text.encode("utf-8")

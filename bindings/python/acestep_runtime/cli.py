@@ -48,9 +48,17 @@ def _parse_floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
+def _version_text() -> str:
+    from . import __version__
+    from ._native import abi_version, version
+
+    return f"acestep-runtime {__version__} (core {version()}, ABI v{abi_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acestep-runtime", description="ACE-Step 1.5 music generation without PyTorch")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (providers, timings)")
+    parser.add_argument("--version", action="version", version=_version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate tracks (text2music, DiT path)")
@@ -75,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance-type", choices=["apg", "cfg"])
     gen.add_argument("--audio-codes", help="LM codes: <|audio_code_N|> tokens or comma-separated ints")
     gen.add_argument("--noise", dest="noise_mode", choices=["torch_cpu", "torch_cuda"])
-    gen.add_argument("--format", default="flac", help="flac (default), wav16, wav24, wav32f, mp3")
+    gen.add_argument("--format", default=None,
+                     help="flac, wav16, wav24, wav32f, mp3 (default: from the --out extension, else flac)")
     gen.add_argument("--out", default="out/", help="output file, or directory if it exists or ends with / (default out/)")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gen.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     gen.add_argument("--verify", action="store_true", help="check every package file's sha256 first")
@@ -88,29 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request_from_args(args):
-    from .request import GenerationRequest
+def _request_from_args(args) -> dict:
+    """The request as a dict: the --request file's, with the flags given on top. The core checks it."""
+    from .request import load_request_file
 
-    data = {}
-    if args.request is not None:
-        base = GenerationRequest.from_file(args.request)
-        data = base.to_dict()
+    data = load_request_file(args.request) if args.request is not None else {}
     overrides = {
         key: getattr(args, key)
         for key in ("caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature",
                     "duration", "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps",
-                    "guidance_scale", "guidance_type", "noise_mode")
+                    "guidance_scale", "guidance_type", "noise_mode", "audio_codes")
         if getattr(args, key, None) is not None
     }
     if args.lyrics_file is not None:
         overrides["lyrics"] = args.lyrics_file.read_text(encoding="utf-8")
-    if args.audio_codes is not None:
-        text = args.audio_codes
-        overrides["audio_codes"] = text if "<|" in text else [int(v) for v in text.split(",") if v.strip()]
+    for alias, key in (("language", "vocal_language"), ("seed", "seeds")):
+        if key in overrides and alias in data:  # a flag replaces the file's value under either name
+            del data[alias]
     data.update(overrides)
-    if "seeds" in data and "batch_size" not in overrides and args.request is None:
-        data["batch_size"] = max(1, len(data["seeds"]))
-    return GenerationRequest.from_dict(data)
+    if "seeds" in overrides and "batch_size" not in overrides:
+        # --seed 1,2 means two items, with or without --request.
+        data["batch_size"] = max(1, len(overrides["seeds"]))
+    return data
 
 
 class _Progress:
@@ -139,10 +148,9 @@ class _Progress:
 
 
 def _generate(args) -> int:
-    from . import audio_io, outputs
+    from . import outputs
     from .pipeline import Cancelled, Pipeline
 
-    audio_io.resolve_format(args.format)  # fail before any work on a bad format
     model = args.model
     if model is None:
         model = _default_model()
@@ -158,30 +166,39 @@ def _generate(args) -> int:
         cancel.set()
         print("\ncancelling after the current step ...", file=sys.stderr)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, on_signal)
     progress = _Progress(enabled=not args.no_progress)
-    try:
-        with Pipeline.open(model, device=args.device, threads=args.threads, verify=args.verify) as pipe:
+    with Pipeline.open(model, device=args.device, threads=args.threads, verify=args.verify) as pipe:
+        # Everything that can fail before generating fails here: the request, the format, the outputs.
+        plan = pipe.plan(request)
+        fmt = outputs.resolve_format(args.out, args.format or request.get("audio_format"))
+        paths = outputs.output_paths(args.out, plan["track_ids"], fmt)
+        outputs.check_targets(paths, overwrite=args.overwrite, creating_dir=str(args.out).endswith(("/", "\\")))
+        for note in plan["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+        try:
             result = pipe.generate(request, progress=progress, cancel=cancel)
             progress.close()
             if cancel.is_set():
                 raise Cancelled("generation cancelled")
-            paths = outputs.save(result, request, pipe.package, args.out, args.format)
-    except (Cancelled, KeyboardInterrupt):
-        progress.close()
-        print("cancelled: no output written", file=sys.stderr)
-        return EXIT_CANCELLED
-    finally:
-        progress.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            paths = result.save(args.out, fmt, overwrite=args.overwrite)
+            if cancel.is_set():  # a signal during the final write: the files are complete, say so
+                print("note: cancel requested while writing; the files above were written whole", file=sys.stderr)
+        except (Cancelled, KeyboardInterrupt):
+            progress.close()
+            print("cancelled: no output written", file=sys.stderr)
+            return EXIT_CANCELLED
+        finally:
+            progress.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     for path, seed in zip(paths, result.seeds):
         print(f"{path}  (seed {seed}, {result.audio.shape[-1] / result.sample_rate:.2f} s)")
     t = result.timings
     print(
-        f"encode {t['encode']:.2f} s, diffusion {t['diffusion']:.2f} s, decode {t['decode']:.2f} s, "
-        f"total {t['total']:.2f} s",
+        f"load {t.get('load', 0):.2f} s, encode {t.get('encode', 0):.2f} s, diffusion {t.get('diffusion', 0):.2f} s, "
+        f"decode {t.get('decode', 0):.2f} s, total {t['total']:.2f} s",
         file=sys.stderr,
     )
     return 0
@@ -191,8 +208,11 @@ def _info(args) -> int:
     from .package import ModelPackage
 
     model = args.model or _default_model()
-    package = ModelPackage.open(model, verify=args.verify)
-    print(json.dumps(package.summary(), indent=2))
+    with ModelPackage.open(model, verify=args.verify) as package:
+        summary = package.summary()
+    if summary.get("random_weights"):
+        print("note: this package has RANDOM weights (a test package): its output is noise, not music", file=sys.stderr)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -205,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _generate(args) if args.command == "generate" else _info(args)
-    except (RequestError, PackageError, AceError, ValueError, TypeError, FileNotFoundError, OSError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print("cancelled: no output written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except AceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except (RequestError, PackageError, ValueError, TypeError, FileNotFoundError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,77 +1,99 @@
-"""Naming and writing the tracks of a generation: audio file + JSON sidecar per item, atomically.
+"""Naming and writing the tracks of a generation: audio file + JSON sidecar per item.
 
-Each item is named by its track id (core ``ace_track_id``: SHA-256 over the canonical JSON of the
-parameters that decide the music), so every host names the same song the same way. The batch size
-and the output format are not part of the id: item i of a batch equals the single run of its seed.
+Each item is named by its track id (computed by the core from what decides the audio), so every
+host names the same song the same way; batch size and output format are not part of the id.
+
+Rules (docs/python_api.md):
+- ``out`` ending in '/' or naming an existing directory: files ``<id[:16]><suffix>`` in it, where the
+  suffix tells the format apart (``.flac``, ``.mp3``, ``.wav`` for wav16, ``.24bit.wav``, ``.f32.wav``);
+- otherwise ``out`` is a file path; its extension picks the format when none is given (``.flac``,
+  ``.mp3``, ``.wav`` → wav16) and must agree with a given one; a batch gets ``_<i>`` suffixes;
+- an existing file is never replaced unless ``overwrite=True``; the check runs before anything is
+  written (and, in the CLI, before generating);
+- the audio and its sidecar are written atomically (temp file, fsync, rename), audio first; the
+  sidecar carries the audio file's sha256, so a reader can tell a pair that two concurrent writers
+  interleaved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from . import audio_io
-from .frames import track_id
-from .package import ModelPackage
-from .pipeline import GenerationResult
-from .request import GenerationRequest
+
+SUFFIXES = {"flac": ".flac", "mp3": ".mp3", "wav16": ".wav", "wav24": ".24bit.wav", "wav32f": ".f32.wav"}
+_BY_EXTENSION = {".flac": "flac", ".mp3": "mp3", ".wav": "wav16"}
 
 
-def item_params(request: GenerationRequest, result: GenerationResult, index: int, package: ModelPackage) -> dict:
-    params = request.to_dict()
-    for key in ("seeds", "batch_size"):
-        params.pop(key)
-    params["seed"] = result.seeds[index]
-    params["frames"] = result.frames
-    params["model_manifest_sha256"] = package.manifest_sha256
-    return params
+class OutputError(ValueError):
+    """The output location or format cannot be used (names the path and the reason)."""
 
 
-def output_paths(out: str | Path, ids: list[str], fmt: str) -> list[Path]:
-    """``out`` is a directory (existing, or ending in '/'), or a file path; a batch gets ``_i`` suffixes."""
-    ext = audio_io.extension(fmt)
-    as_dir = str(out).endswith(("/", "\\"))
-    out = Path(out)
-    if as_dir or out.is_dir():
-        return [out / f"{tid[:16]}{ext}" for tid in ids]
-    stem = out.with_suffix("") if out.suffix.lower() == ext else out
-    if len(ids) == 1:
-        return [stem.with_name(stem.name + ext)]
-    return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(len(ids))]
+def _is_dir_target(out) -> bool:
+    return str(out).endswith(("/", "\\")) or Path(out).is_dir()
 
 
-def save(result: GenerationResult, request: GenerationRequest, package: ModelPackage, out, fmt: str) -> list[Path]:
-    """Writes every item (audio, then its sidecar ``<file>.json``). Returns the audio paths."""
+def resolve_format(out, fmt: str | None) -> str:
+    """The output format: ``fmt`` if given, else the extension of a file ``out``, else flac."""
+    if _is_dir_target(out):
+        return audio_io.resolve_format(fmt or "flac")
+    ext = Path(out).suffix.lower()
+    implied = _BY_EXTENSION.get(ext)
+    if fmt is None:
+        return implied or "flac"
     fmt = audio_io.resolve_format(fmt)
-    params = [item_params(request, result, i, package) for i in range(len(result.seeds))]
-    ids = [track_id(p) for p in params]
-    paths = output_paths(out, ids, fmt)
+    if implied is not None and audio_io.extension(fmt) != ext:
+        raise OutputError(f"--out {out} has the extension {ext}, which does not match format {fmt}")
+    return fmt
+
+
+def output_paths(out, track_ids: list[str], fmt: str) -> list[Path]:
+    """Where each item goes (see the module documentation)."""
+    fmt = audio_io.resolve_format(fmt)
+    if _is_dir_target(out):
+        return [Path(out) / f"{tid[:16]}{SUFFIXES[fmt]}" for tid in track_ids]
+    out = Path(out)
+    ext = audio_io.extension(fmt)
+    stem = out.with_suffix("") if out.suffix.lower() == ext else out
+    if len(track_ids) == 1:
+        return [stem.with_name(stem.name + ext)]
+    return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(len(track_ids))]
+
+
+def check_targets(paths: list[Path], *, overwrite: bool, creating_dir: bool = False) -> None:
+    """Fails before any work when a target directory is missing (unless it is to be created) or a
+    file would be replaced."""
+    for path in paths:
+        if not path.parent.is_dir():
+            if creating_dir:
+                continue
+            raise OutputError(f"output directory does not exist: {path.parent}")
+        for target in (path, sidecar_path(path)):
+            if target.exists() and not overwrite:
+                raise OutputError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+
+
+def sidecar_path(audio_path: Path) -> Path:
+    return audio_path.with_name(audio_path.name + ".json")
+
+
+def save(result, out, fmt: str | None = None, *, overwrite: bool = False) -> list[Path]:
+    """Writes every item of a :class:`~acestep_runtime.pipeline.GenerationResult` (audio, then its
+    sidecar ``<file>.json``). Returns the audio paths."""
+    fmt = resolve_format(out, fmt)
+    paths = output_paths(out, result.track_ids, fmt)
     if str(out).endswith(("/", "\\")):
         Path(out).mkdir(parents=True, exist_ok=True)  # an explicit directory is created
-    for parent in {p.parent for p in paths}:
-        if not parent.is_dir():
-            raise FileNotFoundError(f"output directory does not exist: {parent}")
+    check_targets(paths, overwrite=overwrite)
     # Encode everything first: a failure in encoding leaves no file at all.
     encoded = [audio_io.encode(result.audio[i], fmt, sample_rate=result.sample_rate) for i in range(len(paths))]
     for i, path in enumerate(paths):
-        audio_io.write_bytes_atomic(path, encoded[i])
-        sidecar = {
-            "track_id": ids[i],
-            "file": path.name,
-            "format": fmt,
-            "sample_rate": result.sample_rate,
-            "channels": int(result.audio.shape[1]),
-            "samples": int(result.audio.shape[2]),
-            "seed": result.seeds[i],
-            "request": request.to_dict(),
-            "params": params[i],
-            "frames": result.frames,
-            "schedule": result.schedule,
-            "peak_before_guard": result.peaks[i],
-            "timings_s": result.timings,
-            "ort_seconds": result.ort_seconds,
-            "model": {"path": str(package.root), "variant": package.variant, "manifest_sha256": package.manifest_sha256},
-        }
+        sidecar = dict(result.sidecars[i])
+        sidecar["host"] = dict(sidecar.get("host") or {}, file=path.name, format=fmt,
+                               audio_sha256=hashlib.sha256(encoded[i]).hexdigest())
         text = json.dumps(sidecar, ensure_ascii=False, indent=2) + "\n"
-        audio_io.write_bytes_atomic(path.with_name(path.name + ".json"), text.encode("utf-8"))
+        audio_io.write_bytes_atomic(path, encoded[i])
+        audio_io.write_bytes_atomic(sidecar_path(path), text.encode("utf-8"))
     return paths

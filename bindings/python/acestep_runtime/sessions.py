@@ -95,8 +95,9 @@ class Sessions:
             self._input_names[name] = frozenset(i.name for i in sess.get_inputs())
         return self._sessions[name]
 
-    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Runs a component; feed names must match the graph's inputs exactly."""
+    def run(self, name: str, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> list[np.ndarray]:
+        """Runs a component; feed names must match the graph's inputs exactly. Returns the outputs
+        named in ``output_names`` (all, in graph order, when None)."""
         sess = self.session(name)
         expected = self._input_names[name]
         if feeds.keys() != expected:
@@ -105,9 +106,20 @@ class Sessions:
                 "(package exported by an incompatible exporter version?)"
             )
         start = time.perf_counter()
-        outputs = sess.run(None, feeds)
+        outputs = sess.run(output_names, feeds)
         self.stats.add(name, time.perf_counter() - start)
         return outputs
+
+    def runtime_info(self) -> dict:
+        """Versions and execution providers, for sidecars."""
+        from . import _native
+
+        return {
+            "acestep_runtime_core": _native.version(),
+            "core_abi": _native.abi_version(),
+            "onnxruntime": self._ort.__version__,
+            "providers": {name: sess.get_providers()[0] for name, sess in self._sessions.items()},
+        }
 
     def warm(self, names) -> None:
         for name in names:

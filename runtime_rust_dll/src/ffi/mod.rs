@@ -12,6 +12,8 @@
 
 mod context;
 mod frames;
+mod generation;
+mod package;
 pub mod guard;
 mod guidance;
 mod noise;
