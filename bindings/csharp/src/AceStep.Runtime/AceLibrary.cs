@@ -6,6 +6,7 @@ using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Reflection;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace AceStep.Runtime
@@ -60,7 +61,7 @@ namespace AceStep.Runtime
                 uint abi;
                 try
                 {
-                    abi = NativeMethods.ace_abi_version();
+                    abi = ReadAbiVersion();
                 }
                 catch (DllNotFoundException e)
                 {
@@ -78,6 +79,11 @@ namespace AceStep.Runtime
                 loaded = true;
             }
         }
+
+        // Its own method: mono binds a P/Invoke when it compiles the caller, which must happen after
+        // Preload has told it where the library is.
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        static uint ReadAbiVersion() { return NativeMethods.ace_abi_version(); }
 
         static AceLibraryNotFoundException NotFound(string what, List<string> tried, Exception inner)
         {
@@ -100,7 +106,7 @@ namespace AceStep.Runtime
             if (Type.GetType("Mono.Runtime") != null)
             {
                 // Mono: a global dll map entry "acestep_runtime" → path.
-                try { MonoDllMap.mono_dllmap_insert(IntPtr.Zero, NativeMethods.LibName, null, path, null); return; }
+                try { MonoDllMap.Insert(NativeMethods.LibName, path); return; }
                 catch (EntryPointNotFoundException) { }
                 catch (DllNotFoundException) { }
             }
@@ -132,7 +138,10 @@ namespace AceStep.Runtime
         {
             // Mono's embedding API, exported by the mono executable itself.
             [DllImport("__Internal")]
-            public static extern void mono_dllmap_insert(IntPtr assembly, string dll, string func, string tdll, string tfunc);
+            static extern void mono_dllmap_insert(IntPtr assembly, string dll, string func, string tdll, string tfunc);
+
+            [MethodImpl(MethodImplOptions.NoInlining)]
+            public static void Insert(string name, string path) { mono_dllmap_insert(IntPtr.Zero, name, null, path, null); }
         }
     }
 }

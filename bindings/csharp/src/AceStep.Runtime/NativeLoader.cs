@@ -2,6 +2,7 @@
 // the core library before its first P/Invoke (AceLibrary) and to load ONNX Runtime (Ort/OrtApi.cs).
 using System;
 using System.IO;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace AceStep.Runtime
@@ -52,22 +53,11 @@ namespace AceStep.Runtime
         public static IntPtr TryLoad(string path, out string error)
         {
             error = null;
-            IntPtr h;
             switch (Platform)
             {
-                case NativePlatform.Windows:
-                    h = Win32.LoadLibraryW(path);
-                    if (h == IntPtr.Zero)
-                        error = "LoadLibrary failed with Win32 error " + Marshal.GetLastWin32Error();
-                    return h;
-                case NativePlatform.MacOS:
-                    h = Mac.dlopen(path, MacRtldNow | MacRtldGlobal);
-                    if (h == IntPtr.Zero)
-                        error = Utf8.PtrToString(Mac.dlerror());
-                    return h;
-                default:
-                    h = LinuxDl.Open(path, RtldNow | RtldGlobal, out error);
-                    return h;
+                case NativePlatform.Windows: return Win32.Open(path, out error);
+                case NativePlatform.MacOS: return Mac.Open(path, out error);
+                default: return LinuxDl.Open(path, RtldNow | RtldGlobal, out error);
             }
         }
 
@@ -76,8 +66,8 @@ namespace AceStep.Runtime
         {
             switch (Platform)
             {
-                case NativePlatform.Windows: return Win32.GetProcAddress(library, name);
-                case NativePlatform.MacOS: return Mac.dlsym(library, name);
+                case NativePlatform.Windows: return Win32.Symbol(library, name);
+                case NativePlatform.MacOS: return Mac.Symbol(library, name);
                 default: return LinuxDl.Symbol(library, name);
             }
         }
@@ -85,25 +75,44 @@ namespace AceStep.Runtime
         const int RtldNow = 2, RtldGlobal = 0x100;       // glibc values
         const int MacRtldNow = 2, MacRtldGlobal = 8;     // macOS <dlfcn.h>
 
+        // Each platform's P/Invokes are called from methods of their own (NoInlining): mono binds a
+        // P/Invoke when it compiles the caller, and should only ever bind the running platform's.
         static class Win32
         {
+            [MethodImpl(MethodImplOptions.NoInlining)]
+            public static IntPtr Open(string path, out string error)
+            {
+                IntPtr h = LoadLibraryW(path);
+                error = h == IntPtr.Zero ? "LoadLibrary failed with Win32 error " + Marshal.GetLastWin32Error() : null;
+                return h;
+            }
+
+            [MethodImpl(MethodImplOptions.NoInlining)]
+            public static IntPtr Symbol(IntPtr library, string name) { return GetProcAddress(library, name); }
+
             [DllImport("kernel32", SetLastError = true, CharSet = CharSet.Unicode)]
-            public static extern IntPtr LoadLibraryW(string path);
+            static extern IntPtr LoadLibraryW(string path);
 
             [DllImport("kernel32", CharSet = CharSet.Ansi, ExactSpelling = true)]
-            public static extern IntPtr GetProcAddress(IntPtr module, string name);
+            static extern IntPtr GetProcAddress(IntPtr module, string name);
         }
 
         static class Mac
         {
-            [DllImport("/usr/lib/libSystem.dylib")]
-            public static extern IntPtr dlopen(string path, int flags);
+            [MethodImpl(MethodImplOptions.NoInlining)]
+            public static IntPtr Open(string path, out string error)
+            {
+                IntPtr h = dlopen(path, MacRtldNow | MacRtldGlobal);
+                error = h == IntPtr.Zero ? Utf8.PtrToString(dlerror()) : null;
+                return h;
+            }
 
-            [DllImport("/usr/lib/libSystem.dylib")]
-            public static extern IntPtr dlsym(IntPtr handle, string name);
+            [MethodImpl(MethodImplOptions.NoInlining)]
+            public static IntPtr Symbol(IntPtr library, string name) { return dlsym(library, name); }
 
-            [DllImport("/usr/lib/libSystem.dylib")]
-            public static extern IntPtr dlerror();
+            [DllImport("/usr/lib/libSystem.dylib")] static extern IntPtr dlopen(string path, int flags);
+            [DllImport("/usr/lib/libSystem.dylib")] static extern IntPtr dlsym(IntPtr handle, string name);
+            [DllImport("/usr/lib/libSystem.dylib")] static extern IntPtr dlerror();
         }
 
         // glibc ≥ 2.34 has dlopen in libc; older ones only in libdl.so.2 (which newer glibc still
@@ -120,35 +129,54 @@ namespace AceStep.Runtime
                 {
                     try
                     {
-                        h = Dl.dlopen(path, flags);
+                        h = Dl.Open(path, flags, out error);
                         flavour = 1;
-                        if (h == IntPtr.Zero) error = Utf8.PtrToString(Dl.dlerror());
                         return h;
                     }
                     catch (DllNotFoundException) { flavour = 2; }
                 }
-                h = Libc.dlopen(path, flags);
-                if (h == IntPtr.Zero) error = Utf8.PtrToString(Libc.dlerror());
-                return h;
+                return Libc.Open(path, flags, out error);
             }
 
             public static IntPtr Symbol(IntPtr library, string name)
             {
-                return flavour == 2 ? Libc.dlsym(library, name) : Dl.dlsym(library, name);
+                return flavour == 2 ? Libc.Symbol(library, name) : Dl.Symbol(library, name);
             }
 
             static class Dl
             {
-                [DllImport("libdl.so.2")] public static extern IntPtr dlopen(string path, int flags);
-                [DllImport("libdl.so.2")] public static extern IntPtr dlsym(IntPtr handle, string name);
-                [DllImport("libdl.so.2")] public static extern IntPtr dlerror();
+                [MethodImpl(MethodImplOptions.NoInlining)]
+                public static IntPtr Open(string path, int flags, out string error)
+                {
+                    IntPtr h = dlopen(path, flags);
+                    error = h == IntPtr.Zero ? Utf8.PtrToString(dlerror()) : null;
+                    return h;
+                }
+
+                [MethodImpl(MethodImplOptions.NoInlining)]
+                public static IntPtr Symbol(IntPtr library, string name) { return dlsym(library, name); }
+
+                [DllImport("libdl.so.2")] static extern IntPtr dlopen(string path, int flags);
+                [DllImport("libdl.so.2")] static extern IntPtr dlsym(IntPtr handle, string name);
+                [DllImport("libdl.so.2")] static extern IntPtr dlerror();
             }
 
             static class Libc
             {
-                [DllImport("libc.so.6")] public static extern IntPtr dlopen(string path, int flags);
-                [DllImport("libc.so.6")] public static extern IntPtr dlsym(IntPtr handle, string name);
-                [DllImport("libc.so.6")] public static extern IntPtr dlerror();
+                [MethodImpl(MethodImplOptions.NoInlining)]
+                public static IntPtr Open(string path, int flags, out string error)
+                {
+                    IntPtr h = dlopen(path, flags);
+                    error = h == IntPtr.Zero ? Utf8.PtrToString(dlerror()) : null;
+                    return h;
+                }
+
+                [MethodImpl(MethodImplOptions.NoInlining)]
+                public static IntPtr Symbol(IntPtr library, string name) { return dlsym(library, name); }
+
+                [DllImport("libc.so.6")] static extern IntPtr dlopen(string path, int flags);
+                [DllImport("libc.so.6")] static extern IntPtr dlsym(IntPtr handle, string name);
+                [DllImport("libc.so.6")] static extern IntPtr dlerror();
             }
         }
     }
