@@ -303,7 +303,7 @@ static class Tests
     {
         var audio = new float[] { 0.5f, -0.5f, 0.25f, 1f, 0f, -1f }; // [2 channels, 3 samples]
         byte[] wav = Wav.EncodeFloat32(audio, 0, 2, 3, 48000);
-        Assert(wav.Length == 12 + 26 + 12 + 8 + 24, "length " + wav.Length);
+        Assert(wav.Length == 12 + 24 + 12 + (8 + 24) + 8 + 24, "length " + wav.Length);
         Assert(System.Text.Encoding.ASCII.GetString(wav, 0, 4) == "RIFF" && BitConverter.ToUInt32(wav, 4) == wav.Length - 8, "RIFF size");
         Assert(BitConverter.ToUInt16(wav, 20) == 3 && BitConverter.ToUInt16(wav, 22) == 2 && BitConverter.ToUInt32(wav, 24) == 48000, "fmt");
         int data = wav.Length - 24;

@@ -16,27 +16,32 @@ namespace AceStep.Runtime.Host
             if (channels < 1 || samples < 1 || offset < 0 || (long)offset + (long)channels * samples > audio.Length)
                 throw new ArgumentException("audio has " + audio.Length + " values; offset " + offset + " + " + channels + "x" + samples + " does not fit");
             long dataBytes = (long)channels * samples * 4;
-            if (dataBytes > uint.MaxValue - 64)
+            if (dataBytes > uint.MaxValue - 128)
                 throw new ArgumentException("audio too long for a WAV file");
-            var ms = new MemoryStream((int)dataBytes + 64);
+            // The layout the Python host writes (libsndfile, PEAK chunk off): "fmt " (16 bytes, format 3),
+            // "fact" (frames), a "PAD " chunk of zeros where libsndfile reserved the PEAK chunk
+            // (8 + 8·channels bytes), "data". Same audio → same bytes in both hosts.
+            int pad = 8 + 8 * channels;
+            long riffSize = 4 + (8 + 16) + (8 + 4) + (8 + pad) + (8 + dataBytes);
+            var ms = new MemoryStream((int)(riffSize + 8));
             var w = new BinaryWriter(ms, Encoding.ASCII);
-            // RIFF header, "fmt " (WAVEFORMATEX, cbSize 0), "fact", "data": the layout libsndfile writes
-            // for float WAVs without a PEAK chunk, so the same audio gives the same bytes as the Python host.
             w.Write(Encoding.ASCII.GetBytes("RIFF"));
-            w.Write((uint)(4 + (8 + 18) + (8 + 4) + (8 + dataBytes)));
+            w.Write((uint)riffSize);
             w.Write(Encoding.ASCII.GetBytes("WAVE"));
             w.Write(Encoding.ASCII.GetBytes("fmt "));
-            w.Write(18u);
+            w.Write(16u);
             w.Write((ushort)3);                    // WAVE_FORMAT_IEEE_FLOAT
             w.Write((ushort)channels);
             w.Write((uint)sampleRate);
             w.Write((uint)(sampleRate * channels * 4));
             w.Write((ushort)(channels * 4));
             w.Write((ushort)32);
-            w.Write((ushort)0);
             w.Write(Encoding.ASCII.GetBytes("fact"));
             w.Write(4u);
             w.Write((uint)samples);
+            w.Write(Encoding.ASCII.GetBytes("PAD "));
+            w.Write((uint)pad);
+            w.Write(new byte[pad]);
             w.Write(Encoding.ASCII.GetBytes("data"));
             w.Write((uint)dataBytes);
             for (int i = 0; i < samples; i++)
