@@ -94,12 +94,12 @@ CASES = {
     # turbo ODE, one item, 10 s (250 frames: one VAE window)
     "ode": {"caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10, "seed": 42,
             "bpm": 90, "keyscale": "F# minor", "timesignature": "4"},
-    # SDE, batch 2, instrumental, 30 s (750 frames: two VAE windows, the tiled path)
-    "sde_batch2_tiled": {"caption": "ambient drone", "instrumental": True, "duration": 30, "seeds": [7, 8],
-                         "batch_size": 2, "infer_method": "sde", "shift": 2.0},
-    # custom timesteps, non-ASCII lyrics, vocal language
-    "timesteps_utf8": {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "language": "fr",
-                       "duration": 12.5, "seed": 3, "timesteps": [0.97, 0.76, 0.3, 0.0]},
+    # SDE (core-seeded renoising), batch 2, instrumental, shift 2
+    "sde_batch2": {"caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8],
+                   "batch_size": 2, "infer_method": "sde", "shift": 2.0},
+    # 21 s = 525 frames: two VAE windows (the tiled decode); custom timesteps; non-ASCII prompts
+    "tiled_timesteps_utf8": {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "language": "fr",
+                             "duration": 21, "seed": 3, "timesteps": [0.97, 0.76, 0.3, 0.0]},
 }
 
 
@@ -142,6 +142,10 @@ def test_example_matches_the_python_host_bit_for_bit(tmp_path, python_host, case
 
     batch, channels, samples = result.audio.shape
     assert channels == 2 and samples == 1920 * result.frames
+    if case.startswith("tiled"):
+        from acestep_runtime.frames import vae_tile_plan
+
+        assert len(vae_tile_plan(result.frames)) == 2
     for b, seed in enumerate(result.seeds):
         wav = out / f"seed{seed}.wav"
         # Same bytes as the Python host's float WAV encoder (libsndfile) for the same audio.
