@@ -168,6 +168,16 @@ def test_example_with_default_threads_still_matches(tmp_path, python_host):
     assert np.abs(audio - result.audio).max() == 0.0
 
 
+def test_example_cancelled_writes_nothing(tmp_path):
+    import json
+
+    req = tmp_path / "request.json"
+    req.write_text(json.dumps(CASES["ode"]), encoding="utf-8")
+    proc = mono("Generate.exe", "--model", PACKAGE, "--request", req, "--out", tmp_path / "o", "--timeout", "0.001")
+    assert proc.returncode == 130 and "cancelled: nothing was written" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_example_errors_are_one_line_and_name_the_problem(tmp_path):
     import json
 

@@ -5,13 +5,15 @@
 // same package, request and seed give the same audio.
 //
 //   mono Generate.exe --model PKG --request REQUEST.json --out DIR [--threads N] [--device cpu]
-//                     [--ort-lib /path/to/libonnxruntime.so] [--dump DIR]
-// Writes DIR/seed<SEED>.wav (32-bit float, 48 kHz stereo) per batch item, atomically.
+//                     [--ort-lib /path/to/libonnxruntime.so] [--timeout SECONDS] [--dump DIR]
+// Writes DIR/seed<SEED>.wav (32-bit float, 48 kHz stereo) per batch item, atomically. Ctrl+C or the
+// timeout cancels between two graph runs, and then nothing is written.
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
 using System.IO;
+using System.Threading;
 using AceStep.Runtime;
 using AceStep.Runtime.Host;
 using AceStep.Runtime.Inference;
@@ -27,16 +29,27 @@ static class Generate
         var opts = ParseArgs(args);
         if (opts == null)
         {
-            Console.Error.WriteLine("usage: Generate.exe --model PKG --request FILE --out DIR [--threads N] [--device auto|cpu|cuda] [--ort-lib PATH] [--dump DIR]");
+            Console.Error.WriteLine("usage: Generate.exe --model PKG --request FILE --out DIR [--threads N] [--device auto|cpu|cuda] [--ort-lib PATH] [--timeout SECONDS] [--dump DIR]");
             return 2;
         }
+        var cancel = new CancellationTokenSource();
+        Console.CancelKeyPress += (sender, e) => { e.Cancel = true; cancel.Cancel(); };
+        string timeout;
+        if (opts.TryGetValue("timeout", out timeout))
+            cancel.CancelAfter(TimeSpan.FromSeconds(double.Parse(timeout, CultureInfo.InvariantCulture)));
         try
         {
-            Run(opts);
+            Run(opts, cancel.Token);
             return 0;
         }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("cancelled: nothing was written");
+            return 130;
+        }
         catch (Exception e) when (e is AceException || e is OrtException || e is PackageException || e is ArgumentException
-                                  || e is IOException || e is FormatException || e is NotSupportedException || e is DllNotFoundException)
+                                  || e is IOException || e is FormatException || e is NotSupportedException || e is DllNotFoundException
+                                  || e is InvalidOperationException)
         {
             Console.Error.WriteLine("error: " + e.Message);
             return 1;
@@ -55,7 +68,7 @@ static class Generate
         return o.ContainsKey("model") && o.ContainsKey("request") && o.ContainsKey("out") ? o : null;
     }
 
-    static void Run(Dictionary<string, string> opts)
+    static void Run(Dictionary<string, string> opts, CancellationToken cancel)
     {
         var clock = Stopwatch.StartNew();
         Request req = Request.FromFile(opts["request"]);
@@ -142,6 +155,7 @@ static class Generate
                 var t = new float[batch];
                 for (int i = 0; i < steps; i++)
                 {
+                    cancel.ThrowIfCancellationRequested();
                     var plan = ctx.PrepareStepInputs(i);
                     float tInput = ctx.TimestepInput(i);
                     if ((float)Convert.ToDouble(plan["timestep_input"], CultureInfo.InvariantCulture) != tInput)
@@ -164,6 +178,7 @@ static class Generate
             long written = 0;
             foreach (AceTileWindow w in Ace.VaeTilePlan(frames))
             {
+                cancel.ThrowIfCancellationRequested();
                 int width = (int)(w.End - w.Start);
                 var window = new float[batch * Channels * width];
                 for (int b = 0; b < batch; b++)
@@ -181,6 +196,7 @@ static class Generate
                 throw new InvalidOperationException("tile plan covered " + written + " samples, expected " + samples);
             float[] peaks = Ace.PeakGuard(audio, (uint)batch, 2, samples);
 
+            cancel.ThrowIfCancellationRequested();
             // 7. Files: one float WAV per item, written atomically.
             Directory.CreateDirectory(opts["out"]);
             for (int b = 0; b < batch; b++)

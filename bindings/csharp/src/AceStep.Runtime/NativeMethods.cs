@@ -87,7 +87,7 @@ namespace AceStep.Runtime
         public static extern AceStatus ace_guidance_cfg_interval_active(float t, float cfg_interval_start, float cfg_interval_end, /* bool* */ [MarshalAs(UnmanagedType.I1)] out bool @out);
 
         [DllImport(LibName, EntryPoint = "ace_guidance_v1_interval", CallingConvention = CallingConvention.Cdecl)]
-        public static extern AceStatus ace_guidance_v1_interval(uint num_steps, double guidance_interval, /* uint32_t* */ uint* start_step, /* uint32_t* */ uint* end_step);
+        public static extern AceStatus ace_guidance_v1_interval(uint num_steps, double guidance_interval, /* uint32_t* */ out uint start_step, /* uint32_t* */ out uint end_step);
 
         [DllImport(LibName, EntryPoint = "ace_guidance_v1_step_active", CallingConvention = CallingConvention.Cdecl)]
         public static extern AceStatus ace_guidance_v1_step_active(uint step, uint num_steps, double guidance_interval, /* bool* */ [MarshalAs(UnmanagedType.I1)] out bool @out);
