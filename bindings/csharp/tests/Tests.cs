@@ -43,6 +43,7 @@ static class Tests
             Run("tokenizer from the package: encode/decode round trip", () => TokenizerRoundTrip(pkg));
             Run("ORT: session names, run, wrong input -> exception naming the graph", () => OrtSessions(pkg));
             Run("ORT: missing graph -> exception naming it", () => OrtMissingGraph(pkg));
+            Run("every object type: create, use, release (APG, Heun, sampler, FSM)", () => EveryHandle(pkg));
         }
         else
         {
@@ -337,6 +338,58 @@ static class Tests
         }
         var e = Throws<AceException>(() => Tokenizer.FromFile("/nonexistent/tokenizer.json"), "missing tokenizer file");
         Assert(e.Status == AceStatus.Io && e.CoreMessage.Contains("/nonexistent/tokenizer.json"), e.Message);
+    }
+
+    static unsafe void EveryHandle(string pkg)
+    {
+        // APG, first call: running = d = cond − uncond; with norm_threshold 0 (no clip) and a d
+        // orthogonal to cond per (b, c), out = cond + (g − 1)·d.
+        AceApgHandle apg;
+        AceException.Check(NativeMethods.ace_apg_create(Utf8.Encode("{\"norm_threshold\": 0}"), out apg));
+        using (apg)
+        {
+            float[] cond = { 1f, 0f }, uncond = { 1f, -2f }, o = new float[2]; // d = (0, 2) ⟂ cond
+            fixed (float* c = cond) fixed (float* u = uncond) fixed (float* r = o)
+                AceException.Check(NativeMethods.ace_apg_apply(apg, c, u, r, (UIntPtr)2, 1, 2, 1, 3.0));
+            Assert(o[0] == 1f && o[1] == 4f, "apg out " + o[0] + ", " + o[1]);
+            ulong calls;
+            AceException.Check(NativeMethods.ace_apg_calls(apg, out calls));
+            Assert(calls == 1, "apg calls " + calls);
+        }
+        AceHeunHandle heun;
+        AceException.Check(NativeMethods.ace_heun_create(10.0, out heun));
+        using (heun)
+        {
+            int stage;
+            AceException.Check(NativeMethods.ace_heun_next_stage(heun, out stage));
+            Assert(stage == 1, "heun stage " + stage);
+        }
+        // Greedy sampling (temperature 0) is the argmax.
+        AceSamplerHandle sampler;
+        AceException.Check(NativeMethods.ace_sampler_create(Utf8.Encode("{\"seed\": 1, \"temperature\": 0, \"cfg_scale\": 1, \"vocab_size\": 5}"), out sampler));
+        using (sampler)
+        {
+            float[] logits = { 0.1f, 2f, -1f, 1.9f, 0f };
+            uint token;
+            fixed (float* l = logits)
+                AceException.Check(NativeMethods.ace_sampler_sample(sampler, l, null, (UIntPtr)5, 0, out token));
+            Assert(token == 1, "argmax token " + token);
+            fixed (float* l = logits)
+                Assert(NativeMethods.ace_sampler_sample(sampler, l, null, (UIntPtr)4, 0, out token) == AceStatus.LengthMismatch, "vocab 4 accepted");
+        }
+        using (var lm = Tokenizer.FromFile(ModelPackage.Open(pkg).TokenizerPath("lm")))
+        {
+            AceFsmHandle fsm;
+            AceException.Check(NativeMethods.ace_fsm_create(lm.Handle, Utf8.Encode("{}"), out fsm));
+            using (fsm)
+            {
+                IntPtr state;
+                AceException.Check(NativeMethods.ace_fsm_state_json(fsm, out state));
+                var obj = Json.ParseObject(Utf8.TakeString(state));
+                Assert(obj.ContainsKey("state") && (bool)obj["completed"] == false, "fsm state " + Json.Write(obj));
+            }
+            Throws<ObjectDisposedException>(() => NativeMethods.ace_fsm_accept(fsm, 0), "FSM use after dispose");
+        }
     }
 
     static void OrtSessions(string pkg)
