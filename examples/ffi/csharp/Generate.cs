@@ -212,7 +212,8 @@ static class Generate
                 WriteFloats(Path.Combine(dump, "latents.f32"), x);
                 WriteFloats(Path.Combine(dump, "audio.f32"), audio);
             }
-            Console.Error.WriteLine("done in " + clock.Elapsed.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s");
+            Console.Error.WriteLine("done in " + clock.Elapsed.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) +
+                " s (ONNX Runtime runs " + ort.RunTime.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s)");
         }
     }
 

@@ -43,6 +43,13 @@ namespace AceStep.Runtime.Inference
         public string Device { get { return useCuda ? "CUDAExecutionProvider" : "CPUExecutionProvider"; } }
         public string[] AvailableProviders { get; private set; }
 
+        /// <summary>Wall time spent inside OrtApi::Run by this backend's sessions, so a caller can
+        /// separate ONNX Runtime time from its own overhead.</summary>
+        public TimeSpan RunTime { get { return TimeSpan.FromTicks(System.Threading.Interlocked.Read(ref runTicks)); } }
+        long runTicks;
+
+        internal void AddRunTime(long ticks) { System.Threading.Interlocked.Add(ref runTicks, ticks); }
+
         /// <param name="ortLibrary">Path of libonnxruntime (null: ACESTEP_ORT_LIB, then the usual search).</param>
         /// <param name="device">"auto" (CUDA when this ORT has it, else CPU), "cpu" or "cuda".</param>
         /// <param name="threads">Intra-op threads (null: ORT's default).</param>
@@ -214,8 +221,11 @@ namespace AceStep.Runtime.Inference
                         (UIntPtr)(ulong)(data.LongLength * elementSize), t.Shape, (UIntPtr)t.Shape.Length, (int)t.Type, out values[i]),
                         Name + ": input " + InputNames[i] + " " + t.ShapeText);
                 }
-                api.Check(api.Run(session.DangerousGetHandle(), IntPtr.Zero, inputNamePtrs, values, (UIntPtr)values.Length,
-                    outputNamePtrs, (UIntPtr)outputs.Length, outputs), Name + ": Run failed");
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                IntPtr status = api.Run(session.DangerousGetHandle(), IntPtr.Zero, inputNamePtrs, values, (UIntPtr)values.Length,
+                    outputNamePtrs, (UIntPtr)outputs.Length, outputs);
+                backend.AddRunTime(clock.Elapsed.Ticks);
+                api.Check(status, Name + ": Run failed");
                 var result = new Tensor[outputs.Length];
                 for (int i = 0; i < outputs.Length; i++)
                     result[i] = ReadTensor(outputs[i], OutputNames[i]);
