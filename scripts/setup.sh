@@ -16,6 +16,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+if [ $dev = 1 ] && ! command -v mcs >/dev/null; then
+  # mono's C# compiler and runtime: the C# host's build and tests (bindings/csharp/test.sh)
+  echo "[setup] apt-get install mono-devel"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mono-devel >/dev/null
+fi
 
 if ! command -v cargo >/dev/null; then
   echo "[setup] installing Rust (rustup)"

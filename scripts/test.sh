@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up (dev profile) and runs every test: Rust unit and integration tests, then pytest.
+# Sets up (dev profile) and runs every test: Rust unit and integration tests, pytest, then the C# host.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/setup.sh" --dev
@@ -8,3 +8,5 @@ cargo test --manifest-path "$root/runtime_rust_dll/Cargo.toml" 2>&1 | grep -vE '
 echo "[test] pytest"
 cd "$root"
 python3 -m pytest -q
+echo "[test] C# host"
+bash "$root/bindings/csharp/test.sh"

@@ -1,0 +1,290 @@
+// IInferenceBackend over the ONNX Runtime C API (OrtApi.cs): one OrtEnv, session options as the
+// Python host sets them (graph optimisation "all"; `threads` intra-op threads and 1 inter-op thread
+// when given), the CUDA execution provider when asked for or, with device "auto", when present.
+using System;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace AceStep.Runtime.Inference
+{
+    /// <summary>An ORT object owned by C# (OrtEnv, OrtSession, OrtSessionOptions, OrtMemoryInfo).</summary>
+    internal sealed class OrtHandle : SafeHandle
+    {
+        readonly OrtApi.DRelease release;
+
+        public OrtHandle(IntPtr value, OrtApi.DRelease release) : base(IntPtr.Zero, true)
+        {
+            this.release = release;
+            SetHandle(value);
+        }
+
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+
+        protected override bool ReleaseHandle() { release(handle); return true; }
+    }
+
+    public sealed class OrtBackend : IInferenceBackend
+    {
+        const int LoggingLevelWarning = 2;
+        const int GraphOptimizationAll = 99;
+        const int OrtDeviceAllocator = 0, OrtMemTypeDefault = 0;
+        public static readonly string[] Devices = { "auto", "cpu", "cuda" };
+
+        internal readonly OrtApi Api;
+        readonly OrtHandle env;
+        internal readonly OrtHandle CpuMemory;
+        readonly int? threads;
+        readonly bool useCuda;
+
+        /// <summary>ONNX Runtime's version string, e.g. "1.32.0".</summary>
+        public string OrtVersion { get { return Api.Version; } }
+        public string LibraryPath { get { return Api.LibraryPath; } }
+        public string Device { get { return useCuda ? "CUDAExecutionProvider" : "CPUExecutionProvider"; } }
+        public string[] AvailableProviders { get; private set; }
+
+        /// <summary>Wall time spent inside OrtApi::Run by this backend's sessions, so a caller can
+        /// separate ONNX Runtime time from its own overhead.</summary>
+        public TimeSpan RunTime { get { return TimeSpan.FromTicks(System.Threading.Interlocked.Read(ref runTicks)); } }
+        long runTicks;
+
+        internal void AddRunTime(long ticks) { System.Threading.Interlocked.Add(ref runTicks, ticks); }
+
+        /// <param name="ortLibrary">Path of libonnxruntime (null: ACESTEP_ORT_LIB, then the usual search).</param>
+        /// <param name="device">"auto" (CUDA when this ORT has it, else CPU), "cpu" or "cuda".</param>
+        /// <param name="threads">Intra-op threads (null: ORT's default).</param>
+        public OrtBackend(string ortLibrary = null, string device = "auto", int? threads = null)
+        {
+            if (Array.IndexOf(Devices, device) < 0)
+                throw new ArgumentException("unknown device '" + device + "'; choose one of: " + string.Join(", ", Devices));
+            if (threads.HasValue && threads.Value < 1)
+                throw new ArgumentOutOfRangeException("threads", "threads must be >= 1, got " + threads.Value);
+            Api = OrtApi.Load(ortLibrary);
+            this.threads = threads;
+            IntPtr p;
+            Api.Check(Api.CreateEnv(LoggingLevelWarning, Utf8.Encode("acestep_runtime"), out p), "CreateEnv");
+            env = new OrtHandle(p, Api.ReleaseEnv);
+            Api.Check(Api.CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, out p), "CreateCpuMemoryInfo");
+            CpuMemory = new OrtHandle(p, Api.ReleaseMemoryInfo);
+            AvailableProviders = ReadProviders();
+            bool hasCuda = Array.IndexOf(AvailableProviders, "CUDAExecutionProvider") >= 0;
+            if (device == "cuda" && !hasCuda)
+                throw new NotSupportedException("device 'cuda' requested, but ONNX Runtime at " + Api.LibraryPath +
+                    " has no CUDAExecutionProvider (available: " + string.Join(", ", AvailableProviders) + ")");
+            useCuda = device != "cpu" && hasCuda;
+        }
+
+        string[] ReadProviders()
+        {
+            IntPtr names;
+            int count;
+            Api.Check(Api.GetAvailableProviders(out names, out count), "GetAvailableProviders");
+            var result = new string[count];
+            for (int i = 0; i < count; i++)
+                result[i] = Utf8.PtrToString(Marshal.ReadIntPtr(names, i * IntPtr.Size));
+            Api.Check(Api.ReleaseAvailableProviders(names, count), "ReleaseAvailableProviders");
+            return result;
+        }
+
+        public IInferenceSession Open(string name, string modelPath)
+        {
+            if (!System.IO.File.Exists(modelPath))
+                throw new System.IO.FileNotFoundException(name + ": graph file not found: " + modelPath, modelPath);
+            IntPtr p;
+            Api.Check(Api.CreateSessionOptions(out p), name + ": CreateSessionOptions");
+            using (var options = new OrtHandle(p, Api.ReleaseSessionOptions))
+            {
+                IntPtr o = options.DangerousGetHandle();
+                Api.Check(Api.SetSessionGraphOptimizationLevel(o, GraphOptimizationAll), name + ": SetSessionGraphOptimizationLevel");
+                if (threads.HasValue)
+                {
+                    Api.Check(Api.SetIntraOpNumThreads(o, threads.Value), name + ": SetIntraOpNumThreads");
+                    Api.Check(Api.SetInterOpNumThreads(o, 1), name + ": SetInterOpNumThreads");
+                }
+                if (useCuda)
+                {
+                    IntPtr cuda;
+                    Api.Check(Api.CreateCUDAProviderOptions(out cuda), name + ": CreateCUDAProviderOptions");
+                    try
+                    {
+                        Api.Check(Api.SessionOptionsAppendExecutionProvider_CUDA_V2(o, cuda), name + ": append CUDA provider");
+                    }
+                    finally
+                    {
+                        Api.ReleaseCUDAProviderOptions(cuda);
+                    }
+                }
+                // ORTCHAR_T is wchar_t on Windows, char (UTF-8) elsewhere.
+                IntPtr path = NativeLoader.Platform == NativePlatform.Windows
+                    ? Marshal.StringToHGlobalUni(modelPath)
+                    : AllocUtf8(modelPath);
+                try
+                {
+                    Api.Check(Api.CreateSession(env.DangerousGetHandle(), path, o, out p), name + ": cannot load " + modelPath + " into ONNX Runtime");
+                }
+                finally
+                {
+                    Marshal.FreeHGlobal(path);
+                }
+            }
+            return new OrtSession(this, name, new OrtHandle(p, Api.ReleaseSession));
+        }
+
+        internal static IntPtr AllocUtf8(string s)
+        {
+            byte[] bytes = Utf8.Encode(s);
+            IntPtr p = Marshal.AllocHGlobal(bytes.Length);
+            Marshal.Copy(bytes, 0, p, bytes.Length);
+            return p;
+        }
+
+        public void Dispose()
+        {
+            CpuMemory.Dispose();
+            env.Dispose();
+        }
+    }
+
+    internal sealed class OrtSession : IInferenceSession
+    {
+        readonly OrtBackend backend;
+        readonly OrtApi api;
+        readonly OrtHandle session;
+        readonly IntPtr[] inputNamePtrs, outputNamePtrs; // UTF-8 copies for Run, freed in Dispose
+        bool disposed;
+
+        public string Name { get; private set; }
+        public string[] InputNames { get; private set; }
+        public string[] OutputNames { get; private set; }
+
+        public OrtSession(OrtBackend backend, string name, OrtHandle session)
+        {
+            this.backend = backend;
+            api = backend.Api;
+            this.session = session;
+            Name = name;
+            InputNames = ReadNames(true);
+            OutputNames = ReadNames(false);
+            inputNamePtrs = Array.ConvertAll(InputNames, OrtBackend.AllocUtf8);
+            outputNamePtrs = Array.ConvertAll(OutputNames, OrtBackend.AllocUtf8);
+        }
+
+        string[] ReadNames(bool inputs)
+        {
+            IntPtr s = session.DangerousGetHandle();
+            UIntPtr count;
+            api.Check(inputs ? api.SessionGetInputCount(s, out count) : api.SessionGetOutputCount(s, out count), Name + ": get name count");
+            IntPtr allocator;
+            api.Check(api.GetAllocatorWithDefaultOptions(out allocator), "GetAllocatorWithDefaultOptions");
+            var names = new string[(int)count];
+            for (int i = 0; i < names.Length; i++)
+            {
+                IntPtr raw;
+                api.Check(inputs ? api.SessionGetInputName(s, (UIntPtr)i, allocator, out raw)
+                                 : api.SessionGetOutputName(s, (UIntPtr)i, allocator, out raw), Name + ": get name");
+                names[i] = Utf8.PtrToString(raw);
+                api.Check(api.AllocatorFree(allocator, raw), "AllocatorFree");
+            }
+            return names;
+        }
+
+        public Tensor[] Run(IDictionary<string, Tensor> feeds)
+        {
+            if (disposed)
+                throw new ObjectDisposedException(Name);
+            if (feeds == null)
+                throw new ArgumentNullException("feeds");
+            var expected = new HashSet<string>(InputNames);
+            if (feeds.Count != expected.Count || !expected.SetEquals(feeds.Keys))
+            {
+                var given = new List<string>(feeds.Keys);
+                given.Sort(StringComparer.Ordinal);
+                var want = new List<string>(InputNames);
+                want.Sort(StringComparer.Ordinal);
+                throw new ArgumentException(Name + ": host feeds [" + string.Join(", ", given) + "] but the graph takes [" +
+                    string.Join(", ", want) + "]");
+            }
+            var pins = new GCHandle[InputNames.Length];
+            var values = new IntPtr[InputNames.Length];
+            var outputs = new IntPtr[OutputNames.Length];
+            try
+            {
+                for (int i = 0; i < InputNames.Length; i++)
+                {
+                    Tensor t = feeds[InputNames[i]];
+                    if (t == null)
+                        throw new ArgumentNullException(Name + ": input " + InputNames[i]);
+                    Array data = t.Data;
+                    pins[i] = GCHandle.Alloc(data, GCHandleType.Pinned);
+                    int elementSize = t.Type == TensorType.Float32 ? 4 : 8;
+                    api.Check(api.CreateTensorWithDataAsOrtValue(backend.CpuMemory.DangerousGetHandle(), pins[i].AddrOfPinnedObject(),
+                        (UIntPtr)(ulong)(data.LongLength * elementSize), t.Shape, (UIntPtr)t.Shape.Length, (int)t.Type, out values[i]),
+                        Name + ": input " + InputNames[i] + " " + t.ShapeText);
+                }
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                IntPtr status = api.Run(session.DangerousGetHandle(), IntPtr.Zero, inputNamePtrs, values, (UIntPtr)values.Length,
+                    outputNamePtrs, (UIntPtr)outputs.Length, outputs);
+                backend.AddRunTime(clock.Elapsed.Ticks);
+                api.Check(status, Name + ": Run failed");
+                var result = new Tensor[outputs.Length];
+                for (int i = 0; i < outputs.Length; i++)
+                    result[i] = ReadTensor(outputs[i], OutputNames[i]);
+                return result;
+            }
+            finally
+            {
+                foreach (IntPtr v in outputs) if (v != IntPtr.Zero) api.ReleaseValue(v);
+                foreach (IntPtr v in values) if (v != IntPtr.Zero) api.ReleaseValue(v);
+                foreach (GCHandle pin in pins) if (pin.IsAllocated) pin.Free();
+            }
+        }
+
+        Tensor ReadTensor(IntPtr value, string outputName)
+        {
+            string what = Name + ": output " + outputName;
+            IntPtr info;
+            api.Check(api.GetTensorTypeAndShape(value, out info), what);
+            int type;
+            long[] shape;
+            try
+            {
+                api.Check(api.GetTensorElementType(info, out type), what);
+                UIntPtr rank;
+                api.Check(api.GetDimensionsCount(info, out rank), what);
+                shape = new long[(int)rank];
+                api.Check(api.GetDimensions(info, shape, rank), what);
+            }
+            finally
+            {
+                api.ReleaseTensorTypeAndShapeInfo(info);
+            }
+            long n = 1;
+            foreach (long d in shape) n = checked(n * d);
+            IntPtr data;
+            api.Check(api.GetTensorMutableData(value, out data), what);
+            if (type == (int)TensorType.Float32)
+            {
+                var f = new float[n];
+                if (n > 0) Marshal.Copy(data, f, 0, (int)n);
+                return Tensor.Float(f, shape);
+            }
+            if (type == (int)TensorType.Int64)
+            {
+                var l = new long[n];
+                if (n > 0) Marshal.Copy(data, l, 0, (int)n);
+                return Tensor.Int64(l, shape);
+            }
+            throw new NotSupportedException(what + " has ONNX element type " + type + "; this host reads float32 and int64 only");
+        }
+
+        public void Dispose()
+        {
+            if (disposed)
+                return;
+            disposed = true;
+            session.Dispose();
+            foreach (IntPtr p in inputNamePtrs) Marshal.FreeHGlobal(p);
+            foreach (IntPtr p in outputNamePtrs) Marshal.FreeHGlobal(p);
+        }
+    }
+}
