@@ -109,7 +109,8 @@ def test_every_format_reads_back_at_48k_stereo(package, tmp_path, fmt, ext):
     else:
         assert data.shape[0] == 1920 * frames
     assert sidecar["seed"] == 1 and len(sidecar["track_id"]) == 64
-    assert set(sidecar["timings_s"]) >= {"encode", "diffusion", "decode", "total"}
+    assert set(sidecar["host"]["timings_s"]) >= {"load", "encode", "diffusion", "decode", "total"}
+    assert sidecar["host"]["format"] == fmt and sidecar["host"]["runtime"]["onnxruntime"]
     assert sidecar["model"]["manifest_sha256"]
 
 
@@ -213,4 +214,73 @@ def test_request_file_with_unknown_key_is_rejected(package, tmp_path):
     request.write_text(json.dumps({"caption": "x", "durration": 12}))
     proc = run_cli("generate", "--model", package, "--request", request, "--out", as_dir(tmp_path / "o"))
     assert proc.returncode == 2
-    assert "unknown request key(s): durration" in proc.stderr
+    assert "request.durration: unknown key" in proc.stderr
+
+
+def test_sidecar_reproduces_a_random_seed_track_bit_for_bit(package, tmp_path):
+    first = run_cli("generate", "--model", package, "--caption", "glitch", "--duration", "10", "--format", "wav32f",
+                    "--out", as_dir(tmp_path / "a"), "--no-progress")
+    assert first.returncode == 0, first.stderr
+    (audio,) = sorted((tmp_path / "a").glob("*.wav"))
+    sidecar = json.loads(audio.with_name(audio.name + ".json").read_text())
+    assert sidecar["request"]["seeds"] == [sidecar["seed"]] and sidecar["seed"] >= 0  # resolved, not []
+    assert sidecar["host"]["audio_sha256"] and sidecar["runtime"]["core_abi"] == 1
+    again = run_cli("generate", "--model", package, "--request", audio.with_name(audio.name + ".json"),
+                    "--format", "wav32f", "--out", as_dir(tmp_path / "b"), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    (copy,) = sorted((tmp_path / "b").glob("*.wav"))
+    assert copy.name == audio.name and copy.read_bytes() == audio.read_bytes()
+
+
+def test_existing_output_is_not_overwritten_without_the_flag(package, tmp_path):
+    args = ["generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+            "--out", tmp_path / "song.flac", "--no-progress"]
+    assert run_cli(*args).returncode == 0
+    before = (tmp_path / "song.flac").stat().st_mtime_ns
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "exists; pass --overwrite" in refused.stderr
+    assert (tmp_path / "song.flac").stat().st_mtime_ns == before
+    assert run_cli(*args, "--overwrite").returncode == 0
+
+
+def test_format_follows_the_out_extension_and_wav_variants_get_distinct_names(package, tmp_path):
+    mp3 = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+                  "--out", tmp_path / "song.mp3", "--no-progress")
+    assert mp3.returncode == 0, mp3.stderr
+    assert (tmp_path / "song.mp3").is_file() and not list(tmp_path.glob("*.flac"))
+    clash = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+                    "--out", tmp_path / "other.mp3", "--format", "flac", "--no-progress")
+    assert clash.returncode == 2 and "does not match format flac" in clash.stderr
+    names = set()
+    for fmt in ("wav16", "wav24", "wav32f"):
+        proc = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+                       "--format", fmt, "--out", as_dir(tmp_path / "d"), "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (tmp_path / "d").glob("*.wav"))
+    assert len(names) == 3, names
+
+
+def test_ignored_flags_are_announced_and_do_not_rename_the_track(package, tmp_path):
+    plain = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+                    "--out", as_dir(tmp_path / "a"), "--no-progress")
+    noisy = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+                    "--steps", "20", "--guidance-scale", "3", "--out", as_dir(tmp_path / "b"), "--no-progress")
+    assert plain.returncode == 0 and noisy.returncode == 0, noisy.stderr
+    assert "note: inference_steps=20, guidance_scale=3 ignored" in noisy.stderr
+    assert [p.name for p in (tmp_path / "a").iterdir()] == [p.name for p in (tmp_path / "b").iterdir()]
+
+
+def test_request_file_with_several_seeds_sets_the_batch(package, tmp_path):
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({"caption": "x", "duration": 10}))
+    proc = run_cli("generate", "--model", package, "--request", request, "--seed", "1,2", "--out",
+                   as_dir(tmp_path / "o"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "o").glob("*.flac"))) == 2
+
+
+def test_version_and_bad_codes(package, tmp_path):
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and "acestep-runtime 0.1.0" in proc.stdout and "ABI v1" in proc.stdout
+    bad = run_cli("generate", "--model", package, "--audio-codes", "hello", "--out", as_dir(tmp_path / "o"))
+    assert bad.returncode == 2 and "request.audio_codes" in bad.stderr and "invalid literal" not in bad.stderr

@@ -181,12 +181,10 @@ def _official_examples() -> list[dict]:
     return [json.loads(p.read_text(encoding="utf-8"))["request"] for p in sorted(cases.glob("text2music_*.json"))]
 
 
-def test_prompts_and_tokens_match_reference_for_official_examples(checkpoints):
-    """DiT caption/lyric prompts (core) and their token ids (core tokenizer + host truncation) against the
-    reference's spec templates and `tokenizers`, for every fixture case and three variants of the first."""
-    from acestep_runtime.pipeline import truncate_ids
-    from acestep_runtime.prompts import build_prompts
-    from acestep_runtime.tokenizer import Tokenizer
+def test_prompts_and_tokens_match_reference_for_official_examples(checkpoints, pipeline):
+    """DiT caption/lyric prompts and their token ids, as the core's generation driver makes them
+    (template, tokenizer, HF-style truncation), against the reference's spec templates and
+    `tokenizers`, for every fixture case and three variants of the first."""
     from tools.parity import torch_reference as ref
 
     requests = []
@@ -198,19 +196,16 @@ def test_prompts_and_tokens_match_reference_for_official_examples(checkpoints):
     requests += [dict(first, instrumental=True), {"caption": first["caption"] * 3, "lyrics": "", "duration": 61.9},
                  dict(first, audio_codes=[1, 2, 3])]
     tok_json = checkpoints / ref.TEXT_DIR / "tokenizer.json"
-    with Tokenizer.from_file(tok_json) as tok:
-        for req in requests:
-            core_req = {"caption": req["caption"], "lyrics": req["lyrics"], "instrumental": req.get("instrumental", False),
-                        "language": req.get("vocal_language", "unknown"), "duration": req["duration"],
-                        "has_codes": bool(req.get("audio_codes"))}
-            core_req.update({k: req[k] for k in ("bpm", "keyscale", "timesignature") if k in req})
-            host = build_prompts(core_req)
-            cap, lyr = ref.build_prompts(req)
-            assert host["dit_caption"] == cap
-            assert host["dit_lyrics"] == lyr
-            for text, max_len in ((cap, ref.CAPTION_MAX_LENGTH), (lyr, ref.LYRIC_MAX_LENGTH)):
-                ids = truncate_ids(tok.encode(text, add_special_tokens=True), tok.encode(text), max_len)
-                assert ids == ref.tokenize(tok_json, text, max_len)
+    truncated = 0
+    for req in requests:
+        plan = pipeline.plan(req)
+        cap, lyr = ref.build_prompts(req)
+        assert plan["prompts"]["dit_caption"] == cap
+        assert plan["prompts"]["dit_lyrics"] == lyr
+        assert plan["tokens"]["caption"] == ref.tokenize(tok_json, cap, ref.CAPTION_MAX_LENGTH)
+        assert plan["tokens"]["lyrics"] == ref.tokenize(tok_json, lyr, ref.LYRIC_MAX_LENGTH)
+        truncated += len(plan["tokens"]["caption"]) == ref.CAPTION_MAX_LENGTH
+    assert truncated >= 1  # the long caption exercised truncation
 
 
 def test_vae_tile_plan_matches_reference_windows():
