@@ -7,7 +7,7 @@ request, the resolved seeds, frames, schedule, peaks (before the guard), per-ite
 ids, the prompts, the audio shape, sha256 of the float32 little-endian audio bytes and of the final
 latents bytes, which package it ran on (variant, manifest sha256, sha256 of every ONNX component), and
 an environment block (onnxruntime / numpy versions, `platform.machine()`, the SIMD flags avx2, avx512f,
-fma of the CPU). `tools/parity/tests/test_host_goldens.py` replays every case with
+fma of the CPU, and the ORT intra-op thread count, pinned to 1). `tools/parity/tests/test_host_goldens.py` replays every case with
 `tools/parity/per_step_host.py` and wants the same bits where package and environment match, and
 latents within 1e-4 (with a warning naming what differs) where they do not.
 
@@ -67,6 +67,9 @@ CASES: dict[str, tuple[str, dict]] = {
                                 guidance_type="cfg", shift=2.0)),
 }
 SIMD_FLAGS = ("avx2", "avx512f", "fma")
+# ORT's CPU kernels split work by thread count, and the bits follow the split (measured: 1 and 2 threads
+# agree on a 2-core machine, 3 do not). One intra-op thread makes the goldens independent of the core count.
+THREADS = 1
 
 
 def sha256_f32(array: np.ndarray) -> str:
@@ -89,7 +92,7 @@ def environment() -> dict:
     import onnxruntime
 
     return {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "machine": platform.machine(),
-            "cpu_flags": cpu_flags()}
+            "cpu_flags": cpu_flags(), "intra_op_threads": THREADS}
 
 
 def package_identity(package_dir: Path) -> dict:
@@ -103,26 +106,35 @@ def package_identity(package_dir: Path) -> dict:
             "components_sha256": {name: c.get("sha256") for name, c in sorted(manifest["components"].items())}}
 
 
-def run_pipeline(package_dir: Path, request: dict) -> dict:
-    """The host being frozen: Pipeline.generate + outputs.item_params + frames.track_id."""
+def open_pipeline(package_dir: Path):
+    from acestep_runtime.pipeline import Pipeline
+
+    return Pipeline.open(package_dir, device="cpu", threads=THREADS)
+
+
+def run_pipeline(pipeline, request: dict) -> dict:
+    """The host being frozen: Pipeline.generate + outputs.item_params + frames.track_id. `pipeline` is
+    an open Pipeline (see `open_pipeline`) or a package directory."""
     from acestep_runtime.frames import track_id
     from acestep_runtime.outputs import item_params
-    from acestep_runtime.pipeline import Pipeline
     from acestep_runtime.request import GenerationRequest
 
-    with Pipeline.open(package_dir, device="cpu") as pipe:
-        req = GenerationRequest.from_dict(request)
-        result = pipe.generate(req)
-        params = [item_params(req, result, i, pipe.package) for i in range(len(result.seeds))]
+    if isinstance(pipeline, (str, Path)):
+        with open_pipeline(Path(pipeline)) as pipe:
+            return run_pipeline(pipe, request)
+    req = GenerationRequest.from_dict(request)
+    result = pipeline.generate(req)
+    params = [item_params(req, result, i, pipeline.package) for i in range(len(result.seeds))]
     return {"latents": result.latents, "audio": result.audio, "seeds": result.seeds, "frames": result.frames,
             "schedule": result.schedule, "peaks": result.peaks, "params": params,
             "track_ids": [track_id(p) for p in params], "prompts": result.prompts}
 
 
 def run_per_step(package_dir: Path, request: dict) -> dict:
-    from tools.parity.per_step_host import run
+    from tools.parity.per_step_host import Package, run
 
-    return run(package_dir, request)
+    with Package(package_dir, threads=THREADS) as package:
+        return run(package, request)
 
 
 HOSTS = {"pipeline": run_pipeline, "per_step": run_per_step}
