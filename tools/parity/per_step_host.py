@@ -12,12 +12,13 @@ It serves two purposes:
 
 * the reference the driver-based host is checked against (`tools/parity/tests/test_host_goldens.py`
   replays the goldens recorded from the old host with it), and
-* the documented example of driving a generation with the per-function ABI alone — each stage below
-  names the core function it calls.
+* the documented example of driving a generation with the per-function ABI alone (the stages below
+  name the core function each one calls).
 
 It imports nothing from `acestep_runtime.{pipeline,request,package,outputs,sessions,cli}` (being
 rewritten) and reads `manifest.json` itself. The request keys, defaults and aliases are the ones the
-old `GenerationRequest` had; a value the core rejects raises the core's error. CPU only.
+old `GenerationRequest` had; a value the core rejects raises the core's error. CPU only; ORT's results
+depend on its thread count, so compare runs made with the same `Package(..., threads=N)`.
 
 Stages (spec §3.1): request → frames (`ace_frames_*`) → LM hints (`audio_detokenizer`, padded with the
 first silence frames) → prompts (`ace_build_prompts`) → tokens (`ace_tokenizer_encode`, HF-style
