@@ -187,6 +187,10 @@ def main(argv=None) -> int:
     ap.add_argument("--case", action="append", choices=sorted(CASES), help="record only this case (repeatable)")
     ap.add_argument("--out", type=Path, default=GOLDENS, help="output directory (default: %(default)s)")
     args = ap.parse_args(argv)
+    import acestep_runtime
+
+    # an editable install of another checkout would silently record that checkout's host
+    print(f"recording with {args.host} host; acestep_runtime from {Path(acestep_runtime.__file__).parent}")
     record(args.case or list(CASES), args.host, args.out)
     return 0
 
