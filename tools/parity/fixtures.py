@@ -2,9 +2,16 @@
 
     from tools.parity.fixtures import tiny_checkpoints_dir, tiny_package_dir
     ckpt = tiny_checkpoints_dir()   # fixtures/generated/tiny-checkpoints (seed 0, official layout)
-    pkg = tiny_package_dir()        # fixtures/generated/tiny-package (exported from ckpt)
+    pkg = tiny_package_dir()        # fixtures/generated/tiny-package (turbo, exported from ckpt)
+    base = tiny_package_dir(variant="base")  # fixtures/generated/tiny-package-base (guided: CFG/APG)
 
-    python -m tools.parity.fixtures [--force]     # the same from the shell (scripts/make_tiny_package.sh)
+    python -m tools.parity.fixtures [--force] [--variant turbo|base|all]   # from the shell
+                                                    # (scripts/make_tiny_package.sh builds both)
+
+The turbo package holds every component (text encoder, VAE, DiT `acestep-v15-turbo`, 5 Hz LM). The base
+package is exported from its own checkpoints folder `tiny-checkpoints-base` (text encoder, VAE and a DiT
+folder `acestep-v15-base` with `is_turbo: false`, same seed; no LM, which keeps its export short): it is
+what the guided path (CFG, APG, cfg interval, `null_condition_emb`) runs on.
 
 Each directory has a stamp file beside it (`<name>.stamp`) holding a hash of `tools/onnx_export/**/*.py`
 and `tools/make_qwen_tokenizer.py`; when the hash changes (or the stamp is missing) the directory is
@@ -22,7 +29,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 try:
     import fcntl
@@ -34,6 +43,26 @@ GENERATED = ROOT / "fixtures" / "generated"
 CHECKPOINTS_NAME = "tiny-checkpoints"
 PACKAGE_NAME = "tiny-package"
 SEED = 0
+
+
+class _Variant(NamedTuple):
+    checkpoints: str  # folder under fixtures/generated
+    package: str
+    dit: str  # official DiT folder name
+    lm: str  # LM folder name, or "none"
+
+
+VARIANTS = {
+    "turbo": _Variant(CHECKPOINTS_NAME, PACKAGE_NAME, "acestep-v15-turbo", "acestep-5Hz-lm-0.6B"),
+    "base": _Variant("tiny-checkpoints-base", "tiny-package-base", "acestep-v15-base", "none"),
+}
+
+
+def _variant(name: str) -> _Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown tiny variant {name!r} (known: {', '.join(VARIANTS)})") from None
 
 
 def source_hash(root: Path = ROOT) -> str:
@@ -103,23 +132,28 @@ def _build(target: Path, digest: str, build, force: bool) -> Path:
     return target
 
 
-def tiny_checkpoints_dir(*, generated: Path = GENERATED, force: bool = False) -> Path:
+def tiny_checkpoints_dir(*, variant: str = "turbo", generated: Path = GENERATED, force: bool = False) -> Path:
     """Tiny random-weight checkpoints (seed 0) in the official layout; built on first use or source change."""
-    target = generated / CHECKPOINTS_NAME
-    return _build(target, source_hash(),
-                  lambda out: _run(["-m", "tools.onnx_export.make_tiny", "--out", str(out), "--seed", str(SEED)],
-                                   "tiny checkpoints"),
-                  force)
+    v = _variant(variant)
+    target = generated / v.checkpoints
+
+    def build(out: Path) -> None:
+        _run(["-m", "tools.onnx_export.make_tiny", "--out", str(out), "--seed", str(SEED), "--dit", v.dit,
+              "--lm", v.lm], f"tiny {variant} checkpoints")
+
+    return _build(target, source_hash(), build, force)
 
 
-def tiny_package_dir(*, generated: Path = GENERATED, force: bool = False) -> Path:
-    """The model package exported (real CLI) from `tiny_checkpoints_dir()`."""
-    ckpt = tiny_checkpoints_dir(generated=generated, force=force)
-    target = generated / PACKAGE_NAME
+def tiny_package_dir(*, variant: str = "turbo", generated: Path = GENERATED, force: bool = False) -> Path:
+    """The model package exported (real CLI) from `tiny_checkpoints_dir(variant=variant)`."""
+    v = _variant(variant)
+    ckpt = tiny_checkpoints_dir(variant=variant, generated=generated, force=force)
+    target = generated / v.package
     # the package depends on the checkpoints, which depend on the same sources: one digest covers both
     return _build(target, source_hash(),
-                  lambda out: _run(["-m", "tools.onnx_export", "--checkpoints", str(ckpt), "--out", str(out)],
-                                   "tiny model package"),
+                  lambda out: _run(["-m", "tools.onnx_export", "--checkpoints", str(ckpt), "--out", str(out),
+                                    "--dit", v.dit, "--lm", v.lm],
+                                   f"tiny {variant} model package"),
                   force)
 
 
@@ -127,11 +161,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.parity.fixtures", description=__doc__.split("\n\n")[0])
     ap.add_argument("--force", action="store_true", help="rebuild even when the stamps are current")
     ap.add_argument("--generated", type=Path, default=GENERATED, help="output root (default: %(default)s)")
+    ap.add_argument("--variant", choices=[*VARIANTS, "all"], default="all",
+                    help="which tiny package to build (default: %(default)s)")
     args = ap.parse_args(argv)
-    pkg = tiny_package_dir(generated=args.generated, force=args.force)  # builds the checkpoints first
-    ckpt = args.generated / CHECKPOINTS_NAME
-    print(f"tiny checkpoints: {ckpt}")
-    print(f"tiny package: {pkg}")
+    for variant in VARIANTS if args.variant == "all" else [args.variant]:
+        start = time.perf_counter()
+        pkg = tiny_package_dir(variant=variant, generated=args.generated, force=args.force)  # checkpoints first
+        ckpt = args.generated / VARIANTS[variant].checkpoints
+        print(f"tiny {variant} checkpoints: {ckpt}")
+        print(f"tiny {variant} package: {pkg} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 

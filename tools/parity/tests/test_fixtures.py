@@ -60,3 +60,9 @@ def test_source_hash_tracks_exporter_sources(tmp_path):
     assert h2 != h1
     (tmp_path / "tools" / "make_qwen_tokenizer.py").write_text("a = 2\n")
     assert fixtures.source_hash(tmp_path) != h2
+
+
+def test_unknown_variant_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown tiny variant 'sfx' \(known: turbo, base\)"):
+        fixtures.tiny_package_dir(variant="sfx", generated=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing was started
