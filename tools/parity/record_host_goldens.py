@@ -113,21 +113,16 @@ def open_pipeline(package_dir: Path):
 
 
 def run_pipeline(pipeline, request: dict) -> dict:
-    """The host being frozen: Pipeline.generate + outputs.item_params + frames.track_id. `pipeline` is
-    an open Pipeline (see `open_pipeline`) or a package directory."""
-    from acestep_runtime.frames import track_id
-    from acestep_runtime.outputs import item_params
-    from acestep_runtime.request import GenerationRequest
-
+    """The driver-based host: `Pipeline.generate`, whose loop the core drives (the goldens were
+    recorded from the host before the driver; its track ids used the old parameter set, see
+    test_host_goldens). `pipeline` is an open Pipeline (see `open_pipeline`) or a package directory."""
     if isinstance(pipeline, (str, Path)):
         with open_pipeline(Path(pipeline)) as pipe:
             return run_pipeline(pipe, request)
-    req = GenerationRequest.from_dict(request)
-    result = pipeline.generate(req)
-    params = [item_params(req, result, i, pipeline.package) for i in range(len(result.seeds))]
+    result = pipeline.generate(dict(request))
     return {"latents": result.latents, "audio": result.audio, "seeds": result.seeds, "frames": result.frames,
-            "schedule": result.schedule, "peaks": result.peaks, "params": params,
-            "track_ids": [track_id(p) for p in params], "prompts": result.prompts}
+            "schedule": result.schedule, "peaks": result.peaks, "params": [s["params"] for s in result.sidecars],
+            "track_ids": result.track_ids, "prompts": result.prompts}
 
 
 def run_per_step(package_dir: Path, request: dict) -> dict:
