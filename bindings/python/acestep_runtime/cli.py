@@ -12,16 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
 EXIT_CANCELLED = 130
-_PACKAGE_DIR = Path(__file__).resolve().parent
-_REPO_DIR = _PACKAGE_DIR.parents[2]
-TINY_PACKAGE = _REPO_DIR / "fixtures" / "generated" / "tiny-package"
 TINY_NOTE = (
     "note: no --model given, using the tiny package built by `scripts/setup.sh --dev` ({path}). Its weights are "
     "RANDOM: the output is noise-like, not music. Export real checkpoints with `python -m tools.onnx_export "
@@ -30,8 +26,9 @@ TINY_NOTE = (
 
 
 def _default_model() -> Path:
-    env = os.environ.get("ACESTEP_MODEL")
-    return Path(env) if env else TINY_PACKAGE
+    from .api import default_model
+
+    return default_model()
 
 
 def _parse_seeds(text: str) -> list[int]:
