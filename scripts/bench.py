@@ -26,6 +26,9 @@ sys.path.insert(0, str(ROOT / "bindings" / "python"))
 
 from acestep_runtime.pipeline import Pipeline  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_machine import machine_line  # noqa: E402
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -40,6 +43,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
+    print(machine_line())
     durations = [float(d) for d in args.durations.split(",")]
     t0 = time.perf_counter()
     pipe = Pipeline.open(args.model, device="cpu", threads=args.threads)

@@ -101,9 +101,12 @@ pub fn sde_step(
     ensure_same_len(x.len(), eps.len(), "eps")?;
     ensure_finite(eps, "eps")?;
     ensure_finite_scalar(t_next, "t_next")?;
-    let mut x0 = vec![0.0f32; x.len()];
-    x0_from_velocity(x, v, t, &mut x0)?;
-    renoise(&x0, eps, t_next, out);
+    // x0̂ goes into `out` first, then is re-noised in place: no latent-sized temporary per step.
+    x0_from_velocity(x, v, t, out)?;
+    let (a, b) = (t_next as f32, (1.0 - t_next) as f32);
+    for (o, &e) in out.iter_mut().zip(eps) {
+        *o = a * e + b * *o;
+    }
     Ok(())
 }
 
