@@ -22,11 +22,11 @@ Cases (tiny packages from `tools/parity/fixtures.py`; the turbo package unless m
     guided_apg        base: inference_steps 6, guidance_scale 4, apg, cfg interval [0.2, 0.8], 10.0 s
     guided_cfg        base: inference_steps 6, guidance_scale 3, cfg, shift 2.0, 10.0 s
 
-Re-recording. `--host pipeline` (default) records with `acestep_runtime.pipeline.Pipeline.generate`
-plus `outputs.item_params` and `frames.track_id`, the host these goldens freeze; it works only on a
-checkout that still has that host. `--host per_step` records with `tools/parity/per_step_host.py`,
-which the tests prove identical to it: use it after the driver refactor, e.g. to re-record for a new
-onnxruntime or a changed exporter. Re-record only for such a reason, and say it in the commit: the
+Re-recording. The goldens were recorded (commit 5290174) from the host before the driver: its
+`Pipeline.generate` plus `outputs.item_params` and `frames.track_id`. That host is gone; `--host
+per_step` records with `tools/parity/per_step_host.py`, its frozen copy (the tests prove both give
+the same bits), e.g. to re-record for a new onnxruntime or a changed exporter. `--host pipeline` now
+runs the driver-based host, whose track ids follow the new scheme: do not record goldens with it. Re-record only for such a reason, and say it in the commit: the
 point of the goldens is that they do not move.
 """
 from __future__ import annotations
