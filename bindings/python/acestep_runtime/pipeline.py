@@ -113,7 +113,7 @@ class Pipeline:
             timings["total"] = time.perf_counter() - t0
             ort_seconds = self.sessions.stats.total - ort_before
             host = {
-                "runtime": self.sessions.runtime_info(),
+                "runtime": self.sessions.runtime_info(needed),
                 "timings_s": timings,
                 "ort_seconds": ort_seconds,
             }

@@ -110,15 +110,16 @@ class Sessions:
         self.stats.add(name, time.perf_counter() - start)
         return outputs
 
-    def runtime_info(self) -> dict:
-        """Versions and execution providers, for sidecars."""
+    def runtime_info(self, components=None) -> dict:
+        """Versions and the execution provider of each of ``components`` (default: every session
+        loaded so far), for sidecars."""
         from . import _native
 
         return {
             "acestep_runtime_core": _native.version(),
             "core_abi": _native.abi_version(),
             "onnxruntime": self._ort.__version__,
-            "providers": {name: sess.get_providers()[0] for name, sess in self._sessions.items()},
+            "providers": {name: self.session(name).get_providers()[0] for name in (components or self._sessions)},
         }
 
     def warm(self, names) -> None:
