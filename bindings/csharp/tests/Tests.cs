@@ -328,7 +328,7 @@ static class Tests
 
     static void TokenizerRoundTrip(string pkg)
     {
-        using (var tok = Tokenizer.FromFile(ModelPackage.Open(pkg).TokenizerPath("text")))
+        using (var tok = Tokenizer.FromFile(PackageManifest.Open(pkg).TokenizerPath("text")))
         {
             string text = "caf\u00e9 \u2014 \u65e5\u672c\u8a9e lyrics";
             uint[] ids = tok.Encode(text, false);
@@ -377,7 +377,7 @@ static class Tests
             fixed (float* l = logits)
                 Assert(NativeMethods.ace_sampler_sample(sampler, l, null, (UIntPtr)4, 0, out token) == AceStatus.LengthMismatch, "vocab 4 accepted");
         }
-        using (var lm = Tokenizer.FromFile(ModelPackage.Open(pkg).TokenizerPath("lm")))
+        using (var lm = Tokenizer.FromFile(PackageManifest.Open(pkg).TokenizerPath("lm")))
         {
             AceFsmHandle fsm;
             AceException.Check(NativeMethods.ace_fsm_create(lm.Handle, Utf8.Encode("{}"), out fsm));
@@ -394,7 +394,7 @@ static class Tests
 
     static void OrtSessions(string pkg)
     {
-        var package = ModelPackage.Open(pkg);
+        var package = PackageManifest.Open(pkg);
         using (var ort = new OrtBackend(null, "cpu", 1))
         using (var s = ort.Open("lyric_embedding", package.ComponentPath("lyric_embedding")))
         {

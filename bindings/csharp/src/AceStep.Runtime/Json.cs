@@ -176,12 +176,25 @@ namespace AceStep.Runtime
         /// Doubles are written round-trip exact; NaN and infinities are errors (JSON has none).</summary>
         public static string Write(object value)
         {
+            return Write(value, 0);
+        }
+
+        /// <summary>As Write; <paramref name="indent"/> > 0 puts each member and element on its own
+        /// line, indented by that many spaces per level (Python's json.dumps(indent=n) layout).</summary>
+        public static string Write(object value, int indent)
+        {
             var sb = new StringBuilder();
-            WriteValue(sb, value);
+            WriteValue(sb, value, indent, 0);
             return sb.ToString();
         }
 
-        static void WriteValue(StringBuilder sb, object value)
+        static void NewLine(StringBuilder sb, int indent, int level)
+        {
+            if (indent > 0)
+                sb.Append('\n').Append(' ', indent * level);
+        }
+
+        static void WriteValue(StringBuilder sb, object value, int indent, int level)
         {
             if (value == null) { sb.Append("null"); return; }
             var str = value as string;
@@ -212,10 +225,12 @@ namespace AceStep.Runtime
                 {
                     if (!first) sb.Append(',');
                     first = false;
+                    NewLine(sb, indent, level + 1);
                     WriteString(sb, (string)entry.Key);
-                    sb.Append(':');
-                    WriteValue(sb, entry.Value);
+                    sb.Append(indent > 0 ? ": " : ":");
+                    WriteValue(sb, entry.Value, indent, level + 1);
                 }
+                if (!first) NewLine(sb, indent, level);
                 sb.Append('}');
                 return;
             }
@@ -228,8 +243,10 @@ namespace AceStep.Runtime
                 {
                     if (!first) sb.Append(',');
                     first = false;
-                    WriteValue(sb, item);
+                    NewLine(sb, indent, level + 1);
+                    WriteValue(sb, item, indent, level + 1);
                 }
+                if (!first) NewLine(sb, indent, level);
                 sb.Append(']');
                 return;
             }
