@@ -50,7 +50,7 @@ namespace AceStep.Runtime
         }
 
         /// <summary>"turbo", "base" or "sft".</summary>
-        public string Kind { get { return Info.ContainsKey("kind") ? Info["kind"] as string : null; } }
+        public string Kind { get { return Info.ContainsKey("model_kind") ? Info["model_kind"] as string : null; } }
 
         /// <summary>The file of a component, as the core resolved it (ArgumentException names the
         /// components the package has).</summary>
