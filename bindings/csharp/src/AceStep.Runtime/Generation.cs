@@ -207,6 +207,8 @@ namespace AceStep.Runtime
                 for (int i = 0; i < n; i++)
                 {
                     Tensor value = outputs[i].Value;
+                    if (outputs[i].Key == null)
+                        throw new ArgumentNullException("outputs", "output " + i + " has no name");
                     if (value == null)
                         throw new ArgumentNullException("outputs", "output " + outputs[i].Key + " is null");
                     byte[] nameBytes = Utf8.Encode(outputs[i].Key);
