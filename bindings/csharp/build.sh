@@ -10,7 +10,7 @@ out="$here/bin"
 mkdir -p "$out"
 mcs_flags=(-langversion:7 -unsafe -nologo -warnaserror+ -debug-)
 mcs "${mcs_flags[@]}" -target:library -doc:"$out/AceStep.Runtime.xml" -nowarn:1591 \
-    -out:"$out/AceStep.Runtime.dll" -recurse:"$here/src/AceStep.Runtime/*.cs"
+    -r:System.Numerics.dll -out:"$out/AceStep.Runtime.dll" -recurse:"$here/src/AceStep.Runtime/*.cs"
 mcs "${mcs_flags[@]}" -out:"$out/Generate.exe" -r:"$out/AceStep.Runtime.dll" "$root"/examples/ffi/csharp/*.cs
 mcs "${mcs_flags[@]}" -out:"$out/AceStepGenerate.exe" -r:"$out/AceStep.Runtime.dll" "$root"/examples/ffi/csharp/AceStepGenerate/*.cs
 mcs "${mcs_flags[@]}" -out:"$out/Tests.exe" -r:"$out/AceStep.Runtime.dll" -r:System.Core.dll "$here/tests/Tests.cs"

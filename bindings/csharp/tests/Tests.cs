@@ -29,6 +29,12 @@ static class Tests
             return WavCommand(args);
         if (args.Length > 0 && args[0] == "generate")
             return GenerateCommand(args);
+        if (args.Length > 0 && args[0] == "json")
+        {
+            // json IN OUT: read a JSON file and write it back with indent 2 (for the layout test).
+            File.WriteAllText(args[2], Json.Write(Json.Parse(File.ReadAllText(args[1])), 2), new System.Text.UTF8Encoding(false));
+            return 0;
+        }
 
         Run("NativeMethods covers every ace_* function of the header", HeaderCoverage);
         Run("ABI version and version string", AbiVersion);

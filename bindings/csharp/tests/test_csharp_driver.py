@@ -95,7 +95,10 @@ def check_tracks(paths: list[Path], result, fmt: str) -> None:
     for b, path in enumerate(paths):
         data = path.read_bytes()
         assert data == audio_io.encode(result.audio[b], fmt), f"{path.name}: WAV bytes differ from the Python host's"
-        sidecar = json.loads(Path(str(path) + ".json").read_text(encoding="utf-8"))
+        text = Path(str(path) + ".json").read_text(encoding="utf-8")
+        sidecar = json.loads(text)
+        # Laid out as the Python host writes it (json.dumps, indent 2, shortest float repr).
+        assert text == json.dumps(sidecar, ensure_ascii=False, indent=2) + "\n"
         assert core_fields(sidecar) == core_fields(result.sidecars[b])
         assert sidecar["track_id"] == result.track_ids[b]
         host = sidecar["host"]
@@ -229,6 +232,23 @@ def test_wav_bytes_equal_the_python_hosts_encoder(tmp_path, fmt, channels):
     raw.write_bytes(audio.tobytes())
     ok(mono("Tests.exe", "wav", fmt, channels, raw, wav))
     assert wav.read_bytes() == audio_io.encode(audio, fmt)
+
+
+def test_json_writer_lays_out_like_pythons_json_dumps(tmp_path):
+    import struct
+
+    rng = np.random.default_rng(5)
+    floats = [0.1, 1.0, 30.0, -0.0, 0.0, 1e-05, 0.0001, 1.5e16, 1e15, 123456789012345.6, 5e-324, 1.7976931348623157e308,
+              2.0 ** -30, 1 / 3, -2.5e-7, 48000.0, 2.0 ** -1022, 2.2250738585072009e-308, 2.0 ** 1023, 1e22, 1e23, 0.3,
+              9007199254740993.0, 2.0 ** 60]
+    floats += [struct.unpack("<f", struct.pack("<f", x))[0] for x in rng.normal(0, 1, 200)]  # float32 values
+    floats += [float(x) for x in rng.normal(0, 1, 200) * 10.0 ** rng.integers(-20, 20, 200)]
+    value = {"floats": floats, "ints": [0, -1, 2 ** 53, 48000], "text": "é \u2713 日本 \U0001f3b5 \b\f\n\t\x01 \"q\" \\",
+             "nested": {"empty_list": [], "empty_object": {}, "flags": [True, False, None]}}
+    src, out = tmp_path / "in.json", tmp_path / "out.json"
+    src.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+    ok(mono("Tests.exe", "json", src, out))
+    assert out.read_text(encoding="utf-8") == json.dumps(value, ensure_ascii=False, indent=2)
 
 
 def test_struct_layouts_equal_the_c_compilers(tmp_path):
