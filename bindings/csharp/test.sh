@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and tests the C# host (called by scripts/test.sh after setup.sh --dev):
 #   1. the C# test runner (mono Tests.exe): table vs header, errors, handles, ORT binding;
-#   2. pytest bindings/csharp/tests: C# vs torch/the Python host (noise, library loading, and the
-#      per-step example against Pipeline.generate on the tiny package, byte for byte).
+#   2. pytest bindings/csharp/tests: C# vs torch/the Python host (noise, library loading, the
+#      per-step example and the driver host + AceStepGenerate.exe against Pipeline.generate on the
+#      tiny package, byte for byte; WAV encoders; ABI struct layouts against cc).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

@@ -23,6 +23,18 @@ static class Tests
             return NoiseCommand(args);
         if (args.Length > 0 && args[0] == "load-library")
             return LoadLibraryCommand();
+        if (args.Length > 0 && args[0] == "layout")
+            return LayoutCommand();
+        if (args.Length > 0 && args[0] == "wav")
+            return WavCommand(args);
+        if (args.Length > 0 && args[0] == "generate")
+            return GenerateCommand(args);
+        if (args.Length > 0 && args[0] == "json")
+        {
+            // json IN OUT: read a JSON file and write it back with indent 2 (for the layout test).
+            File.WriteAllText(args[2], Json.Write(Json.Parse(File.ReadAllText(args[1])), 2), new System.Text.UTF8Encoding(false));
+            return 0;
+        }
 
         Run("NativeMethods covers every ace_* function of the header", HeaderCoverage);
         Run("ABI version and version string", AbiVersion);
@@ -44,6 +56,9 @@ static class Tests
             Run("ORT: session names, run, wrong input -> exception naming the graph", () => OrtSessions(pkg));
             Run("ORT: missing graph -> exception naming it", () => OrtMissingGraph(pkg));
             Run("every object type: create, use, release (APG, Heun, sampler, FSM)", () => EveryHandle(pkg));
+            Run("package: open, info, normalize; missing package -> Io naming it", () => PackageInfo(pkg));
+            Run("generation misuse -> AceException with the core's status and message", () => GenerationMisuse(pkg));
+            Run("pipeline: cancel between graph runs writes nothing; sessions reused; no silent overwrite", () => PipelineCancelAndSave(pkg));
         }
         else
         {
@@ -328,7 +343,7 @@ static class Tests
 
     static void TokenizerRoundTrip(string pkg)
     {
-        using (var tok = Tokenizer.FromFile(ModelPackage.Open(pkg).TokenizerPath("text")))
+        using (var tok = Tokenizer.FromFile(PackageManifest.Open(pkg).TokenizerPath("text")))
         {
             string text = "caf\u00e9 \u2014 \u65e5\u672c\u8a9e lyrics";
             uint[] ids = tok.Encode(text, false);
@@ -377,7 +392,7 @@ static class Tests
             fixed (float* l = logits)
                 Assert(NativeMethods.ace_sampler_sample(sampler, l, null, (UIntPtr)4, 0, out token) == AceStatus.LengthMismatch, "vocab 4 accepted");
         }
-        using (var lm = Tokenizer.FromFile(ModelPackage.Open(pkg).TokenizerPath("lm")))
+        using (var lm = Tokenizer.FromFile(PackageManifest.Open(pkg).TokenizerPath("lm")))
         {
             AceFsmHandle fsm;
             AceException.Check(NativeMethods.ace_fsm_create(lm.Handle, Utf8.Encode("{}"), out fsm));
@@ -394,7 +409,7 @@ static class Tests
 
     static void OrtSessions(string pkg)
     {
-        var package = ModelPackage.Open(pkg);
+        var package = PackageManifest.Open(pkg);
         using (var ort = new OrtBackend(null, "cpu", 1))
         using (var s = ort.Open("lyric_embedding", package.ComponentPath("lyric_embedding")))
         {
@@ -436,7 +451,175 @@ static class Tests
         Assert(d.Message.Contains("/nonexistent/libonnxruntime.so"), d.Message);
     }
 
+    // -- the generation driver ---------------------------------------------------------------------
+
+    static void PackageInfo(string pkg)
+    {
+        using (var package = ModelPackage.Open(pkg))
+        {
+            Assert(package.Kind == "turbo", "kind " + package.Kind);
+            string dit = package.ComponentPath("dit_decoder");
+            Assert(File.Exists(dit) && dit.EndsWith(".onnx"), "dit_decoder path " + dit);
+            var missing = Throws<ArgumentException>(() => package.ComponentPath("no_such_graph"), "unknown component");
+            Assert(missing.Message.Contains("no_such_graph") && missing.Message.Contains("dit_decoder"), missing.Message);
+            var normalized = Json.ParseObject(package.NormalizeRequest("{\"caption\": \"x\", \"duration\": 10}"));
+            var request = (Dictionary<string, object>)normalized["request"];
+            Assert((string)request["caption"] == "x" && Convert.ToDouble(request["duration"]) == 10.0, "normalized " + Json.Write(normalized));
+            var bad = Throws<AceException>(() => package.NormalizeRequest("{\"caption\": \"x\", \"durration\": 10}"), "unknown request key");
+            Assert(bad.Status == AceStatus.InvalidArgument && bad.CoreMessage.StartsWith("request.durration"), bad.Message);
+        }
+        string nowhere = Path.Combine(Path.GetTempPath(), "acestep_no_package_" + Guid.NewGuid().ToString("N"));
+        var io = Throws<AceException>(() => ModelPackage.Open(nowhere), "missing package");
+        Assert(io.Status == AceStatus.Io && io.CoreMessage.Contains(nowhere), io.Message);
+        var p = ModelPackage.Open(pkg);
+        p.Dispose();
+        p.Dispose();
+        Throws<ObjectDisposedException>(() => new Generation(p, "{}"), "generation on a disposed package");
+    }
+
+    static void GenerationMisuse(string pkg)
+    {
+        using (var package = ModelPackage.Open(pkg))
+        {
+            var e = Throws<AceException>(() => new Generation(package, "{\"caption\": \"x\", \"duration\": 5, \"seed\": 1}"), "5 s");
+            Assert(e.Status == AceStatus.InvalidArgument && e.CoreMessage.Contains("duration"), e.Message);
+            var j = Throws<AceException>(() => new Generation(package, "{\"caption\": "), "truncated JSON");
+            Assert(j.Status == AceStatus.InvalidJson, j.Message);
+
+            var gen = new Generation(package, "{\"caption\": \"x\", \"duration\": 10, \"seed\": 1}");
+            int[] shape;
+            var early = Throws<AceException>(() => gen.Audio(out shape), "audio before the end");
+            Assert(early.Status == AceStatus.InvalidState, early.Message);
+            Assert(Throws<AceException>(() => gen.Sidecar(0, null), "sidecar before the end").Status == AceStatus.InvalidState, "sidecar status");
+            // Run graphs only until the first call that wants an output back, then feed it wrong ones.
+            var kept = new Dictionary<string, Tensor>();
+            using (var ort = new OrtBackend(null, "cpu", 1))
+            {
+                var sessions = new Dictionary<string, IInferenceSession>();
+                GraphCall call;
+                while (true)
+                {
+                    call = gen.Next();
+                    Assert(call != null, "the run ended without a call that submits");
+                    Assert(gen.Next().Component == call.Component, "Next twice gives the same call");
+                    if (call.Outputs.Any(o => o.KeepAs == null))
+                        break;
+                    IInferenceSession s;
+                    if (!sessions.TryGetValue(call.Component, out s))
+                        sessions[call.Component] = s = ort.Open(call.Component, package.ComponentPath(call.Component));
+                    var feeds = call.Inputs.ToDictionary(i => i.Name, i => i.HostKey != null ? kept[i.HostKey] : i.Value);
+                    Tensor[] values = s.Run(feeds);
+                    foreach (var o in call.Outputs)
+                        kept[o.KeepAs] = values[Array.IndexOf(s.OutputNames, o.Name)];
+                    gen.Submit(new List<KeyValuePair<string, Tensor>>());
+                }
+                foreach (var s in sessions.Values) s.Dispose();
+                string wanted = call.Outputs.First(o => o.KeepAs == null).Name;
+                var none = Throws<AceException>(() => gen.Submit(new List<KeyValuePair<string, Tensor>>()), "nothing submitted");
+                Assert(none.Status == AceStatus.InvalidArgument && none.CoreMessage.Contains(call.Component) && none.CoreMessage.Contains(wanted), none.Message);
+                var wrongName = Throws<AceException>(() => gen.Submit(new[] { new KeyValuePair<string, Tensor>("bogus", Tensor.Float(new float[1], 1)) }), "unknown output");
+                Assert(wrongName.Status == AceStatus.InvalidArgument && wrongName.CoreMessage.Contains("bogus"), wrongName.Message);
+                var wrongShape = Throws<AceException>(() => gen.Submit(new[] { new KeyValuePair<string, Tensor>(wanted, Tensor.Float(new float[3], 1, 3)) }), "wrong shape");
+                Assert(wrongShape.Status == AceStatus.InvalidArgument && wrongShape.CoreMessage.Contains(wanted), wrongShape.Message);
+                var wrongType = Throws<AceException>(() => gen.Submit(new[] { new KeyValuePair<string, Tensor>(wanted, Tensor.Int64(new long[3], 1, 3)) }), "wrong dtype");
+                Assert(wrongType.Status == AceStatus.InvalidArgument, wrongType.Message);
+                // Nothing changed: the same call is still pending.
+                Assert(gen.Next().Component == call.Component, "a failed submit moved the generation on");
+            }
+            // Freeing mid-run is cancelling; twice is harmless; afterwards every use throws.
+            gen.Dispose();
+            gen.Dispose();
+            Throws<ObjectDisposedException>(() => gen.Next(), "next after dispose");
+        }
+    }
+
+    static void PipelineCancelAndSave(string pkg)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "acestep_pipe_" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            using (var pipe = Pipeline.Open(pkg, "cpu", 1))
+            {
+                const string request = "{\"caption\": \"x\", \"duration\": 10, \"seed\": 5}";
+                var cts = new System.Threading.CancellationTokenSource();
+                var seen = new List<string>();
+                ProgressCallback cancelInDiffusion = (stage, done, total) =>
+                {
+                    seen.Add(stage + " " + done + "/" + total);
+                    if (stage == "diffusion" && done == 2) cts.Cancel();
+                };
+                Throws<OperationCanceledException>(() => pipe.Generate(request, cancelInDiffusion, cts.Token), "cancelled run");
+                Assert(seen.Last() == "diffusion 2/8", "ran past the cancel: " + seen.Last());
+                Assert(Directory.GetFileSystemEntries(dir).Length == 0, "a cancelled run wrote files");
+                IInferenceSession dit = pipe.Session("dit_decoder");
+
+                var progress = new List<string>();
+                GenerationResult result = pipe.Generate(request, (stage, done, total) => progress.Add(stage + " " + done + "/" + total));
+                Assert(ReferenceEquals(dit, pipe.Session("dit_decoder")), "the session was not reused");
+                Assert(progress.Contains("encode 3/3") && progress.Contains("diffusion 8/8") && progress.Last() == "decode 1/1", "progress " + string.Join(", ", progress));
+                Assert(result.AudioShape.SequenceEqual(new[] { 1, 2, 1920 * 250 }) && result.Frames == 250, "audio shape " + string.Join("x", result.AudioShape));
+                string[] paths = result.Save(dir + "/", "wav24");
+                Assert(paths.Length == 1 && Path.GetFileName(paths[0]) == result.TrackIds[0].Substring(0, 16) + ".24bit.wav", "path " + paths[0]);
+                var sidecar = Json.ParseObject(File.ReadAllText(paths[0] + ".json"));
+                var host = (Dictionary<string, object>)sidecar["host"];
+                Assert((string)host["audio_sha256"] == Outputs.Sha256Hex(File.ReadAllBytes(paths[0])) && (string)host["format"] == "wav24", "host fields " + Json.Write(host));
+                Assert((string)sidecar["track_id"] == result.TrackIds[0], "sidecar track id");
+                byte[] before = File.ReadAllBytes(paths[0]);
+                var exists = Throws<OutputException>(() => result.Save(dir + "/", "wav24"), "overwrite without asking");
+                Assert(exists.Message.Contains(paths[0]), exists.Message);
+                result.Save(dir + "/", "wav24", overwrite: true);
+                Assert(File.ReadAllBytes(paths[0]).SequenceEqual(before), "overwrite changed the bytes");
+                Assert(Directory.GetFiles(dir).Length == 2, "temporary files left: " + string.Join(", ", Directory.GetFiles(dir)));
+                Throws<ArgumentException>(() => result.Save(dir + "/", "flac"), "unknown format");
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     // -- commands for the Python-driven tests -------------------------------------------------------
+
+    // Sizes and field offsets of the ABI structs as this binding lays them out (pytest compares
+    // them with a C compiler's view of include/acestep_runtime.h).
+    static int LayoutCommand()
+    {
+        foreach (Type t in new[] { typeof(AceTensor), typeof(AceGraphOutput), typeof(AceGraphCall), typeof(AceTileWindow) })
+        {
+            var parts = t.GetFields().Select(f => f.Name + "=" + Marshal.OffsetOf(t, f.Name));
+            Console.WriteLine(t.Name + " " + Marshal.SizeOf(t) + " " + string.Join(" ", parts));
+        }
+        return 0;
+    }
+
+    // wav FORMAT CHANNELS IN.f32 OUT.wav: [channels, samples] float32 -> WAV bytes.
+    static int WavCommand(string[] args)
+    {
+        byte[] raw = File.ReadAllBytes(args[3]);
+        var audio = new float[raw.Length / 4];
+        Buffer.BlockCopy(raw, 0, audio, 0, raw.Length);
+        int channels = int.Parse(args[2]);
+        File.WriteAllBytes(args[4], Wav.Encode(args[1], audio, 0, channels, audio.Length / channels, 48000));
+        return 0;
+    }
+
+    // generate PKG REQUEST.json OUTDIR FORMAT: Pipeline.Generate in-process (1 thread, CPU), then
+    // OUTDIR/latents.f32 + OUTDIR/audio.f32 (raw) and the saved files under OUTDIR/tracks/.
+    static int GenerateCommand(string[] args)
+    {
+        using (var pipe = Pipeline.Open(args[1], "cpu", 1))
+        {
+            GenerationResult r = pipe.Generate(File.ReadAllText(args[2], System.Text.Encoding.UTF8));
+            Func<float[], byte[]> bytes = a => { var b = new byte[a.Length * 4]; Buffer.BlockCopy(a, 0, b, 0, b.Length); return b; };
+            File.WriteAllBytes(Path.Combine(args[3], "latents.f32"), bytes(r.Latents));
+            File.WriteAllBytes(Path.Combine(args[3], "audio.f32"), bytes(r.Audio));
+            foreach (string path in r.Save(Path.Combine(args[3], "tracks") + "/", args[4]))
+                Console.WriteLine(path);
+            Console.Error.WriteLine(string.Format(System.Globalization.CultureInfo.InvariantCulture, "total {0:F3} s, inference {1:F3} s",
+                r.Timings["total"], r.RunSeconds));
+        }
+        return 0;
+    }
+
 
     static int NoiseCommand(string[] args)
     {

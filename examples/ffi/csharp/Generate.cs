@@ -72,7 +72,7 @@ static class Generate
     {
         var clock = Stopwatch.StartNew();
         Request req = Request.FromFile(opts["request"]);
-        ModelPackage pkg = ModelPackage.Open(opts["model"]);
+        PackageManifest pkg = PackageManifest.Open(opts["model"]);
         string kind = pkg.ModelKind();
         if (kind != "turbo")
             throw new NotSupportedException("this example runs turbo packages only (the package is " + kind + "); guided base/sft runs come with the generation driver");

@@ -47,6 +47,65 @@ namespace AceStep.Runtime
         protected override bool ReleaseHandle() { NativeMethods.ace_tokenizer_free(handle); return true; }
     }
 
+    /// <summary>`AcePackage*` (immutable: may be shared between threads; generations keep it alive).</summary>
+    public sealed class AcePackageHandle : AceHandle
+    {
+        protected override bool ReleaseHandle() { return NativeMethods.ace_package_free(handle) == AceStatus.Ok; }
+    }
+
+    /// <summary>`AceGeneration*` (one thread at a time). Freeing it before the end cancels the run.</summary>
+    public sealed class AceGenerationHandle : AceHandle
+    {
+        protected override bool ReleaseHandle() { return NativeMethods.ace_generation_free(handle) == AceStatus.Ok; }
+    }
+
+    /// <summary>Element types of `AceTensor.dtype` (ONNX Runtime's numbers).</summary>
+    public static class AceDType
+    {
+        public const int Float32 = 1; // ACE_DTYPE_FLOAT32
+        public const int Int64 = 7;   // ACE_DTYPE_INT64
+    }
+
+    /// <summary>`AceTensor`: a named tensor crossing the boundary (a call input or a submitted
+    /// output). Blittable: read it through a pointer, never copy the data it points to past the
+    /// call's lifetime.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct AceTensor
+    {
+        public IntPtr Name;      // const char*
+        public int DType;        // AceDType
+        public IntPtr Shape;     // const int64_t*, Rank values (-1: unknown, host-held input)
+        public UIntPtr Rank;
+        public IntPtr Data;      // const void*, ByteLen bytes; NULL when HostKey is set
+        public UIntPtr ByteLen;
+        public IntPtr HostKey;   // const char*: feed the value kept under this key
+    }
+
+    /// <summary>`AceGraphOutput`: an output a call wants; KeepAs NULL means submit it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct AceGraphOutput
+    {
+        public IntPtr Name;      // const char*
+        public IntPtr KeepAs;    // const char*
+    }
+
+    /// <summary>`AceGraphCall`: the next graph run, owned by the generation (valid until the next
+    /// next/submit/free on it).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct AceGraphCall
+    {
+        public IntPtr Component;   // const char*
+        public IntPtr Inputs;      // const AceTensor*
+        public UIntPtr NumInputs;
+        public IntPtr Outputs;     // const AceGraphOutput*
+        public UIntPtr NumOutputs;
+        public IntPtr Release;     // const char* const*
+        public UIntPtr NumRelease;
+        public IntPtr Stage;       // const char*
+        public uint StageDone;
+        public uint StageTotal;
+    }
+
     /// <summary>`AceTileWindow` (see ace_vae_tile_plan): decode latent frames [Start, End), drop
     /// CropLeft samples at the front and CropRight at the back.</summary>
     [StructLayout(LayoutKind.Sequential)]

@@ -77,6 +77,42 @@ namespace AceStep.Runtime
         [DllImport(LibName, EntryPoint = "ace_frames_to_samples", CallingConvention = CallingConvention.Cdecl)]
         public static extern AceStatus ace_frames_to_samples(uint frames, /* uint64_t* */ out ulong out_samples);
 
+        [DllImport(LibName, EntryPoint = "ace_generation_create", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_create(/* const AcePackage* */ AcePackageHandle pkg, /* const char* */ byte[] request_json, /* AceGeneration** */ out AceGenerationHandle @out);
+
+        [DllImport(LibName, EntryPoint = "ace_generation_free", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_free(/* AceGeneration* */ IntPtr generation);
+
+        [DllImport(LibName, EntryPoint = "ace_generation_info_json", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_info_json(/* const AceGeneration* */ AceGenerationHandle generation, /* char** */ out IntPtr @out);
+
+        [DllImport(LibName, EntryPoint = "ace_generation_next", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_next(/* AceGeneration* */ AceGenerationHandle generation, /* const AceGraphCall** */ out AceGraphCall* out_call);
+
+        [DllImport(LibName, EntryPoint = "ace_generation_submit", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_submit(/* AceGeneration* */ AceGenerationHandle generation, /* const AceTensor* */ AceTensor* outputs, UIntPtr num_outputs);
+
+        [DllImport(LibName, EntryPoint = "ace_generation_result_audio", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_result_audio(/* const AceGeneration* */ AceGenerationHandle generation, /* const float** */ out float* out_data, /* size_t[3] */ UIntPtr* out_shape);
+
+        [DllImport(LibName, EntryPoint = "ace_generation_result_latents", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_result_latents(/* const AceGeneration* */ AceGenerationHandle generation, /* const float** */ out float* out_data, /* size_t[3] */ UIntPtr* out_shape);
+
+        [DllImport(LibName, EntryPoint = "ace_generation_sidecar_json", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_generation_sidecar_json(/* const AceGeneration* */ AceGenerationHandle generation, UIntPtr item, /* const char* */ byte[] host_json, /* char** */ out IntPtr @out);
+
+        [DllImport(LibName, EntryPoint = "ace_package_open", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_package_open(/* const char* */ byte[] dir, /* const char* */ byte[] options_json, /* AcePackage** */ out AcePackageHandle @out);
+
+        [DllImport(LibName, EntryPoint = "ace_package_free", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_package_free(/* AcePackage* */ IntPtr pkg);
+
+        [DllImport(LibName, EntryPoint = "ace_package_info_json", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_package_info_json(/* const AcePackage* */ AcePackageHandle pkg, /* char** */ out IntPtr @out);
+
+        [DllImport(LibName, EntryPoint = "ace_request_normalize", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_request_normalize(/* const AcePackage* */ AcePackageHandle pkg, /* const char* */ byte[] request_json, /* char** */ out IntPtr @out);
+
         [DllImport(LibName, EntryPoint = "ace_guidance_cfg", CallingConvention = CallingConvention.Cdecl)]
         public static extern AceStatus ace_guidance_cfg(/* const float* */ float* cond, /* const float* */ float* uncond, float* @out, UIntPtr len, double guidance_scale);
 

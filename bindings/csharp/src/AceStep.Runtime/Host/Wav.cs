@@ -1,5 +1,6 @@
-// 32-bit float WAV files, written atomically: a temporary file in the target directory, flushed to
-// disk, then renamed over the target, so a reader never sees half a file and a crash leaves none.
+// WAV files (16/24-bit PCM, 32-bit float) with the bytes the Python host writes through libsndfile,
+// written atomically: a temporary file in the target directory, flushed to disk, then renamed over
+// the target, so a reader never sees half a file and a crash leaves none.
 using System;
 using System.IO;
 using System.Text;
@@ -49,6 +50,79 @@ namespace AceStep.Runtime.Host
                     w.Write(audio[offset + c * samples + i]);
             w.Flush();
             return ms.ToArray();
+        }
+
+        /// <summary>The output formats: "wav16", "wav24" (PCM) and "wav32f" (IEEE float).</summary>
+        public static readonly string[] Formats = { "wav16", "wav24", "wav32f" };
+
+        /// <summary>The bytes of a WAV file of <paramref name="format"/> (see Formats) holding
+        /// `channels` planar channels of `samples` values from audio[offset ..].</summary>
+        public static byte[] Encode(string format, float[] audio, int offset, int channels, int samples, int sampleRate)
+        {
+            switch (format)
+            {
+                case "wav16": return EncodePcm(audio, offset, channels, samples, sampleRate, 16);
+                case "wav24": return EncodePcm(audio, offset, channels, samples, sampleRate, 24);
+                case "wav32f": return EncodeFloat32(audio, offset, channels, samples, sampleRate);
+                default:
+                    throw new ArgumentException("unknown output format '" + format + "'; choose one of: " + string.Join(", ", Formats));
+            }
+        }
+
+        /// <summary>A 16- or 24-bit PCM WAV file (canonical 44-byte header, WAVE_FORMAT_PCM).
+        /// Samples convert as libsndfile converts floats with clipping on (what the Python host's
+        /// soundfile writes): v = lrintf(x·2³¹) clipped to int32, then its top `bits` bits (an
+        /// arithmetic shift, so it rounds toward −∞). Non-finite values are an error.</summary>
+        public static byte[] EncodePcm(float[] audio, int offset, int channels, int samples, int sampleRate, int bits)
+        {
+            if (audio == null) throw new ArgumentNullException("audio");
+            if (bits != 16 && bits != 24) throw new ArgumentException("PCM WAV is written with 16 or 24 bits, not " + bits);
+            if (channels < 1 || samples < 1 || offset < 0 || (long)offset + (long)channels * samples > audio.Length)
+                throw new ArgumentException("audio has " + audio.Length + " values; offset " + offset + " + " + channels + "x" + samples + " does not fit");
+            int width = bits / 8;
+            long dataBytes = (long)channels * samples * width;
+            if (dataBytes > uint.MaxValue - 64)
+                throw new ArgumentException("audio too long for a WAV file");
+            var bytes = new byte[44 + dataBytes];
+            var ms = new MemoryStream(bytes);
+            var w = new BinaryWriter(ms, Encoding.ASCII);
+            w.Write(Encoding.ASCII.GetBytes("RIFF"));
+            w.Write((uint)(36 + dataBytes));
+            w.Write(Encoding.ASCII.GetBytes("WAVE"));
+            w.Write(Encoding.ASCII.GetBytes("fmt "));
+            w.Write(16u);
+            w.Write((ushort)1);                    // WAVE_FORMAT_PCM
+            w.Write((ushort)channels);
+            w.Write((uint)sampleRate);
+            w.Write((uint)(sampleRate * channels * width));
+            w.Write((ushort)(channels * width));
+            w.Write((ushort)bits);
+            w.Write(Encoding.ASCII.GetBytes("data"));
+            w.Write((uint)dataBytes);
+            w.Flush();
+            long pos = 44;
+            for (int i = 0; i < samples; i++)
+            {
+                for (int c = 0; c < channels; c++)
+                {
+                    float x = audio[offset + c * samples + i];
+                    if (float.IsNaN(x) || float.IsInfinity(x))
+                        throw new ArgumentException("audio contains NaN or Inf (channel " + c + ", sample " + i + ")");
+                    int v = ToInt32Clipped(x);
+                    // Little-endian top bytes of v: bits 16..31 (16-bit) or 8..31 (24-bit).
+                    for (int k = 4 - width; k < 4; k++)
+                        bytes[pos++] = (byte)(v >> (8 * k));
+                }
+            }
+            return bytes;
+        }
+
+        static int ToInt32Clipped(float x)
+        {
+            float scaled = x * 2147483648f; // exact: a power of two
+            if (scaled >= 2147483647.0) return int.MaxValue;
+            if (scaled <= -2147483648.0) return int.MinValue;
+            return (int)Math.Round((double)scaled, MidpointRounding.ToEven); // lrintf, default rounding mode
         }
 
         /// <summary>Writes `data` to `path` atomically (temp file beside it, flush to disk, rename).</summary>

@@ -74,6 +74,8 @@ namespace AceStep.Runtime.Inference
         IInferenceSession Open(string name, string modelPath);
         /// <summary>Where graphs run, e.g. "CPUExecutionProvider".</summary>
         string Device { get; }
+        /// <summary>The engine's version, e.g. ONNX Runtime's "1.32.0" (recorded in sidecars).</summary>
+        string Version { get; }
     }
 
     /// <summary>ONNX Runtime reported an error (OrtStatus); the message names the graph and the call.</summary>

@@ -39,6 +39,7 @@ namespace AceStep.Runtime.Inference
 
         /// <summary>ONNX Runtime's version string, e.g. "1.32.0".</summary>
         public string OrtVersion { get { return Api.Version; } }
+        public string Version { get { return Api.Version; } }
         public string LibraryPath { get { return Api.LibraryPath; } }
         public string Device { get { return useCuda ? "CUDAExecutionProvider" : "CPUExecutionProvider"; } }
         public string[] AvailableProviders { get; private set; }

@@ -1,6 +1,7 @@
 // A model package directory read through its manifest.json (docs/io_contract.md), as the Python
 // host's package.py reads it: every file is found through the manifest, nothing by guessing names.
-// (Interim: once the core reads packages itself, ace_package_* replaces this class.)
+// The per-step example (examples/ffi/csharp/Generate.cs) reads the package with it; the driver-based
+// host reads packages through the core instead (AceStep.Runtime.ModelPackage, ace_package_*).
 using System;
 using System.Collections.Generic;
 using System.IO;
@@ -13,7 +14,7 @@ namespace AceStep.Runtime.Host
         public PackageException(string message) : base(message) { }
     }
 
-    public sealed class ModelPackage
+    public sealed class PackageManifest
     {
         public const int SupportedFormatVersion = 1;
 
@@ -21,9 +22,9 @@ namespace AceStep.Runtime.Host
         public Dictionary<string, object> Manifest { get; private set; }
         public string ManifestSha256 { get; private set; }
 
-        ModelPackage() { }
+        PackageManifest() { }
 
-        public static ModelPackage Open(string root)
+        public static PackageManifest Open(string root)
         {
             if (!Directory.Exists(root))
                 throw new PackageException("model package not found: " + root + " is not a directory");
@@ -48,7 +49,7 @@ namespace AceStep.Runtime.Host
             string sha;
             using (var h = SHA256.Create())
                 sha = BitConverter.ToString(h.ComputeHash(raw)).Replace("-", "").ToLowerInvariant();
-            return new ModelPackage { Root = root, Manifest = manifest, ManifestSha256 = sha };
+            return new PackageManifest { Root = root, Manifest = manifest, ManifestSha256 = sha };
         }
 
         static Dictionary<string, object> Obj(Dictionary<string, object> d, string key)

@@ -1,0 +1,283 @@
+"""The C# driver host (AceStep.Runtime.Pipeline, AceStepGenerate.exe) against the Python host
+(``acestep_runtime.pipeline.Pipeline.generate``) on the tiny package: same final latents, same
+float32 audio bytes, same track ids and file names, same sidecar fields from the core; WAV files
+byte-identical to the Python host's encoder (libsndfile); struct layouts equal to a C compiler's;
+errors carry the core's message; a cancelled run writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = ROOT / "bindings" / "csharp" / "bin"
+PACKAGE = Path(os.environ.get("ACESTEP_TEST_PACKAGE", ROOT / "fixtures" / "generated" / "tiny-package")).resolve()
+BASE_PACKAGE = (ROOT / "fixtures" / "generated" / "tiny-package-base").resolve()
+
+SUFFIX = {"wav16": ".wav", "wav24": ".24bit.wav", "wav32f": ".f32.wav"}
+
+CASES = {
+    # turbo ODE, one item, 10 s (one VAE window), metadata given
+    "turbo_ode_10s": {"caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10, "seed": 42,
+                      "bpm": 90, "keyscale": "F# minor", "timesignature": "4"},
+    # SDE (core-seeded renoising), batch 2, shift 2
+    "sde_batch2": {"caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8], "batch_size": 2,
+                   "infer_method": "sde", "shift": 2.0},
+    # LM audio codes through the FSQ detokenizer (host-kept hints)
+    "lm_codes": {"caption": "lo-fi hip hop beat", "lyrics": "[Verse]\nslow night", "vocal_language": "en", "duration": 10,
+                 "audio_codes": [(i * 7919) % 64000 for i in range(20)], "seed": 11},
+    # 24 s = 600 frames: two VAE windows (tiled decode); non-ASCII prompts
+    "tiled_24s": {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "vocal_language": "fr",
+                  "duration": 24, "seed": 3},
+}
+# guided base run (APG), when the tiny base package exists
+GUIDED = {"caption": "jazz trio, brushed drums", "instrumental": True, "duration": 10, "seed": 4,
+          "inference_steps": 6, "guidance_scale": 5.0, "guidance_type": "apg"}
+
+
+def mono(*args, timeout=300) -> subprocess.CompletedProcess:
+    exe = BIN / args[0]
+    if not exe.is_file():
+        pytest.fail(f"{exe} is missing: build it with bindings/csharp/build.sh")
+    return subprocess.run(["mono", str(exe), *map(str, args[1:])], capture_output=True, text=True, timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+_python_pipelines: dict = {}
+_python_results: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_python_pipelines():
+    yield
+    for pipe in _python_pipelines.values():
+        pipe.close()
+    _python_pipelines.clear()
+
+
+def python_result(package: Path, request: dict):
+    """The Python host's result for ``request`` (cached: several tests compare against one run;
+    one pipeline per package, as the C# side reuses its sessions too)."""
+    from acestep_runtime.pipeline import Pipeline
+
+    key = (str(package), json.dumps(request, sort_keys=True))
+    if key not in _python_results:
+        if str(package) not in _python_pipelines:
+            if not (package / "manifest.json").is_file():
+                pytest.fail(f"tiny package missing at {package}: run scripts/setup.sh")
+            _python_pipelines[str(package)] = Pipeline.open(package, device="cpu", threads=1)
+        _python_results[key] = _python_pipelines[str(package)].generate(dict(request))
+    return _python_results[key]
+
+
+def core_fields(sidecar: dict) -> dict:
+    return {k: v for k, v in sidecar.items() if k != "host"}
+
+
+def check_tracks(paths: list[Path], result, fmt: str) -> None:
+    """Files named by the core's track ids, WAV bytes = the Python host's encoder on the Python
+    host's audio, sidecars = the Python host's core fields plus the C# host's own."""
+    import onnxruntime
+    from acestep_runtime import audio_io
+
+    assert [p.name for p in paths] == [tid[:16] + SUFFIX[fmt] for tid in result.track_ids]
+    for b, path in enumerate(paths):
+        data = path.read_bytes()
+        assert data == audio_io.encode(result.audio[b], fmt), f"{path.name}: WAV bytes differ from the Python host's"
+        text = Path(str(path) + ".json").read_text(encoding="utf-8")
+        sidecar = json.loads(text)
+        # Laid out as the Python host writes it (json.dumps, indent 2, shortest float repr).
+        assert text == json.dumps(sidecar, ensure_ascii=False, indent=2) + "\n"
+        assert core_fields(sidecar) == core_fields(result.sidecars[b])
+        assert sidecar["track_id"] == result.track_ids[b]
+        host = sidecar["host"]
+        assert host["file"] == path.name and host["format"] == fmt
+        assert host["audio_sha256"] == hashlib.sha256(data).hexdigest()
+        assert host["runtime"]["onnxruntime"] == onnxruntime.__version__
+        # The C# host lists this run's components; the Python host every session its pipeline loaded so far.
+        providers = host["runtime"]["providers"]
+        assert {"dit_decoder", "vae_decoder"} <= set(providers) <= set(result.sidecars[b]["host"]["runtime"]["providers"])
+        assert set(providers.values()) == {"CPUExecutionProvider"}
+        assert {"load", "encode", "diffusion", "decode", "total"} <= set(host["timings_s"])
+        assert 0 < host["ort_seconds"] <= host["timings_s"]["total"]
+    leftovers = [p.name for p in paths[0].parent.iterdir() if p.name.startswith(".") or p.suffix == ".partial"]
+    assert not leftovers, f"temporary files left: {leftovers}"
+
+
+def run_in_process(tmp_path: Path, package: Path, request: dict, fmt: str = "wav32f"):
+    """``Tests.exe generate``: Pipeline.Generate + Save in one mono process; raw latents and audio too."""
+    req = tmp_path / "request.json"
+    req.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "cs"
+    out.mkdir()
+    proc = ok(mono("Tests.exe", "generate", package, req, out, fmt))
+    return out, [Path(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def compare(tmp_path: Path, package: Path, request: dict) -> None:
+    result = python_result(package, request)
+    out, paths = run_in_process(tmp_path, package, request)
+    latents = np.fromfile(out / "latents.f32", dtype="<f4")
+    audio = np.fromfile(out / "audio.f32", dtype="<f4")
+    assert latents.size == result.latents.size and audio.size == result.audio.size
+    latents, audio = latents.reshape(result.latents.shape), audio.reshape(result.audio.shape)
+    assert latents.tobytes() == result.latents.tobytes(), f"latents max_abs {np.abs(latents - result.latents).max()}"
+    assert audio.tobytes() == result.audio.tobytes(), f"audio max_abs {np.abs(audio - result.audio).max()}"
+    check_tracks(paths, result, "wav32f")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_driver_host_matches_the_python_host(tmp_path, case):
+    request = CASES[case]
+    compare(tmp_path, PACKAGE, request)
+    result = python_result(PACKAGE, request)
+    if case == "tiled_24s":
+        assert result.frames == 600 and json.loads(json.dumps(result.sidecars[0]))["frames"] == 600
+    if case == "sde_batch2":
+        assert result.seeds == [7, 8] and len(set(result.track_ids)) == 2
+
+
+def test_guided_base_run_matches_the_python_host(tmp_path):
+    if not (BASE_PACKAGE / "manifest.json").is_file():
+        pytest.skip(f"no tiny base package at {BASE_PACKAGE} (tools.parity.fixtures.tiny_package_dir(variant='base') makes it)")
+    compare(tmp_path, BASE_PACKAGE, GUIDED)
+
+
+# -- the CLI ------------------------------------------------------------------------------------------
+
+
+def cli(*args, timeout=300):
+    return mono("AceStepGenerate.exe", "--model", PACKAGE, "--device", "cpu", "--threads", 1, "--quiet", *args, timeout=timeout)
+
+
+def test_cli_request_file_wav16_and_no_silent_overwrite(tmp_path):
+    request = CASES["turbo_ode_10s"]
+    req = tmp_path / "case.json"
+    # A fixture case wraps the request; the CLI unwraps it as the Python CLI does.
+    req.write_text(json.dumps({"id": "x", "request": request}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = ok(cli("--request", req, "--out", f"{out}/", "--format", "wav16"))
+    paths = sorted(out.glob("*.wav"))
+    assert str(paths[0]) in proc.stdout
+    check_tracks(paths, python_result(PACKAGE, request), "wav16")
+    before = paths[0].read_bytes()
+    again = cli("--request", req, "--out", f"{out}/", "--format", "wav16")
+    assert again.returncode == 1 and "exists; pass --overwrite" in again.stderr, again.stderr
+    assert paths[0].read_bytes() == before
+    ok(cli("--request", req, "--out", f"{out}/", "--format", "wav16", "--overwrite"))
+    assert paths[0].read_bytes() == before and len(list(out.iterdir())) == 2
+
+
+def test_cli_flags_wav24(tmp_path):
+    out = tmp_path / "out"
+    ok(cli("--caption", "x", "--duration", "10", "--seed", "9", "--out", f"{out}/", "--format", "wav24"))
+    result = python_result(PACKAGE, {"caption": "x", "duration": 10, "seeds": [9], "batch_size": 1})
+    check_tracks(sorted(out.glob("*.wav")), result, "wav24")
+
+
+def test_cli_cancelled_writes_nothing(tmp_path):
+    proc = cli("--caption", "x", "--duration", "10", "--seed", "1", "--out", f"{tmp_path / 'o'}/", "--timeout", "0.001")
+    assert proc.returncode == 130 and "cancelled: no output written" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("request_", [{"caption": "x", "durration": 10}, {"caption": "x", "duration": 5, "seed": 1}])
+def test_cli_errors_carry_the_core_message(tmp_path, request_):
+    from acestep_runtime._native import AceError
+    from acestep_runtime.generation import Generation
+    from acestep_runtime.package import ModelPackage
+
+    with ModelPackage.open(PACKAGE) as package:
+        with pytest.raises(AceError) as python_error:
+            Generation(package, request_)
+    req = tmp_path / "bad.json"
+    req.write_text(json.dumps(request_), encoding="utf-8")
+    proc = cli("--request", req, "--out", f"{tmp_path / 'o'}/")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {python_error.value}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_usage_errors():
+    proc = mono("AceStepGenerate.exe", "--caption", "x")
+    assert proc.returncode == 2 and "--model is required" in proc.stderr
+    proc = mono("AceStepGenerate.exe", "--model", PACKAGE, "--caption", "x", "--frobnicate", "1")
+    assert proc.returncode == 2 and "unknown argument: --frobnicate" in proc.stderr
+
+
+# -- encoders and layouts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["wav16", "wav24", "wav32f"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_wav_bytes_equal_the_python_hosts_encoder(tmp_path, fmt, channels):
+    from acestep_runtime import audio_io
+
+    rng = np.random.default_rng(channels)
+    audio = np.concatenate([rng.uniform(-1, 1, (channels, 3000)), rng.uniform(-1e-4, 1e-4, (channels, 3000)),
+                            rng.normal(0, 1e-6, (channels, 500)), rng.uniform(-3, 3, (channels, 200))], axis=1).astype(np.float32)
+    audio[:, :8] = [1.0, -1.0, 0.99999994, -0.99999994, 0.5 / 32767, -0.5 / 32767, 1.5 / 8388607, 0.0]
+    raw, wav = tmp_path / "a.f32", tmp_path / "a.wav"
+    raw.write_bytes(audio.tobytes())
+    ok(mono("Tests.exe", "wav", fmt, channels, raw, wav))
+    assert wav.read_bytes() == audio_io.encode(audio, fmt)
+
+
+def test_json_writer_lays_out_like_pythons_json_dumps(tmp_path):
+    import struct
+
+    rng = np.random.default_rng(5)
+    floats = [0.1, 1.0, 30.0, -0.0, 0.0, 1e-05, 0.0001, 1.5e16, 1e15, 123456789012345.6, 5e-324, 1.7976931348623157e308,
+              2.0 ** -30, 1 / 3, -2.5e-7, 48000.0, 2.0 ** -1022, 2.2250738585072009e-308, 2.0 ** 1023, 1e22, 1e23, 0.3,
+              9007199254740993.0, 2.0 ** 60]
+    floats += [struct.unpack("<f", struct.pack("<f", x))[0] for x in rng.normal(0, 1, 200)]  # float32 values
+    floats += [float(x) for x in rng.normal(0, 1, 200) * 10.0 ** rng.integers(-20, 20, 200)]
+    value = {"floats": floats, "ints": [0, -1, 2 ** 53, 48000], "text": "é \u2713 日本 \U0001f3b5 \b\f\n\t\x01 \"q\" \\",
+             "nested": {"empty_list": [], "empty_object": {}, "flags": [True, False, None]}}
+    src, out = tmp_path / "in.json", tmp_path / "out.json"
+    src.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+    ok(mono("Tests.exe", "json", src, out))
+    assert out.read_text(encoding="utf-8") == json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def test_struct_layouts_equal_the_c_compilers(tmp_path):
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    fields = {
+        "AceTensor": ["name", "dtype", "shape", "rank", "data", "byte_len", "host_key"],
+        "AceGraphOutput": ["name", "keep_as"],
+        "AceGraphCall": ["component", "inputs", "num_inputs", "outputs", "num_outputs", "release", "num_release",
+                         "stage", "stage_done", "stage_total"],
+        "AceTileWindow": ["start", "end", "core_start", "core_end", "crop_left", "crop_right"],
+    }
+    lines = []
+    for struct, names in fields.items():
+        offsets = " ".join(f'printf(" %zu", offsetof({struct}, {n}));' for n in names)
+        lines.append(f'printf("{struct} %zu", sizeof({struct})); {offsets} printf("\\n");')
+    src = tmp_path / "layout.c"
+    src.write_text('#include <stdio.h>\n#include <stddef.h>\n#include "acestep_runtime.h"\nint main(void) {\n'
+                   + "\n".join(lines) + "\nreturn 0;\n}\n")
+    subprocess.run([cc, "-I", str(ROOT / "include"), "-o", str(tmp_path / "layout"), str(src)], check=True)
+    c = subprocess.run([str(tmp_path / "layout")], capture_output=True, text=True, check=True).stdout.split("\n")
+    cs = ok(mono("Tests.exe", "layout")).stdout.split("\n")
+    for c_line, cs_line in zip(c, cs):
+        if not c_line:
+            continue
+        name, size, *offsets = c_line.split()
+        cs_name, cs_size, *cs_fields = cs_line.split()
+        assert (cs_name, cs_size) == (name, size)
+        assert [f.split("=")[1] for f in cs_fields] == offsets, f"{name}: C offsets {offsets}, C# {cs_fields}"
