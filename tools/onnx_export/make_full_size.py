@@ -80,6 +80,9 @@ def write_full_size_checkpoints(out: Path, seed: int = 0, *, variant: str = "tur
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from .package import RANDOM_WEIGHTS_MARKER
+
+    (out / RANDOM_WEIGHTS_MARKER).write_text(f"random weights (seed {seed}) written by tools.onnx_export.make_full_size\n")
     written: dict[str, dict] = {}
 
     def record(name: str, path: Path, t0: float) -> None:

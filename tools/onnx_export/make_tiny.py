@@ -27,8 +27,11 @@ def write_tiny_checkpoints(out: Path, seed: int = 0, *, dit: str | None = DEFAUL
     """Write every tiny checkpoint folder under `out`; return component → folder."""
     from tools.make_qwen_tokenizer import build_tokenizer
 
+    from .package import RANDOM_WEIGHTS_MARKER
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / RANDOM_WEIGHTS_MARKER).write_text(f"random weights (seed {seed}) written by tools.onnx_export.make_tiny\n")
     written: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="tiny_tok_") as tmp:
         text_tok = Path(tmp) / "text"

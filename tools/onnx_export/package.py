@@ -156,6 +156,9 @@ def library_versions() -> dict:
     return versions
 
 
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -336,6 +339,8 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
             "model_variant": opts.dit,
             "checkpoints": {"text_encoder": opts.text_encoder, "vae": opts.vae, "dit": opts.dit, "lm": opts.lm},
             "precision": PRECISION,
+            # Test checkpoints (make_tiny, make_full_size) carry a marker; hosts say so to the user.
+            "random_weights": (ckpt / RANDOM_WEIGHTS_MARKER).is_file(),
             "opset": opts.opset,
             "exporter": {
                 "name": "tools.onnx_export",

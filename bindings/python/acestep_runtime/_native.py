@@ -196,3 +196,17 @@ def encode_str(text: str, name: str) -> bytes:
     if "\x00" in text:
         raise ValueError(f"{name} contains a NUL character")
     return text.encode("utf-8")
+
+
+def request_json(request: dict) -> str:
+    """A request dict as JSON for the core. NaN and infinities are not JSON: refused here, by key."""
+    import json
+    import math
+
+    if not isinstance(request, dict):
+        raise TypeError(f"a request is a dict, got {type(request).__name__}")
+    for key, value in request.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"request.{key}: must be a finite number, got {value!r}")
+    return json.dumps(request, ensure_ascii=False)

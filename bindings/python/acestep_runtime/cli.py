@@ -38,11 +38,18 @@ def _parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
 
 
-def _parse_floats(text: str) -> list[float]:
+def _finite(text: str) -> float:
     try:
-        return [float(s) for s in text.split(",") if s.strip()]
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _parse_floats(text: str) -> list[float]:
+    return [_finite(s) for s in text.split(",") if s.strip()]
 
 
 def _version_text() -> str:
@@ -69,14 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--bpm", type=int)
     gen.add_argument("--keyscale")
     gen.add_argument("--timesignature")
-    gen.add_argument("--duration", type=float, help="seconds, 10 to 600 (default 30)")
+    gen.add_argument("--duration", type=_finite, help="seconds, 10 to 600 (default 30)")
     gen.add_argument("--seed", dest="seeds", type=_parse_seeds, help="seed, or one per item: 42,43 (default: random)")
     gen.add_argument("--batch-size", type=int)
-    gen.add_argument("--shift", type=float, help="turbo: 1, 2 or 3 (default 3)")
+    gen.add_argument("--shift", type=_finite, help="turbo: 1, 2 or 3 (default 3)")
     gen.add_argument("--timesteps", type=_parse_floats, help="custom turbo timesteps, e.g. 0.97,0.76,...")
     gen.add_argument("--method", dest="infer_method", choices=["ode", "sde"])
     gen.add_argument("--steps", dest="inference_steps", type=int, help="base/sft packages only")
-    gen.add_argument("--guidance-scale", type=float, help="base/sft packages only")
+    gen.add_argument("--guidance-scale", type=_finite, help="base/sft packages only")
     gen.add_argument("--guidance-type", choices=["apg", "cfg"])
     gen.add_argument("--audio-codes", help="LM codes: <|audio_code_N|> tokens or comma-separated ints")
     gen.add_argument("--noise", dest="noise_mode", choices=["torch_cpu", "torch_cuda"])
@@ -213,6 +220,22 @@ def _info(args) -> int:
     return 0
 
 
+# request field → the flag that sets it, so a core message about request.<field> names the flag too.
+_FLAGS = {"vocal_language": "--language", "seeds": "--seed", "batch_size": "--batch-size", "infer_method": "--method",
+          "inference_steps": "--steps", "guidance_scale": "--guidance-scale", "guidance_type": "--guidance-type",
+          "audio_codes": "--audio-codes", "noise_mode": "--noise", "caption": "--caption", "lyrics": "--lyrics",
+          "bpm": "--bpm", "keyscale": "--keyscale", "timesignature": "--timesignature", "duration": "--duration",
+          "shift": "--shift", "timesteps": "--timesteps"}
+
+
+def _with_flag(message: str) -> str:
+    import re
+
+    match = re.match(r"request\.([a-z_]+)", message)
+    flag = _FLAGS.get(match.group(1)) if match else None
+    return f"{message} (flag {flag})" if flag else message
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -226,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cancelled: no output written", file=sys.stderr)
         return EXIT_CANCELLED
     except AceError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {_with_flag(exc.message)}", file=sys.stderr)
         return 2
     except (RequestError, PackageError, ValueError, TypeError, FileNotFoundError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

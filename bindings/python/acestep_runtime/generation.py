@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._native import NativeHandle, call_string, check, encode_str, ffi, lib
+from ._native import NativeHandle, call_string, check, encode_str, ffi, lib, request_json
 from .package import ModelPackage
 
 _DTYPES = {lib.ACE_DTYPE_FLOAT32: np.dtype(np.float32), lib.ACE_DTYPE_INT64: np.dtype(np.int64)}
@@ -54,7 +54,7 @@ class Generation(NativeHandle):
 
     def __init__(self, package: ModelPackage, request: dict):
         out = ffi.new("AceGeneration **")
-        text = json.dumps(request, ensure_ascii=False)
+        text = request_json(request)
         check(lib.ace_generation_create(package.ptr, encode_str(text, "request"), out))
         self._own(out[0])
         self._package = package  # the core keeps the package alive too; this keeps the wrapper's info

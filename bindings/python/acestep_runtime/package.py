@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._native import AceError, NativeHandle, call_string, check, encode_str, ffi, lib
+from ._native import AceError, NativeHandle, call_string, check, encode_str, ffi, lib, request_json
 
 
 class PackageError(RuntimeError):
@@ -71,6 +71,6 @@ class ModelPackage(NativeHandle):
 
     def normalize(self, request: dict) -> tuple[dict, list[str]]:
         """The core's normalised form of ``request`` for this package, and its notes."""
-        text = json.dumps(request, ensure_ascii=False)
+        text = request_json(request)
         out = json.loads(call_string(lib.ace_request_normalize, self.ptr, encode_str(text, "request")))
         return out["request"], out["notes"]

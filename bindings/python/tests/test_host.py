@@ -142,6 +142,7 @@ def test_info_describes_the_package(package):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["model_kind"] == "turbo"
+    assert summary["random_weights"] is True and "RANDOM weights" in proc.stderr
     assert {"dit_decoder", "vae_decoder", "text_encoder"} <= set(summary["components"])
 
 
