@@ -263,6 +263,12 @@ impl SchedulerContext {
         &self.notes
     }
 
+    /// The shift the schedule was built with (turbo: snapped to 1, 2 or 3); `None` with custom
+    /// timesteps.
+    pub fn shift_used(&self) -> Option<f64> {
+        self.shift_used
+    }
+
     fn check_step(&self, step: usize) -> Result<()> {
         if step >= self.num_steps() {
             return Err(Error::invalid_argument(format!(

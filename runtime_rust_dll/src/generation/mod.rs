@@ -819,6 +819,13 @@ impl Generation {
         };
         r["seeds"] = json!(seeds);
         r["batch_size"] = json!(seeds.len());
+        // The values the run used where the request left them open, so the request is complete.
+        if let Some(shift) = self.ctx.shift_used() {
+            r["shift"] = json!(shift);
+        }
+        if self.request.duration.is_none() && self.codes.is_empty() {
+            r["duration"] = json!(request::DEFAULT_DURATION_S);
+        }
         r
     }
 
