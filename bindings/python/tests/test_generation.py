@@ -255,6 +255,11 @@ def test_misuse_is_reported_not_crashed(package):
     gen.close()
 
 
+def test_oversized_batch_is_refused_before_allocating(package):
+    with pytest.raises(AceError, match="exceed the limit of 120000 batch × frames"):
+        Generation(package, {"caption": "x", "duration": 600, "batch_size": 64})
+
+
 def test_free_in_the_middle_is_a_clean_cancel(package):
     for _ in range(3):
         gen = Generation(package, {"caption": "x", "duration": 10})

@@ -40,6 +40,9 @@ pub use params::track_params;
 
 /// Timbre reference length fed to the condition encoder (spec §3.1: `silence_latent[:, :750]`).
 pub const TIMBRE_FRAMES: usize = 750;
+/// Largest batch × latent frames one generation may hold (8 items of 600 s: ~1.8 GB of audio).
+/// Checked before anything is allocated: an allocation failure would abort the host process.
+pub const MAX_BATCH_FRAMES: usize = 8 * frames::MAX_FRAMES as usize;
 
 /// Stages a host can show progress for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +216,12 @@ impl Generation {
                 .map_err(|e| Error::invalid_argument(format!("request.duration: {}", e.message)))?,
         };
         let frames = frames::dit_frames(target_frames)? as usize;
+        if batch * frames > MAX_BATCH_FRAMES {
+            return Err(Error::invalid_argument(format!(
+                "request.batch_size: {batch} items of {frames} latent frames exceed the limit of \
+                 {MAX_BATCH_FRAMES} batch × frames per generation (split the batch)"
+            )));
+        }
         let silence = package.silence_latent();
         let silence_frames = silence.shape[1];
         if frames > silence_frames {
@@ -269,19 +278,19 @@ impl Generation {
             timbre_order: (0..batch as i64).collect(),
             // Without codes the context source is silence; with codes it is set from the hints.
             src_latents: if has_codes { Vec::new() } else { repeat(silence_rows(frames), batch) },
-            chunk_masks: vec![1.0; latent_len],
+            chunk_masks: filled(latent_len, 1.0)?,
             guided_context: Vec::new(),
             guided_encoder: Vec::new(),
             guided_encoder_len: 0,
-            guided_latents: if guided { vec![0.0; 2 * latent_len] } else { Vec::new() },
-            latents: vec![0.0; latent_len],
-            next_latents: vec![0.0; latent_len],
-            velocity: if guided { vec![0.0; latent_len] } else { Vec::new() },
-            eps: if request.infer_method == Method::Sde { vec![0.0; latent_len] } else { Vec::new() },
+            guided_latents: if guided { filled(2 * latent_len, 0.0)? } else { Vec::new() },
+            latents: filled(latent_len, 0.0)?,
+            next_latents: filled(latent_len, 0.0)?,
+            velocity: if guided { filled(latent_len, 0.0)? } else { Vec::new() },
+            eps: if request.infer_method == Method::Sde { filled(latent_len, 0.0)? } else { Vec::new() },
             timestep: Vec::new(),
             tile: Vec::with_capacity(checked_len(&[batch, channels, tile_frames])?),
             tile_frames: 0,
-            audio: vec![0.0; audio_len],
+            audio: filled(audio_len, 0.0)?,
             audio_written: 0,
             peaks: Vec::new(),
             plan,
@@ -716,6 +725,8 @@ impl Generation {
         let rows = if self.guided { 2 * self.batch } else { self.batch } as i64;
         expect_shape(&out, &[Some(rows), Some(self.frames as i64), Some(self.channels as i64)], "dit_decoder")?;
         let v = cast_f32(&out)?;
+        // Checked before guidance touches APG's momentum: a rejected submission changes nothing.
+        crate::error::ensure_finite(v, "dit_decoder output velocity")?;
         let shape = [self.batch, self.frames, self.channels];
         let step = self.ctx.step_inputs(i)?;
         let velocity: &[f32] = if self.guided {
@@ -737,7 +748,6 @@ impl Generation {
             v
         };
         if let (true, Some(seeds)) = (step_is_sde(&step), self.ctx.step_seeds(i)) {
-            crate::error::ensure_finite(velocity, "dit_decoder output")?;
             let item = self.frames * self.channels;
             for (chunk, seed) in self.eps.chunks_mut(item).zip(seeds) {
                 noise::fill_normal(&self.noise_mode, seed, chunk)?;
@@ -972,6 +982,16 @@ fn tokenize(tokenizer: &crate::tokenizer::Tokenizer, text: &str, max_length: usi
         content[..keep].iter().chain(tail).copied().collect()
     };
     Ok(ids.into_iter().map(i64::from).collect())
+}
+
+/// A buffer of `len` copies of `value`; an allocation the system refuses is an error, not an abort.
+fn filled(len: usize, value: f32) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::invalid_argument(format!("cannot allocate {} MB for the generation's buffers", len * 4 >> 20))
+    })?;
+    v.resize(len, value);
+    Ok(v)
 }
 
 fn repeat<T: Copy>(item: &[T], times: usize) -> Vec<T> {
