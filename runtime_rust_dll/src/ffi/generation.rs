@@ -277,8 +277,11 @@ pub unsafe extern "C" fn ace_generation_submit(
             };
             submitted.push(Submitted { name, dtype, shape, data });
         }
+        // The host may pass the call's own strings and arrays (an output name, an input's shape):
+        // the call stays alive until the submit is done.
+        let result = g.inner.submit(&submitted);
         g.view = None;
-        g.inner.submit(&submitted)
+        result
     })
 }
 

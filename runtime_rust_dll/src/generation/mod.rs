@@ -716,6 +716,7 @@ impl Generation {
         let rows = if self.guided { 2 * self.batch } else { self.batch } as i64;
         expect_shape(&out, &[Some(rows), Some(self.frames as i64), Some(self.channels as i64)], "dit_decoder")?;
         let v = cast_f32(&out)?;
+        crate::error::ensure_finite(v, "dit_decoder output velocity")?;
         let shape = [self.batch, self.frames, self.channels];
         let step = self.ctx.step_inputs(i)?;
         let velocity: &[f32] = if self.guided {
