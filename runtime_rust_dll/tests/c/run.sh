@@ -16,6 +16,11 @@ trap 'rm -rf "$work"' EXIT
 cc -std=c11 -Wall -Wextra -Werror -pedantic -O1 -g -I"$root/include" \
   "$root/runtime_rust_dll/tests/c/drive_generation.c" -o "$work/drive_generation" \
   -L"$lib" -Wl,-rpath,"$lib" -lacestep_runtime -lm
+# The host loop printed in docs/dll_api.md ("Driving a generation") must compile as well.
+awk '/^## Driving a generation/ { f = 1 } f && /^```c$/ { c = 1; next } c && /^```$/ { exit } c { print }' \
+  "$root/docs/dll_api.md" > "$work/doc_loop.c"
+[ -s "$work/doc_loop.c" ] || { echo "[c-test] no C block under 'Driving a generation' in docs/dll_api.md" >&2; exit 1; }
+cc -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -I"$root/include" "$work/doc_loop.c"
 mkdir "$work/bad"
 python3 "$root/runtime_rust_dll/tests/c/make_bad_packages.py" "$pkg" "$work/bad"
 
