@@ -1,7 +1,7 @@
 /*
  * A C host for the generation driver, with stand-in graphs instead of ONNX Runtime.
  *
- *   drive_generation <tiny-package-dir> <bad-packages-dir> [--short]
+ *   drive_generation <tiny-package-dir> <test-packages-dir> [--short]
  *
  * It includes only the public header and libc. The stand-in graphs are simple functions whose
  * effect on the result can be computed here independently: the DiT returns v = K·x, so after an
@@ -9,7 +9,8 @@
  * (t_N = 0); the VAE upsamples latent channels 0 and 1 to audio, so the audio is the final latents
  * repeated 1920 times, divided by the peak guard. It then misuses the driver in every way the
  * header names and checks the status and that the last error names the problem.
- * <bad-packages-dir> holds broken copies of the package (made by run.sh).
+ * <test-packages-dir> holds broken copies of the package and one relabelled as a base model, for
+ * the guided path (made by make_test_packages.py).
  * Prints "N passed, M failed"; the exit code is 0 only when nothing failed.
  */
 #include "acestep_runtime.h"
@@ -360,7 +361,8 @@ static void store_clear(Store *s) {
 
 /* ---------- the stand-in graphs ---------- */
 
-#define K_VELOCITY 0.25 /* the stand-in DiT returns v = K·x */
+#define K_VELOCITY 0.25 /* the stand-in DiT returns v = K·x (the cond rows of a guided batch) */
+#define K_UNCOND 0.1     /* ... and v = K_UNCOND·x for the uncond rows */
 #define VAE_GAIN 0.75f  /* audio = VAE_GAIN · latent channel (0 or 1), upsampled */
 #define MAX_STEPS 64
 
@@ -371,6 +373,11 @@ typedef struct {
     double schedule[MAX_STEPS];                                       /* from the per-step ABI */
     float timestep_input[MAX_STEPS];
     int num_steps;
+    /* guided runs: CFG with this scale on steps whose t is in [cfg_start, cfg_end] */
+    bool guided;
+    double cfg_scale, cfg_start, cfg_end;
+    float *cond_encoder, *cond_context; /* the stand-in condition encoder's outputs (guided runs) */
+    float *null_emb;                    /* null_condition_emb, read from the package's .npy */
     int64_t batch, frames, channels;
     float *x_start; /* the first DiT input: the initial noise */
     float *src_latents; /* condition_encoder's src_latents input (item 0), [frames, channels] */
@@ -386,6 +393,9 @@ static void run_free(Run *r) {
     free(r->x_start);
     free(r->src_latents);
     free(r->hints);
+    free(r->cond_encoder);
+    free(r->cond_context);
+    free(r->null_emb);
     memset(r, 0, sizeof *r);
 }
 
@@ -426,6 +436,23 @@ static const void *input_data(Run *r, const AceGraphCall *call, const char *name
           "%s.%s: core input with unknown shape or byte_len %zu", call->component, name, in->byte_len);
     memcpy(shape_out, in->shape, rank * sizeof *shape_out);
     return in->data;
+}
+
+/* The velocity factor k of step i: v = k·x after guidance (CFG u + g·(c − u) inside the interval). */
+static double step_k(const Run *r, int i) {
+    float t = (float)r->schedule[i];
+    if (r->guided && t >= (float)r->cfg_start && t <= (float)r->cfg_end)
+        return K_UNCOND + r->cfg_scale * (K_VELOCITY - K_UNCOND);
+    return K_VELOCITY;
+}
+
+/* Latents after `steps` solver steps, as a multiple of the initial noise: every step (the last,
+ * x0 = x − v·t, included, with t_N = 0) multiplies them by 1 − k_i·(t_i − t_{i+1}). */
+static double closed_form_scale(const Run *r, int steps) {
+    double scale = 1;
+    for (int i = 0; i < steps; i++)
+        scale *= 1 - step_k(r, i) * (r->schedule[i] - r->schedule[i + 1]);
+    return scale;
 }
 
 /* Runs the stand-in of `call->component`, writing one output per `call->outputs` entry. */
@@ -502,6 +529,12 @@ static bool run_graph(Run *r, const AceGraphCall *call, Tensor *outs) {
         for (int64_t i = 0; i < b * t; i++)
             for (int64_t ch = 0; ch < r->ctx_width; ch++)
                 ctx[i * r->ctx_width + ch] = ch < c ? src[i * c + ch] : mask[i * c + (ch - c) % c];
+        if (r->guided) {
+            r->cond_encoder = xmalloc(outs[0].bytes);
+            memcpy(r->cond_encoder, enc, outs[0].bytes);
+            r->cond_context = xmalloc(outs[1].bytes);
+            memcpy(r->cond_context, ctx, outs[1].bytes);
+        }
         return true;
     }
     if (strcmp(comp, "dit_decoder") == 0) {
@@ -514,24 +547,38 @@ static bool run_graph(Run *r, const AceGraphCall *call, Tensor *outs) {
         if (!x || !tstep || !tstep_r || !ctx || !enc)
             return false;
         int i = r->dit_seen;
-        size_t n = numel(s3, 3);
-        CHECK(s3[0] == r->batch && s3[1] == r->frames && s3[2] == r->channels && cl[1] == r->frames &&
-                  cl[2] == r->ctx_width && el[2] == r->enc_width && ts[0] == r->batch,
+        int64_t rows = (r->guided ? 2 : 1) * r->batch; /* guided: [cond | uncond] */
+        size_t n = numel(s3, 3), half = (size_t)(r->batch * r->frames * r->channels);
+        CHECK(s3[0] == rows && s3[1] == r->frames && s3[2] == r->channels && cl[0] == rows && cl[1] == r->frames &&
+                  cl[2] == r->ctx_width && el[0] == rows && el[2] == r->enc_width && ts[0] == rows,
               "dit_decoder step %d: input shapes", i);
         bool t_ok = i < r->num_steps;
         for (int64_t b = 0; t_ok && b < ts[0]; b++)
             t_ok = tstep[b] == r->timestep_input[i] && tstep_r[b] == tstep[b];
         CHECK(t_ok, "dit_decoder step %d: timestep differs from ace_context_timestep_input", i);
+        if (r->guided && s3[0] == rows) {
+            /* the batch is [cond | uncond]: the same latents and context twice, and the encoder
+             * states followed by null_condition_emb on every row */
+            size_t ctx_half = (size_t)(r->batch * r->frames * r->ctx_width);
+            size_t enc_half = (size_t)(r->batch * el[1] * r->enc_width);
+            bool same = memcmp(x, x + half, half * sizeof *x) == 0 && r->cond_context && r->cond_encoder &&
+                        memcmp(ctx, r->cond_context, ctx_half * sizeof *ctx) == 0 &&
+                        memcmp(ctx + ctx_half, r->cond_context, ctx_half * sizeof *ctx) == 0 &&
+                        memcmp(enc, r->cond_encoder, enc_half * sizeof *enc) == 0;
+            CHECK(same, "dit_decoder step %d: guided batch is not [cond | uncond] of the same latents/condition", i);
+            bool null_rows = r->null_emb != NULL;
+            for (size_t row = 0; null_rows && row < (size_t)(r->batch * el[1]); row++)
+                null_rows = memcmp(enc + enc_half + row * (size_t)r->enc_width, r->null_emb,
+                                   (size_t)r->enc_width * sizeof *enc) == 0;
+            CHECK(null_rows, "dit_decoder step %d: uncond encoder rows are not null_condition_emb", i);
+        }
         if (i == 0) {
-            r->x_start = xmalloc(n * sizeof(float));
-            memcpy(r->x_start, x, n * sizeof(float));
+            r->x_start = xmalloc(half * sizeof(float));
+            memcpy(r->x_start, x, half * sizeof(float));
         } else if (r->x_start) {
             /* the latents so far follow the closed form */
-            double scale = 1;
-            for (int j = 0; j < i; j++)
-                scale *= 1 - K_VELOCITY * (r->schedule[j] - r->schedule[j + 1]);
-            double worst = 0;
-            for (size_t k = 0; k < n; k++) {
+            double scale = closed_form_scale(r, i), worst = 0;
+            for (size_t k = 0; k < half; k++) {
                 double e = scale * r->x_start[k], d = fabs(x[k] - e) / (1 + fabs(e));
                 worst = d > worst ? d : worst;
             }
@@ -540,7 +587,7 @@ static bool run_graph(Run *r, const AceGraphCall *call, Tensor *outs) {
         outs[0] = tensor_f32(3, s3[0], s3[1], s3[2]);
         float *v = outs[0].data;
         for (size_t k = 0; k < n; k++)
-            v[k] = (float)K_VELOCITY * x[k];
+            v[k] = (float)(k < half ? K_VELOCITY : K_UNCOND) * x[k];
         r->dit_seen++;
         return true;
     }
@@ -636,8 +683,10 @@ static const AceGraphCall *drive_until(AceGeneration *gen, Run *r, const char *c
     return rc == 2 ? call : NULL;
 }
 
+static const char *TURBO = "{\"model\": \"turbo\", \"shift\": 3.0}";
+
 /* Reads the manifest widths and recomputes the turbo schedule with the per-step ABI. */
-static bool run_init(Run *r, const AcePackage *pkg, double shift) {
+static bool run_init(Run *r, const AcePackage *pkg, const char *context_json) {
     memset(r, 0, sizeof *r);
     char *info = NULL;
     if (!EXPECT_OK(ace_package_info_json(pkg, &info), "ace_package_info_json"))
@@ -652,10 +701,8 @@ static bool run_init(Run *r, const AcePackage *pkg, double shift) {
           "manifest widths: text %ld lyric %ld encoder %ld context %ld hints %ld", r->text_width, r->lyric_width,
           r->enc_width, r->ctx_width, r->hint_width);
 
-    char config[96];
-    snprintf(config, sizeof config, "{\"model\": \"turbo\", \"shift\": %.1f}", shift);
     AceContext *ctx = NULL;
-    if (!EXPECT_OK(ace_create_context(config, &ctx), "ace_create_context"))
+    if (!EXPECT_OK(ace_create_context(context_json, &ctx), "ace_create_context"))
         return false;
     size_t n = 0;
     float ts[MAX_STEPS];
@@ -676,7 +723,7 @@ static bool run_init(Run *r, const AcePackage *pkg, double shift) {
 /* Drives one complete generation and checks what a host can check on its own. */
 static void test_full_run(const AcePackage *pkg, int duration_s, int batch) {
     Run r;
-    if (!run_init(&r, pkg, 3.0))
+    if (!run_init(&r, pkg, TURBO))
         return;
     char request[256];
     snprintf(request, sizeof request,
@@ -753,10 +800,7 @@ static void test_full_run(const AcePackage *pkg, int duration_s, int batch) {
     if (done && EXPECT_OK(ace_generation_result_latents(gen, &data, shape), "result_latents") && r.x_start) {
         CHECK(shape[0] == (size_t)batch && shape[1] == (size_t)frames && shape[2] == (size_t)r.channels,
               "latents shape [%zu, %zu, %zu]", shape[0], shape[1], shape[2]);
-        double scale = 1;
-        for (int i = 0; i < r.num_steps; i++)
-            scale *= 1 - K_VELOCITY * (r.schedule[i] - r.schedule[i + 1]);
-        double worst = 0;
+        double scale = closed_form_scale(&r, r.num_steps), worst = 0;
         size_t n = shape[0] * shape[1] * shape[2];
         for (size_t k = 0; k < n; k++) {
             double e = scale * r.x_start[k], d = fabs(data[k] - e) / (1 + fabs(e));
@@ -834,7 +878,7 @@ static void test_full_run(const AcePackage *pkg, int duration_s, int batch) {
  * frames up to the DiT's 128 (`silence` is the src_latents of a run without codes). */
 static void test_codes_run(const AcePackage *pkg, const float *silence, int64_t silence_frames) {
     Run r;
-    if (!run_init(&r, pkg, 3.0))
+    if (!run_init(&r, pkg, TURBO))
         return;
     char request[512] = "{\"caption\": \"drums\", \"seeds\": [7], \"audio_codes\": [";
     const int n_codes = 20; /* 100 frames of hints */
@@ -872,13 +916,82 @@ static void test_codes_run(const AcePackage *pkg, const float *silence, int64_t 
     run_free(&r);
 }
 
+/* The float32 data of a small C-ordered .npy file (the last `count` values). */
+static float *read_npy_tail(const char *path, size_t count) {
+    FILE *f = fopen(path, "rb");
+    char head[128] = {0};
+    float *data = NULL;
+    if (f && fread(head, 1, sizeof head, f) == sizeof head && memcmp(head, "\x93NUMPY", 6) == 0 &&
+        strstr(head + 10, "'<f4'") && fseek(f, -(long)(count * sizeof(float)), SEEK_END) == 0) {
+        data = xmalloc(count * sizeof(float));
+        if (fread(data, sizeof(float), count, f) != count) {
+            free(data);
+            data = NULL;
+        }
+    }
+    if (f)
+        fclose(f);
+    return data;
+}
+
+/* Guided (base) run: the DiT sees [cond | uncond]; inside the cfg interval the core combines the
+ * two velocities with CFG, outside it takes the cond rows, so the closed form has k_i per step. */
+static void test_guided_run(const char *dir) {
+    AcePackage *pkg = NULL;
+    if (!EXPECT_OK(ace_package_open(dir, NULL, &pkg), "open the base-labelled package"))
+        return;
+    Run r;
+    AceGeneration *gen = NULL;
+    char *info = NULL;
+    const char *request = "{\"caption\": \"x\", \"duration\": 10, \"batch_size\": 2, \"seeds\": [5], "
+                          "\"inference_steps\": 5, \"guidance_scale\": 3, \"guidance_type\": \"cfg\", "
+                          "\"cfg_interval_start\": 0.5, \"cfg_interval_end\": 1}";
+    if (run_init(&r, pkg, "{\"model\": \"base\", \"steps\": 5}") &&
+        EXPECT_OK(ace_generation_create(pkg, request, &gen), "create a guided generation") &&
+        EXPECT_OK(ace_generation_info_json(gen, &info), "info")) {
+        char path[1100];
+        snprintf(path, sizeof path, "%.1024s/null_condition_emb.npy", dir);
+        r.null_emb = read_npy_tail(path, (size_t)r.enc_width);
+        CHECK(r.null_emb != NULL, "read %s", path);
+        r.guided = true;
+        r.cfg_scale = 3, r.cfg_start = 0.5, r.cfg_end = 1;
+        const char *guided = json_get(info, "guided");
+        CHECK(guided && strncmp(guided, "true", 4) == 0, "info.guided is true");
+        double sched[MAX_STEPS];
+        int n = json_get_numbers(info, "schedule", sched, MAX_STEPS);
+        bool same = n == r.num_steps && n == 5;
+        for (int i = 0; same && i < n; i++)
+            same = (float)sched[i] == (float)r.schedule[i];
+        CHECK(same, "guided info.schedule equals the per-step ABI's base schedule");
+        int active = 0;
+        for (int i = 0; i < r.num_steps; i++)
+            active += step_k(&r, i) != K_VELOCITY;
+        CHECK(active > 0 && active < r.num_steps, "the cfg interval covers some steps, not all (%d)", active);
+        CHECK(drive_to_end(gen, &r), "the guided run ran to the end");
+        CHECK(r.dit_seen == 5 && r.store.n == 0 && r.store.max_n == 2,
+              "guided: 5 DiT runs, the condition submitted (not kept), every kept value released");
+        const float *lat = NULL;
+        size_t shape[3];
+        if (r.x_start && EXPECT_OK(ace_generation_result_latents(gen, &lat, shape), "guided latents")) {
+            double scale = closed_form_scale(&r, r.num_steps), worst = 0;
+            for (size_t k = 0; k < shape[0] * shape[1] * shape[2]; k++)
+                worst = fmax(worst, fabs(lat[k] - scale * r.x_start[k]) / (1 + fabs(scale * r.x_start[k])));
+            CHECK(shape[0] == 2 && worst < 1e-5, "guided latents off the CFG closed form by %g", worst);
+        }
+    }
+    ace_string_free(info);
+    ace_generation_free(gen);
+    ace_package_free(pkg);
+    run_free(&r);
+}
+
 /* ---------- bad use ---------- */
 
 static const char *SHORT_REQUEST = "{\"caption\": \"x\", \"duration\": 10, \"seeds\": [1]}";
 
 static void test_bad_submits(const AcePackage *pkg) {
     Run r;
-    if (!run_init(&r, pkg, 3.0))
+    if (!run_init(&r, pkg, TURBO))
         return;
     AceGeneration *gen = NULL;
     if (!EXPECT_OK(ace_generation_create(pkg, SHORT_REQUEST, &gen), "create"))
@@ -985,9 +1098,7 @@ static void test_bad_submits(const AcePackage *pkg) {
         const float *lat = NULL;
         size_t shape[3];
         if (r.x_start && EXPECT_OK(ace_generation_result_latents(gen, &lat, shape), "latents")) {
-            double scale = 1, worst = 0;
-            for (int i = 0; i < r.num_steps; i++)
-                scale *= 1 - K_VELOCITY * (r.schedule[i] - r.schedule[i + 1]);
+            double scale = closed_form_scale(&r, r.num_steps), worst = 0;
             for (size_t k = 0; k < shape[0] * shape[1] * shape[2]; k++)
                 worst = fmax(worst, fabs(lat[k] - scale * r.x_start[k]) / (1 + fabs(scale * r.x_start[k])));
             CHECK(worst < 1e-5, "after rejected submits the latents still follow the closed form (%g)", worst);
@@ -1000,7 +1111,7 @@ static void test_bad_submits(const AcePackage *pkg) {
 /* Freeing in the middle of a run is a cancel: the host drops its values; valgrind checks the rest. */
 static void test_free_midway(const AcePackage *pkg) {
     Run r;
-    if (!run_init(&r, pkg, 3.0))
+    if (!run_init(&r, pkg, TURBO))
         return;
     AceGeneration *gen = NULL;
     if (!EXPECT_OK(ace_generation_create(pkg, SHORT_REQUEST, &gen), "create"))
@@ -1019,7 +1130,7 @@ static void test_free_midway(const AcePackage *pkg) {
 static void test_package_freed_first(AcePackage *pkg) {
     Run r;
     AceGeneration *gen = NULL;
-    if (!run_init(&r, pkg, 3.0) || !EXPECT_OK(ace_generation_create(pkg, SHORT_REQUEST, &gen), "create")) {
+    if (!run_init(&r, pkg, TURBO) || !EXPECT_OK(ace_generation_create(pkg, SHORT_REQUEST, &gen), "create")) {
         ace_package_free(pkg);
         run_free(&r);
         return;
@@ -1137,7 +1248,7 @@ static void test_bad_packages(const char *good_dir, const char *bad_root) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <tiny-package-dir> <bad-packages-dir> [--short]\n", argv[0]);
+        fprintf(stderr, "usage: %s <tiny-package-dir> <test-packages-dir> [--short]\n", argv[0]);
         return 2;
     }
     bool short_run = argc > 3 && strcmp(argv[3], "--short") == 0;
@@ -1154,7 +1265,7 @@ int main(int argc, char **argv) {
     /* The silence latent's first frames, as the core feeds them to a run without codes. */
     Run probe;
     AceGeneration *gen = NULL;
-    if (run_init(&probe, pkg, 3.0) && EXPECT_OK(ace_generation_create(pkg, SHORT_REQUEST, &gen), "create") &&
+    if (run_init(&probe, pkg, TURBO) && EXPECT_OK(ace_generation_create(pkg, SHORT_REQUEST, &gen), "create") &&
         drive_until(gen, &probe, "condition_encoder")) {
         const AceGraphCall *call = NULL;
         EXPECT_OK(ace_generation_next(gen, &call), "next");
@@ -1166,6 +1277,9 @@ int main(int argc, char **argv) {
     ace_generation_free(gen);
     run_free(&probe);
 
+    char base_dir[1024];
+    snprintf(base_dir, sizeof base_dir, "%s/as-base", argv[2]);
+    test_guided_run(base_dir);
     test_bad_submits(pkg);
     test_free_midway(pkg);
     test_bad_requests(pkg);

@@ -21,17 +21,17 @@ awk '/^## Driving a generation/ { f = 1 } f && /^```c$/ { c = 1; next } c && /^`
   "$root/docs/dll_api.md" > "$work/doc_loop.c"
 [ -s "$work/doc_loop.c" ] || { echo "[c-test] no C block under 'Driving a generation' in docs/dll_api.md" >&2; exit 1; }
 cc -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -I"$root/include" "$work/doc_loop.c"
-mkdir "$work/bad"
-python3 "$root/runtime_rust_dll/tests/c/make_bad_packages.py" "$pkg" "$work/bad"
+mkdir "$work/pkgs"
+python3 "$root/runtime_rust_dll/tests/c/make_test_packages.py" "$pkg" "$work/pkgs"
 
 echo "[c-test] drive_generation"
-"$work/drive_generation" "$pkg" "$work/bad"
+"$work/drive_generation" "$pkg" "$work/pkgs"
 if command -v valgrind >/dev/null; then
   # The 10 s request (one VAE tile) keeps valgrind at about a minute on 2 cores.
   echo "[c-test] drive_generation under valgrind"
   start=$(date +%s)
   valgrind --quiet --error-exitcode=1 --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite,indirect \
-    "$work/drive_generation" "$pkg" "$work/bad" --short
+    "$work/drive_generation" "$pkg" "$work/pkgs" --short
   echo "[c-test] valgrind run took $(( $(date +%s) - start )) s"
 else
   echo "[c-test] valgrind not installed: skipped the memory check"

@@ -1,7 +1,9 @@
-"""Broken copies of a model package for the C test's bad-use cases.
+"""Copies of a model package for the C test: broken ones for the bad-use cases, and the same
+graphs labelled as a base model (the C test's stand-in graphs ignore the weights, so this drives the
+guided [cond | uncond] path without exporting a base package).
 
 Each copy is a directory of symlinks to the package's files (nothing large is copied) with its own
-edited manifest.json. Usage: python3 make_bad_packages.py <package-dir> <out-dir>
+edited manifest.json. Usage: python3 make_test_packages.py <package-dir> <out-dir>
 """
 
 import copy
@@ -29,6 +31,11 @@ def main(src: str, out: str) -> None:
         change(m)
         return json.dumps(m, indent=1)
 
+    def as_base(m: dict) -> None:
+        m["model_variant"] = "acestep-v15-base"
+        m["config"]["acestep"].update(is_turbo=False, uses_cfg=True)
+
+    make("as-base", edited(as_base))
     # Valid in every other respect: its files and sizes check out, only the component is gone.
     make("no-vae", edited(lambda m: m["components"].pop("vae_decoder")))
     make("bad-json", json.dumps(manifest)[:-20])
