@@ -7,7 +7,8 @@
  * effect on the result can be computed here independently: the DiT returns v = K·x, so after an
  * all-ODE turbo run the latents are the first DiT input times prod_i (1 − K·(t_i − t_{i+1}))
  * (t_N = 0); the VAE upsamples latent channels 0 and 1 to audio, so the audio is the final latents
- * repeated 1920 times, divided by the peak guard. It then misuses the driver in every way the
+ * repeated 1920 times, divided by the peak guard. A guided (base) run gives the uncond rows
+ * v = K_UNCOND·x, so CFG inside the cfg interval makes k per step. It then misuses the driver in every way the
  * header names and checks the status and that the last error names the problem.
  * <test-packages-dir> holds broken copies of the package and one relabelled as a base model, for
  * the guided path (made by make_test_packages.py).
