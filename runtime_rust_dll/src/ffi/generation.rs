@@ -246,7 +246,8 @@ pub unsafe extern "C" fn ace_generation_next(
 
 /// Hands back the outputs of the pending call: every output of the call whose `keep_as` is NULL,
 /// by name, once (`host_key` is ignored). The core reads them during this call only, so the
-/// host may reuse their memory afterwards.
+/// host may reuse their memory afterwards. They may point into the pending call (its output
+/// names, an input's shape array): the call is released only when this function returns.
 ///
 /// Errors (nothing changes; correct and submit again): `ACE_STATUS_INVALID_ARGUMENT` for a
 /// missing, unexpected, duplicated or host-kept output name, a wrong dtype or shape, or
@@ -277,8 +278,11 @@ pub unsafe extern "C" fn ace_generation_submit(
             };
             submitted.push(Submitted { name, dtype, shape, data });
         }
+        // The host may pass the call's own strings and arrays (an output name, an input's shape):
+        // the call stays alive until the submit is done.
+        let result = g.inner.submit(&submitted);
         g.view = None;
-        g.inner.submit(&submitted)
+        result
     })
 }
 
