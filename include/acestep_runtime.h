@@ -28,6 +28,8 @@
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
 #define ACE_MIN_DIT_FRAMES 128
 
+
+
 // Caption length after which only the newline is allowed.
 #define ACE_CAPTION_MAX_TOKENS 512
 
