@@ -261,7 +261,8 @@ def make_skeleton(package: Path, out: Path) -> dict:
     template["components"] = {n: {k: v for k, v in template["components"][n].items()
                                   if k not in ("sha256", "bytes", "external_data")} for n in COMPONENTS}
     for f in template["files"].values():
-        f.pop("sha256", None), f.pop("bytes", None)
+        for key in ("sha256", "bytes"):
+            f.pop(key, None)
     template["tokenizers"] = {"text": {"dir": text["dir"], "files": [{"file": f["file"]} for f in text["files"]]}}
     template["checkpoints"]["lm"] = None
     template["config"].pop("lm", None)
