@@ -186,3 +186,19 @@ def test_main_job_in_a_clean_venv(tmp_path):
     assert sidecar["request"]["duration"] == 12 and sidecar["model"]["random_weights"] is True
     assert sidecar["host"]["audio_sha256"] == hashlib.sha256(tracks[0].read_bytes()).hexdigest()
     assert sidecar["track_id"].startswith(tracks[0].stem)
+
+
+def test_default_model_falls_back_to_the_demo_package(tmp_path, monkeypatch):
+    from acestep_runtime import api
+
+    tiny, demo = tmp_path / "tiny-package", tmp_path / "demo-package"
+    monkeypatch.setattr(api, "TINY_PACKAGE", tiny)
+    monkeypatch.setattr(api, "DEMO_PACKAGE", demo)
+    monkeypatch.delenv("ACESTEP_MODEL", raising=False)
+    assert api.default_model() == tiny  # neither built: the error will name the tiny package
+    demo.mkdir()
+    assert api.default_model() == demo
+    tiny.mkdir()
+    assert api.default_model() == tiny  # the exporter's package wins when both exist
+    monkeypatch.setenv("ACESTEP_MODEL", str(tmp_path / "mine"))
+    assert api.default_model() == tmp_path / "mine"
