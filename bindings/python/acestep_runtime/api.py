@@ -7,12 +7,20 @@ from pathlib import Path
 
 _REPO_DIR = Path(__file__).resolve().parents[3]
 TINY_PACKAGE = _REPO_DIR / "fixtures" / "generated" / "tiny-package"
+# built without torch by `python -m tools.demo_package` (scripts/run_demo.sh)
+DEMO_PACKAGE = _REPO_DIR / "fixtures" / "generated" / "demo-package"
 
 
 def default_model() -> Path:
-    """``$ACESTEP_MODEL`` if set, else the tiny random-weight test package of a source checkout."""
+    """``$ACESTEP_MODEL`` if set, else a random-weight package of a source checkout: the tiny test
+    package (built by the exporter, ``scripts/setup.sh --dev``) when present, else the demo package
+    (``python -m tools.demo_package``, no torch needed)."""
     env = os.environ.get("ACESTEP_MODEL")
-    return Path(env) if env else TINY_PACKAGE
+    if env:
+        return Path(env)
+    if not TINY_PACKAGE.is_dir() and DEMO_PACKAGE.is_dir():
+        return DEMO_PACKAGE
+    return TINY_PACKAGE
 
 
 def generate(caption: str = "", lyrics: str = "", *, duration: float | None = None, seed: int | None = None,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 EXIT_CANCELLED = 130
 TINY_NOTE = (
-    "note: no --model given, using the tiny package built by `scripts/setup.sh --dev` ({path}). Its weights are "
-    "RANDOM: the output is noise-like, not music. Export real checkpoints with `python -m tools.onnx_export "
+    "note: no --model given, using {path} (built by tools.parity.fixtures or tools.demo_package). Its weights "
+    "are RANDOM: the output is noise-like, not music. Export real checkpoints with `python -m tools.onnx_export "
     "--checkpoints DIR --out PKG` (see docs/onnx_export.md) and pass --model PKG."
 )
 
