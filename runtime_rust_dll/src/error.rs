@@ -75,8 +75,18 @@ pub fn ensure_finite(values: &[f32], what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses a JSON object into `T`, mapping serde's message into an `InvalidJson` error that names
-/// what was being parsed. Use `#[serde(deny_unknown_fields)]` on `T` so unknown keys are rejected.
+/// Checks a computed result: finite inputs can still overflow float32 (x = 3e38, v = −3e38), and
+/// an infinite latent is an error, not a success. `what` names the output buffer.
+pub fn ensure_finite_result(values: &[f32], what: &str) -> Result<()> {
+    ensure_finite(values, what).map_err(|e| {
+        Error::invalid_argument(format!("{}: the inputs overflow float32", e.message))
+    })
+}
+
+/// Parses a JSON object into `T` with the strict rules of [`crate::json`] (top level an object,
+/// no duplicate keys, no arrays for structs, errors naming the key path), mapping every failure to
+/// an `InvalidJson` error that names `what`. Use `#[serde(deny_unknown_fields)]` on `T` so unknown
+/// keys are rejected too.
 pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| Error::invalid_json(format!("{what}: {e}")))
+    crate::json::parse(text, what)
 }

@@ -13,6 +13,8 @@ pub mod cot_yaml;
 pub mod frames;
 pub mod fsm;
 pub mod guidance;
+pub mod json;
+pub mod limits;
 pub mod metadata;
 pub mod noise;
 pub mod peak_guard;

@@ -21,11 +21,31 @@ fn tok_err(message: String) -> Error {
     Error::new(ErrorKind::Tokenizer, message)
 }
 
+/// Reads a file of at most [`MAX_FILE_BYTES`](crate::limits::MAX_FILE_BYTES): a path to a device
+/// or a huge file must fail, not exhaust memory (`/dev/zero` never ends).
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = crate::limits::MAX_FILE_BYTES;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the limit of {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl Tokenizer {
     /// Loads a `tokenizer.json`. Errors name the path (missing file → `Io`, bad content → `Tokenizer`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| {
+        let bytes = read_capped(path).map_err(|e| {
             Error::new(ErrorKind::Io, format!("cannot read tokenizer file '{}': {e}", path.display()))
         })?;
         Self::from_bytes(&bytes).map_err(|e| tok_err(format!("tokenizer file '{}': {}", path.display(), e.message)))
@@ -33,6 +53,10 @@ impl Tokenizer {
 
     /// Parses the contents of a `tokenizer.json`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        // `tokenizers` panics on some malformed documents (e.g. an unterminated object inside
+        // "decoder"); a plain JSON syntax check first turns those into an error with a position.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
         let vocab_size = inner.get_vocab_size(true);
