@@ -91,3 +91,9 @@ fn set_last_error(value: Option<(AceStatus, String)>) {
 pub(crate) fn last_error() -> Option<(AceStatus, String)> {
     LAST_ERROR.with(|slot| slot.borrow().clone())
 }
+
+/// Runs `body` through the guard, for tests of the guard itself (not part of the C ABI).
+#[doc(hidden)]
+pub fn guard_for_tests(body: impl FnOnce() -> Result<()>) -> AceStatus {
+    guard(body)
+}
