@@ -96,6 +96,18 @@ extern "C" {
     pub fn ace_finalize_metadata(tok: *const AceTokenizer, ids: *const u32, len: usize, out: *mut *mut c_char) -> Status;
     pub fn ace_track_id(params_json: *const c_char, out: *mut *mut c_char) -> Status;
     pub fn ace_track_canonical_json(params_json: *const c_char, out: *mut *mut c_char) -> Status;
+    pub fn ace_context_info(ctx: *const AceContext, out: *mut *mut c_char) -> Status;
+    pub fn ace_prepare_step_inputs(ctx: *const AceContext, step: usize, out: *mut *mut c_char) -> Status;
+    pub fn ace_context_initial_latents(
+        ctx: *const AceContext, noise: *const f32, src: *const f32, shape: *const usize, ndim: usize, out: *mut f32,
+        len: usize,
+    ) -> Status;
+    pub fn ace_apg_apply(
+        apg: *mut AceApg, cond: *const f32, uncond: *const f32, out: *mut f32, len: usize, batch: u32, frames: u32,
+        channels: u32, g: f64,
+    ) -> Status;
+    pub fn ace_fsm_accept(fsm: *mut AceFsm, token: u32) -> Status;
+    pub fn ace_tokenizer_id_to_token(tok: *const AceTokenizer, id: u32, out: *mut *mut c_char) -> Status;
 }
 
 /// This thread's last error message.
@@ -130,8 +142,15 @@ pub fn call_str(f: unsafe extern "C" fn(*const c_char, *mut *mut c_char) -> Stat
     }
 }
 
+/// The repository root: the first ancestor of the crate that holds `fixtures/reliability` (the
+/// fuzz package sits one level deeper than the core crate).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let start = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    start
+        .ancestors()
+        .find(|d| d.join("fixtures/reliability").is_dir())
+        .unwrap_or_else(|| panic!("no fixtures/reliability above {}", start.display()))
+        .to_path_buf()
 }
 
 /// The small byte-level BPE tokenizer of the reliability fixtures: the 256 byte tokens in GPT-2
