@@ -12,6 +12,8 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -e /usr/include/sndfile.h ] || [ -e /usr/lib/x86_64-linux-gnu/libsndfile.so.1 ] || need_apt+=(libsndfile1)
+# The reliability suite runs part of the bad-input matrix under valgrind (skipped without it).
+[ $dev = 1 ] && ! command -v valgrind >/dev/null && need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

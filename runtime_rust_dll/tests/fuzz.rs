@@ -6,7 +6,8 @@
 //! boundary (status 99) fails the test and the input is written to `target/fuzz-findings/`; an
 //! abort or crash fails the test binary itself. The run is reproducible from its seed.
 //!
-//! `ACE_FUZZ_SECONDS` (default 2) bounds the time per target and `ACE_FUZZ_SEED` picks the seed;
+//! `ACE_FUZZ_SECONDS` (default 2) bounds the time per target, `ACE_FUZZ_SEED` picks the seed and
+//! `ACE_FUZZ_TARGETS` (comma-separated) restricts the run to some targets;
 //! `scripts/fuzz.sh` runs long, optimised sessions (and libFuzzer where it builds).
 
 mod common;
@@ -107,7 +108,12 @@ fn fuzz_every_text_entry_point() {
     let findings = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../fuzz-findings");
     let mut failures = Vec::new();
     let mut total = 0u64;
+    let only: Option<Vec<String>> =
+        std::env::var("ACE_FUZZ_TARGETS").ok().map(|s| s.split(',').map(str::to_string).collect());
     for &(name, target) in fuzz_targets::TARGETS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
         let corpus = load_corpus(&corpus_dir(name));
         assert!(!corpus.is_empty(), "corpus for {name} is empty");
         let mut rng = Rng(seed ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)));
