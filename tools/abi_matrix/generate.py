@@ -151,7 +151,10 @@ def _bad_values(fn: Function, p: Param, valid: str, recipe) -> list[tuple[str, s
 def build_cases(functions: list[Function]) -> list[Case]:
     missing = [f for f in functions if f.name not in RECIPES]
     if missing:
-        lines = [f"  {f.name}({', '.join(p.ctype + ' ' + p.name for p in f.params) or 'void'})" for f in missing]
+        def decl(p: Param) -> str:
+            return p.ctype + ("" if p.ctype.endswith("*") else " ") + p.name
+
+        lines = [f"  {f.name}({', '.join(decl(p) for p in f.params) or 'void'})" for f in missing]
         raise MissingRecipe(
             "the bad-input matrix has no recipe for these functions of include/acestep_runtime.h:\n"
             + "\n".join(lines)
