@@ -57,12 +57,11 @@ def test_bad_inputs_get_a_status_and_a_message_never_a_crash(matrix):
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_the_matrix_under_valgrind_finds_no_memory_error(matrix):
-    """A sample of the matrix under memcheck (every function's valid call, and the NaN, unaddressable
-    length, shape-overflow, invalid-UTF-8 and array-for-object cases); `python -m tools.abi_matrix
-    --valgrind` runs all of it (about 3 minutes)."""
+    """A sample of the matrix under memcheck, to stay within the test command's time: every
+    function's valid call and its NaN-buffer, overflowing-shape and array-for-object cases (the
+    error paths that read the most). `python -m tools.abi_matrix --valgrind` runs all of it."""
     binary, cases = matrix
-    sample = [i for i, c in enumerate(cases)
-              if c.param == "-" or c.value in ("SIZE_MAX", "nan", "bad-utf8", "array", "huge-dims", "NaN")]
+    sample = [i for i, c in enumerate(cases) if c.param == "-" or c.value in ("nan", "huge-dims", "array")]
     outcomes = run(binary, cases, valgrind=True, timeout_s=300, only=sample)
     print(f"\n{len(outcomes)} cases under valgrind")
     assert len(outcomes) == len(sample)
