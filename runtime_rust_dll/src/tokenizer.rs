@@ -21,6 +21,25 @@ fn tok_err(message: String) -> Error {
     Error::new(ErrorKind::Tokenizer, message)
 }
 
+/// Runs a call into the `tokenizers` crate, which panics on some documents it accepted (unwraps
+/// in its deserialisers and models): such a panic is the tokenizer rejecting its input, reported as
+/// a `Tokenizer` error, not a bug of this library. (At the C ABI the guard's hook keeps the panic
+/// from being printed.)
+fn tokenizers_call<T>(what: &str, f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(tok_err(format!("{what}: {e}"))),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(tok_err(format!("{what}: the tokenizers library failed on this input ({msg})")))
+        }
+    }
+}
+
 /// Reads a file of at most [`MAX_FILE_BYTES`](crate::limits::MAX_FILE_BYTES): a path to a device
 /// or a huge file must fail, not exhaust memory (`/dev/zero` never ends).
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -57,8 +76,7 @@ impl Tokenizer {
         // "decoder"); a plain JSON syntax check first turns those into an error with a position.
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
             .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
+        let inner = tokenizers_call("not a valid tokenizer.json", || tokenizers::Tokenizer::from_bytes(bytes))?;
         let vocab_size = inner.get_vocab_size(true);
         if vocab_size == 0 {
             return Err(tok_err("tokenizer.json has an empty vocabulary".into()));
@@ -74,10 +92,7 @@ impl Tokenizer {
     /// Token ids of `text`. `add_special_tokens` runs the post-processor (e.g. the text encoder's
     /// appended `<|endoftext|>`); added tokens written in the text are always recognised.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| tok_err(format!("encoding failed: {e}")))?;
+        let enc = tokenizers_call("encoding failed", || self.inner.encode_fast(text, add_special_tokens))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -86,9 +101,7 @@ impl Tokenizer {
         for &id in ids {
             self.check_id(id)?;
         }
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| tok_err(format!("decoding failed: {e}")))
+        tokenizers_call("decoding failed", || self.inner.decode(ids, skip_special_tokens))
     }
 
     /// Decoded text of one token (partial UTF-8 sequences become U+FFFD, as in Python).
