@@ -34,20 +34,20 @@
 
 // Most diffusion steps of a schedule (base/SFT `steps`, v1 σ grids): the models are trained on a
 // 1000-step grid, so more steps than that cannot be distinct timesteps.
-#define MAX_STEPS 1000
+#define ACE_MAX_STEPS 1000
 
 // Most batch items (seeds) of one context.
-#define MAX_BATCH 256
+#define ACE_MAX_BATCH 256
 
 // Largest LM vocabulary a sampler is sized for (the ACE-Step 5 Hz LMs have 217 204 ids).
-#define MAX_VOCAB (1 << 22)
+#define ACE_MAX_VOCAB 4194304
 
 // Longest string argument, in bytes, the NUL excluded (a Qwen3 `tokenizer.json` with the audio
 // codes is about 12 MB).
-#define MAX_STRING_BYTES (64 << 20)
+#define ACE_MAX_STRING_BYTES 67108864
 
 // Largest file the core reads (a `tokenizer.json`).
-#define MAX_FILE_BYTES (256 << 20)
+#define ACE_MAX_FILE_BYTES 268435456
 
 // First id of `<|audio_code_0|>` in the LM vocabulary.
 #define AUDIO_CODE_BASE 151669

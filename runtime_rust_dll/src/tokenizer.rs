@@ -17,6 +17,9 @@ pub struct Tokenizer {
     derived: Mutex<Vec<(String, Arc<dyn Any + Send + Sync>)>>,
 }
 
+/// How many derived tables (e.g. FSM vocabularies for distinct settings) a tokenizer keeps cached.
+pub(crate) const MAX_DERIVED: usize = 8;
+
 fn tok_err(message: String) -> Error {
     Error::new(ErrorKind::Tokenizer, message)
 }
@@ -117,16 +120,24 @@ impl Tokenizer {
     }
 
     /// Returns the value cached under `key`, building it with `build` on first use. Lets objects
-    /// created per sequence (FSMs) share tokenizer-derived tables.
+    /// created per sequence (FSMs) share tokenizer-derived tables. The cache keeps the
+    /// [`MAX_DERIVED`] most recently used keys: keys come from caller configs (an FSM's
+    /// max_duration, tokens), so an unbounded cache would grow with every distinct config for as
+    /// long as the tokenizer lives. Objects holding an evicted value keep their own reference.
     pub fn derived<T: Any + Send + Sync>(&self, key: &str, build: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
         let mut cache = self.derived.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, v)) = cache.iter().find(|(k, _)| k == key) {
-            if let Ok(v) = v.clone().downcast::<T>() {
+        if let Some(i) = cache.iter().position(|(k, _)| k == key) {
+            if let Ok(v) = cache[i].1.clone().downcast::<T>() {
+                let hit = cache.remove(i);
+                cache.push(hit); // most recently used last
                 return Ok(v);
             }
         }
         let value = Arc::new(build()?);
         cache.retain(|(k, _)| k != key);
+        if cache.len() >= MAX_DERIVED {
+            cache.remove(0);
+        }
         cache.push((key.to_string(), value.clone()));
         Ok(value)
     }
@@ -205,6 +216,23 @@ pub(crate) mod tests {
         let ids = tok.encode(text, false).unwrap();
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
         assert_eq!(tok.id_to_token(198).unwrap(), "Ċ");
+    }
+
+    #[test]
+    fn the_derived_cache_is_bounded_and_shares_values() {
+        let json = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/reliability/tiny_tokenizer.json"))
+            .unwrap();
+        let tok = Tokenizer::from_bytes(&json).unwrap();
+        let first = tok.derived("k0", || Ok(0usize)).unwrap();
+        assert!(Arc::ptr_eq(&first, &tok.derived("k0", || Ok(99usize)).unwrap()), "a hit reuses the value");
+        for i in 1..100usize {
+            tok.derived(&format!("k{i}"), || Ok(i)).unwrap();
+        }
+        assert_eq!(tok.derived.lock().unwrap().len(), MAX_DERIVED);
+        // The oldest key was evicted (rebuilt on use), the newest kept; the evicted value lives on.
+        assert_eq!(*tok.derived("k0", || Ok(1000usize)).unwrap(), 1000);
+        assert_eq!(*tok.derived("k99", || Ok(0usize)).unwrap(), 99);
+        assert_eq!(*first, 0);
     }
 
     #[test]
