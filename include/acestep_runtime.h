@@ -28,10 +28,25 @@
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
 #define ACE_MIN_DIT_FRAMES 128
 
-
-
 // Caption length after which only the newline is allowed.
 #define ACE_CAPTION_MAX_TOKENS 512
+
+// Most diffusion steps of a schedule (base/SFT `steps`, v1 σ grids): the models are trained on a
+// 1000-step grid, so more steps than that cannot be distinct timesteps.
+#define ACE_MAX_STEPS 1000
+
+// Most batch items (seeds) of one context.
+#define ACE_MAX_BATCH 256
+
+// Largest LM vocabulary a sampler is sized for (the ACE-Step 5 Hz LMs have 217 204 ids).
+#define ACE_MAX_VOCAB 4194304
+
+// Longest string argument, in bytes, the NUL excluded (a Qwen3 `tokenizer.json` with the audio
+// codes is about 12 MB).
+#define ACE_MAX_STRING_BYTES 67108864
+
+// Largest file the core reads (a `tokenizer.json`).
+#define ACE_MAX_FILE_BYTES 268435456
 
 // First id of `<|audio_code_0|>` in the LM vocabulary.
 #define ACE_AUDIO_CODE_BASE 151669
@@ -987,9 +1002,23 @@ AceStatus ace_tokenizer_encode(const AceTokenizer *tok, const char *text, bool a
 // `skip_special_tokens` drops tokens flagged special. Errors: an id out of range
 // (`ACE_STATUS_INVALID_ARGUMENT`). `ids` may be NULL when `n == 0`.
 //
+// A C string cannot hold U+0000 (the text of the byte token 0x00, id 188 in Qwen3), so each one
+// is written as U+FFFD here; `ace_tokenizer_decode_utf8` gives the exact text with its length.
+//
 // # Safety
 // `tok` live; `ids` valid for `n` elements; `out` a valid `char *` slot.
 AceStatus ace_tokenizer_decode(const AceTokenizer *tok, const uint32_t *ids, size_t n, bool skip_special_tokens, char **out);
+
+// Decodes `ids[0..n]` like `ace_tokenizer_decode`, but writes the exact UTF-8 bytes (U+0000
+// included, no terminating NUL) to `buf[0..cap]` and their number to `*out_len`. With `buf == NULL`
+// and `cap == 0` this only reports the needed length (status OK). When `cap` is too small,
+// `*out_len` receives the needed length and the status is `ACE_STATUS_LENGTH_MISMATCH` (nothing
+// is written to `buf`). `ids` may be NULL when `n == 0`.
+//
+// # Safety
+// `tok` live; `ids` valid for `n` elements; `buf` valid for `cap` bytes (or NULL with cap 0);
+// `out_len` valid.
+AceStatus ace_tokenizer_decode_utf8(const AceTokenizer *tok, const uint32_t *ids, size_t n, bool skip_special_tokens, uint8_t *buf, size_t cap, size_t *out_len);
 
 // Writes the id of the vocabulary entry or added token `token` to `*out_id`.
 // Errors: `ACE_STATUS_INVALID_ARGUMENT` when the tokenizer has no such token.

@@ -12,7 +12,7 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -e /usr/include/sndfile.h ] || [ -e /usr/lib/x86_64-linux-gnu/libsndfile.so.1 ] || need_apt+=(libsndfile1)
-# The C test host runs under valgrind (scripts/test.sh).
+# The C test host and part of the bad-input matrix run under valgrind (scripts/test.sh).
 if [ $dev = 1 ] && ! command -v valgrind >/dev/null; then need_apt+=(valgrind); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"

@@ -223,6 +223,7 @@ impl SchedulerContext {
                     "seeds is empty; give one seed per batch item",
                 ));
             }
+            crate::limits::ensure_at_most(seeds.len(), crate::limits::MAX_BATCH, "the number of seeds")?;
             // s + i + 1 must not overflow for any step.
             let max_offset = exact.len() as u64;
             if let Some(b) = seeds.iter().position(|&s| s.checked_add(max_offset).is_none()) {
@@ -411,7 +412,7 @@ impl SchedulerContext {
                 }
                 crate::error::ensure_finite(src, "src")?;
                 solver::renoise(src, noise, t, out);
-                Ok(())
+                crate::error::ensure_finite_result(out, "out")
             }
         }
     }
@@ -498,29 +499,9 @@ impl SchedulerContext {
     }
 }
 
-/// Parses the config. serde's messages for a mistyped value do not say which key it was, so a
-/// failed parse is re-checked key by key to name the offending key.
+/// Parses the config; the strict reader's errors name the offending key.
 fn parse_config(text: &str) -> Result<ContextConfig> {
-    let value: serde_json::Value = parse_json(text, "context config")?;
-    let Some(obj) = value.as_object() else {
-        return Err(Error::invalid_json(format!(
-            "context config: expected a JSON object, got {value}"
-        )));
-    };
-    match serde_json::from_value::<ContextConfig>(value.clone()) {
-        Ok(cfg) => Ok(cfg),
-        Err(e) => {
-            for (key, v) in obj {
-                let probe = serde_json::json!({ "model": "turbo", key.as_str(): v });
-                if let Err(field_err) = serde_json::from_value::<ContextConfig>(probe) {
-                    return Err(Error::invalid_json(format!(
-                        "context config: key \"{key}\" = {v}: {field_err}"
-                    )));
-                }
-            }
-            Err(Error::invalid_json(format!("context config: {e}")))
-        }
-    }
+    parse_json(text, "context config")
 }
 
 /// The schedule a config asks for: (exact f64 schedule, requested shift, shift used, base/SFT

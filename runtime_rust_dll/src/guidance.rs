@@ -249,8 +249,7 @@ impl ApgConfig {
                 return Err(Error::invalid_json(format!("APG config: {key} must be a number, got {v}")));
             }
         }
-        let config: Self = serde_json::from_value(value)
-            .map_err(|e| Error::invalid_json(format!("APG config: {e}")))?;
+        let config: Self = crate::json::from_value(&value, "APG config")?;
         config.validate()?;
         Ok(config)
     }

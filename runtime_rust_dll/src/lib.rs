@@ -14,6 +14,8 @@ pub mod frames;
 pub mod generation;
 pub mod fsm;
 pub mod guidance;
+pub mod json;
+pub mod limits;
 pub mod metadata;
 pub mod noise;
 pub mod package;

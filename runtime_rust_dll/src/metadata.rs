@@ -201,7 +201,7 @@ fn cot_value(key: &str, value: &Value) -> Result<Option<YamlValue>> {
                 Ok(Some(YamlValue::Str(s.to_string())))
             }
         }
-        other => Err(Error::invalid_argument(format!(
+        other => Err(Error::invalid_json(format!(
             "metadata.{key} must be an integer, a string or null, got {other}"
         ))),
     }
@@ -213,7 +213,7 @@ pub fn cot_yaml(metadata: &Map<String, Value>) -> Result<String> {
     let mut items = BTreeMap::new();
     for (key, value) in metadata {
         if !FIELDS.contains(&key.as_str()) {
-            return Err(Error::invalid_argument(format!(
+            return Err(Error::invalid_json(format!(
                 "metadata has an unknown key {key:?} (expected one of {})",
                 FIELDS.join(", ")
             )));
@@ -235,11 +235,7 @@ pub fn format_cot(metadata: &Map<String, Value>) -> Result<String> {
 
 /// Parses a JSON object of metadata (for the C ABI).
 pub fn metadata_from_json(text: &str) -> Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(Error::invalid_json(format!("metadata_json must be a JSON object, got {other}"))),
-        Err(e) => Err(Error::invalid_json(format!("metadata_json: {e}"))),
-    }
+    crate::json::parse_object(text, "metadata_json")
 }
 
 #[cfg(test)]

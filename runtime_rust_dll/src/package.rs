@@ -139,7 +139,7 @@ pub struct OpenOptions {
 impl OpenOptions {
     pub fn from_json(text: Option<&str>) -> Result<Self> {
         match text {
-            Some(t) if !t.trim().is_empty() => crate::error::parse_json_object(t, "package options"),
+            Some(t) if !t.trim().is_empty() => crate::json::parse(t, "package options"),
             _ => Ok(Self::default()),
         }
     }

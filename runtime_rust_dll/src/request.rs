@@ -13,13 +13,12 @@
 use serde_json::{json, Map, Value};
 
 use crate::context::{Method, ModelKind};
-use crate::error::{json_kind, parse_object_value, Error, Result};
+use crate::error::{Error, Result};
+use crate::json::{kind as json_kind, parse_object as parse_object_value};
 use crate::frames;
 
 /// Largest batch a request may ask for (each item is a full latent sequence).
-pub const MAX_BATCH: usize = 64;
-/// Largest base/SFT step count (the official UI offers up to 200).
-pub const MAX_STEPS: usize = 1000;
+pub const MAX_REQUEST_BATCH: usize = 64;
 /// Base/SFT default steps (`generate_audio` of the base model).
 pub const DEFAULT_BASE_STEPS: usize = 30;
 /// Default duration without LM codes (seconds).
@@ -163,7 +162,7 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
         Some(other) => return Err(field_error("task_type", format!("not supported yet: task_type {other:?} (supported: text2music, cover with audio_codes)"))),
     }
 
-    let batch_size = f.uint_in("batch_size", 1, MAX_BATCH as u64)?.unwrap_or(1) as usize;
+    let batch_size = f.uint_in("batch_size", 1, MAX_REQUEST_BATCH as u64)?.unwrap_or(1) as usize;
     let seeds = f.seeds()?;
     if seeds.len() > batch_size {
         return Err(field_error(
@@ -247,7 +246,7 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
     };
 
     // Steps and guidance: base/SFT use them, turbo ignores them (as the official turbo model does).
-    let steps = f.uint_in("inference_steps", 1, MAX_STEPS as u64)?.map(|n| n as usize);
+    let steps = f.uint_in("inference_steps", 1, crate::limits::MAX_STEPS as u64)?.map(|n| n as usize);
     let scale = f.finite("guidance_scale")?;
     if let Some(g) = scale {
         if g < 0.0 {

@@ -91,9 +91,11 @@ impl SamplerConfig {
                 self.cfg_scale
             )));
         }
-        if self.vocab_size == 0 || self.vocab_size > u32::MAX as usize {
+        // The sampler allocates buffers of vocab_size floats: cap it before that.
+        if self.vocab_size == 0 || self.vocab_size > crate::limits::MAX_VOCAB {
             return Err(Error::invalid_argument(format!(
-                "vocab_size must be in 1..=4294967295, got {}",
+                "vocab_size must be in 1..={}, got {}",
+                crate::limits::MAX_VOCAB,
                 self.vocab_size
             )));
         }

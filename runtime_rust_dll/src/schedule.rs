@@ -149,11 +149,12 @@ pub fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
     }
 }
 
+/// Steps must be in 1..=MAX_STEPS; checked before any schedule is allocated (steps + 1 cannot wrap).
 fn check_steps(steps: usize) -> Result<()> {
     if steps == 0 {
         return Err(Error::invalid_argument("steps must be at least 1, got 0"));
     }
-    Ok(())
+    crate::limits::ensure_at_most(steps, crate::limits::MAX_STEPS, "steps")
 }
 
 /// The base/SFT schedule: t = linspace(1, 0, steps + 1), shifted when shift ≠ 1. Returns the

@@ -14,7 +14,7 @@
 //! - [`HeunSolver`]: two-stage Heun, ω mean shift on both stages
 //! - [`pingpong_step`]: x0 = x − σ·v, then x ← (1 − σ_next)·x0 + σ_next·ε
 
-use crate::error::{ensure_finite, Error, Result};
+use crate::error::{ensure_finite, ensure_finite_result, Error, Result};
 use crate::noise::{self, NoiseMode};
 
 fn ensure_same_len(len: usize, other: usize, name: &str) -> Result<()> {
@@ -64,7 +64,7 @@ pub fn euler_step(x: &[f32], v: &[f32], dt: f32, out: &mut [f32]) -> Result<()> 
     for ((o, &xi), &vi) in out.iter_mut().zip(x).zip(v) {
         *o = xi - vi * dt;
     }
-    Ok(())
+    ensure_finite_result(out, "out")
 }
 
 /// The clean-sample estimate x0 = x − v·t (the reference's `get_x0_from_noise`).
@@ -75,7 +75,7 @@ pub fn x0_from_velocity(x: &[f32], v: &[f32], t: f64, out: &mut [f32]) -> Result
     for ((o, &xi), &vi) in out.iter_mut().zip(x).zip(v) {
         *o = xi - vi * t;
     }
-    Ok(())
+    ensure_finite_result(out, "out")
 }
 
 /// Re-noises a clean estimate to level `t`: t·ε + (1 − t)·x0 (the reference's `renoise`: the
@@ -107,7 +107,7 @@ pub fn sde_step(
     for (o, &e) in out.iter_mut().zip(eps) {
         *o = a * e + b * *o;
     }
-    Ok(())
+    ensure_finite_result(out, "out")
 }
 
 /// Gaussian noise for a batch: `seeds.len()` equal items of `numel / seeds.len()` values, item b
@@ -164,7 +164,7 @@ pub fn euler_omega_step(
     let dt = (sigma_next as f32) - (sigma as f32);
     let dx: Vec<f32> = v.iter().map(|&vi| vi * dt).collect();
     apply_omega(x, &dx, omega_from_scale(omega_scale), out);
-    Ok(())
+    ensure_finite_result(out, "out")
 }
 
 /// v1 PingPong: x0 = x − σ·v, then x' = (1 − σ_next)·x0 + σ_next·ε (no ω). `eps` has x's length.
@@ -256,6 +256,7 @@ impl HeunSolver {
                     x.iter().zip(v).map(|(&xi, &vi)| (xi - (xi - vi * s)) / s).collect();
                 let dx: Vec<f32> = d1.iter().map(|&d| d * dt).collect();
                 apply_omega(x, &dx, omega, out);
+                ensure_finite_result(out, "out")?;
                 self.pending = Some(HeunPending { x: x.to_vec(), d1, sigma, sigma_next });
                 Ok(HeunStage::First)
             }
@@ -293,6 +294,10 @@ impl HeunSolver {
                     })
                     .collect();
                 apply_omega(&p.x, &dx, omega, out);
+                if let Err(e) = ensure_finite_result(out, "out") {
+                    self.pending = Some(p);
+                    return Err(e);
+                }
                 Ok(HeunStage::Second)
             }
         }

@@ -17,15 +17,57 @@ pub struct Tokenizer {
     derived: Mutex<Vec<(String, Arc<dyn Any + Send + Sync>)>>,
 }
 
+/// How many derived tables (e.g. FSM vocabularies for distinct settings) a tokenizer keeps cached.
+pub(crate) const MAX_DERIVED: usize = 8;
+
 fn tok_err(message: String) -> Error {
     Error::new(ErrorKind::Tokenizer, message)
+}
+
+/// Runs a call into the `tokenizers` crate, which panics on some documents it accepted (unwraps
+/// in its deserialisers and models): such a panic is the tokenizer rejecting its input, reported as
+/// a `Tokenizer` error, not a bug of this library. (At the C ABI the guard's hook keeps the panic
+/// from being printed.)
+fn tokenizers_call<T>(what: &str, f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(tok_err(format!("{what}: {e}"))),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(tok_err(format!("{what}: the tokenizers library failed on this input ({msg})")))
+        }
+    }
+}
+
+/// Reads a file of at most [`MAX_FILE_BYTES`](crate::limits::MAX_FILE_BYTES): a path to a device
+/// or a huge file must fail, not exhaust memory (`/dev/zero` never ends).
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = crate::limits::MAX_FILE_BYTES;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the limit of {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 impl Tokenizer {
     /// Loads a `tokenizer.json`. Errors name the path (missing file → `Io`, bad content → `Tokenizer`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| {
+        let bytes = read_capped(path).map_err(|e| {
             Error::new(ErrorKind::Io, format!("cannot read tokenizer file '{}': {e}", path.display()))
         })?;
         Self::from_bytes(&bytes).map_err(|e| tok_err(format!("tokenizer file '{}': {}", path.display(), e.message)))
@@ -33,8 +75,11 @@ impl Tokenizer {
 
     /// Parses the contents of a `tokenizer.json`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+        // `tokenizers` panics on some malformed documents (e.g. an unterminated object inside
+        // "decoder"); a plain JSON syntax check first turns those into an error with a position.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
             .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
+        let inner = tokenizers_call("not a valid tokenizer.json", || tokenizers::Tokenizer::from_bytes(bytes))?;
         let vocab_size = inner.get_vocab_size(true);
         if vocab_size == 0 {
             return Err(tok_err("tokenizer.json has an empty vocabulary".into()));
@@ -50,10 +95,7 @@ impl Tokenizer {
     /// Token ids of `text`. `add_special_tokens` runs the post-processor (e.g. the text encoder's
     /// appended `<|endoftext|>`); added tokens written in the text are always recognised.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| tok_err(format!("encoding failed: {e}")))?;
+        let enc = tokenizers_call("encoding failed", || self.inner.encode_fast(text, add_special_tokens))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -62,9 +104,7 @@ impl Tokenizer {
         for &id in ids {
             self.check_id(id)?;
         }
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| tok_err(format!("decoding failed: {e}")))
+        tokenizers_call("decoding failed", || self.inner.decode(ids, skip_special_tokens))
     }
 
     /// Decoded text of one token (partial UTF-8 sequences become U+FFFD, as in Python).
@@ -80,16 +120,24 @@ impl Tokenizer {
     }
 
     /// Returns the value cached under `key`, building it with `build` on first use. Lets objects
-    /// created per sequence (FSMs) share tokenizer-derived tables.
+    /// created per sequence (FSMs) share tokenizer-derived tables. The cache keeps the
+    /// [`MAX_DERIVED`] most recently used keys: keys come from caller configs (an FSM's
+    /// max_duration, tokens), so an unbounded cache would grow with every distinct config for as
+    /// long as the tokenizer lives. Objects holding an evicted value keep their own reference.
     pub fn derived<T: Any + Send + Sync>(&self, key: &str, build: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
         let mut cache = self.derived.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, v)) = cache.iter().find(|(k, _)| k == key) {
-            if let Ok(v) = v.clone().downcast::<T>() {
+        if let Some(i) = cache.iter().position(|(k, _)| k == key) {
+            if let Ok(v) = cache[i].1.clone().downcast::<T>() {
+                let hit = cache.remove(i);
+                cache.push(hit); // most recently used last
                 return Ok(v);
             }
         }
         let value = Arc::new(build()?);
         cache.retain(|(k, _)| k != key);
+        if cache.len() >= MAX_DERIVED {
+            cache.remove(0);
+        }
         cache.push((key.to_string(), value.clone()));
         Ok(value)
     }
@@ -168,6 +216,23 @@ pub(crate) mod tests {
         let ids = tok.encode(text, false).unwrap();
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
         assert_eq!(tok.id_to_token(198).unwrap(), "Ċ");
+    }
+
+    #[test]
+    fn the_derived_cache_is_bounded_and_shares_values() {
+        let json = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/reliability/tiny_tokenizer.json"))
+            .unwrap();
+        let tok = Tokenizer::from_bytes(&json).unwrap();
+        let first = tok.derived("k0", || Ok(0usize)).unwrap();
+        assert!(Arc::ptr_eq(&first, &tok.derived("k0", || Ok(99usize)).unwrap()), "a hit reuses the value");
+        for i in 1..100usize {
+            tok.derived(&format!("k{i}"), || Ok(i)).unwrap();
+        }
+        assert_eq!(tok.derived.lock().unwrap().len(), MAX_DERIVED);
+        // The oldest key was evicted (rebuilt on use), the newest kept; the evicted value lives on.
+        assert_eq!(*tok.derived("k0", || Ok(1000usize)).unwrap(), 1000);
+        assert_eq!(*tok.derived("k99", || Ok(0usize)).unwrap(), 99);
+        assert_eq!(*first, 0);
     }
 
     #[test]

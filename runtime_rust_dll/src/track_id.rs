@@ -4,7 +4,8 @@
 //! canonical form is exactly what Python's standard library writes with
 //! `json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`:
 //! - objects: keys sorted by Unicode code point (recursively), `{"a":1,"b":2}`, no whitespace;
-//!   a duplicated key keeps its last value;
+//!   a key repeated within one object is an error (Python's `json.loads` would keep the last value;
+//!   an ambiguous request must not get an id);
 //! - arrays: `[1,2]`, order kept;
 //! - strings: raw UTF-8; only `"` `\` and U+0000–U+001F are escaped, as `\"` `\\` `\b` `\f` `\n`
 //!   `\r` `\t` or `\u00XX` (lowercase hex);
@@ -27,8 +28,7 @@ use crate::error::{Error, Result};
 /// The canonical JSON text of a parameter object (see the module documentation).
 pub fn canonical_json(params_json: &str) -> Result<String> {
     let text = normalize_integer_literals(params_json)?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid_json(format!("track id parameters: {e}")))?;
+    let value: Value = crate::json::parse_value(&text, "track id parameters")?;
     if !value.is_object() {
         return Err(Error::invalid_json(format!(
             "track id parameters must be a JSON object, got {}",

@@ -118,6 +118,17 @@ def abi_version() -> int:
     return int(lib.ace_abi_version())
 
 
+def cstr(text: str, name: str) -> bytes:
+    """The UTF-8 bytes of a ``str`` argument passed as a NUL-terminated C string. C would end the
+    string at an embedded NUL and silently ignore the rest, so a NUL is an error here."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    at = text.find("\0")
+    if at >= 0:
+        raise ValueError(f"{name} contains a NUL character at index {at}; the core takes NUL-terminated strings")
+    return text.encode("utf-8")
+
+
 def take_string(ptr) -> str:
     """Copies a library-owned string and frees it."""
     try:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._native import call_string, check, ffi, lib
+from ._native import call_string, check, cstr, ffi, lib
 
 __all__ = [
     "SAMPLES_PER_FRAME",
@@ -100,10 +100,10 @@ def peak_guard(audio: np.ndarray) -> np.ndarray:
 
 def _params_text(params) -> bytes:
     if isinstance(params, str):
-        return params.encode("utf-8")
+        return cstr(params, "params")
     if isinstance(params, dict):
         # allow_nan=False: the core rejects NaN/Infinity anyway; fail here with Python's message.
-        return json.dumps(params, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return cstr(json.dumps(params, ensure_ascii=False, allow_nan=False), "params")
     raise TypeError(f"params must be a dict or a JSON string, got {type(params).__name__}")
 
 

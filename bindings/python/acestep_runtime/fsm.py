@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ._native import NativeHandle, call_string, check, ffi, lib
+from ._native import NativeHandle, call_string, check, cstr, ffi, lib
 from .tokenizer import Tokenizer, _ids_array, _u32
 
 
@@ -34,7 +34,7 @@ class LmFsm(NativeHandle):
         else:
             raise TypeError(f"config must be a dict, a JSON string or None, got {type(config).__name__}")
         out = ffi.new("AceFsm **")
-        check(lib.ace_fsm_create(tokenizer.ptr, text.encode("utf-8"), out))
+        check(lib.ace_fsm_create(tokenizer.ptr, cstr(text, "config"), out))
         self._own(out[0])
         self.vocab_size = tokenizer.vocab_size
 

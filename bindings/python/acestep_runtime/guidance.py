@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from ._native import NativeHandle, check, ffi, lib
+from ._native import NativeHandle, check, cstr, ffi, lib
 
 __all__ = [
     "Apg",
@@ -125,7 +125,7 @@ class Apg(NativeHandle):
                 {"momentum": float(momentum), "norm_threshold": float(norm_threshold), "eta": float(eta)}
             )
         out = ffi.new("AceApg **")
-        check(lib.ace_apg_create(config_json.encode("utf-8"), out))
+        check(lib.ace_apg_create(cstr(config_json, "config_json"), out))
         self._own(out[0])
 
     def apply(self, cond: np.ndarray, uncond: np.ndarray, guidance_scale: float,

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._native import check, ffi, lib
+from ._native import check, cstr, ffi, lib
 
 MODES = ("torch_cpu", "torch_cuda")
 _OPTIONS = {
@@ -67,7 +67,7 @@ def randn(shape: int | Sequence[int], seed: int, mode: str = "torch_cpu", **opti
     seed_used = ffi.new("int64_t *")
     check(
         lib.ace_noise_fill(
-            options_json.encode("utf-8"),
+            cstr(options_json, "options"),
             seed,
             shape_c,
             len(dims),

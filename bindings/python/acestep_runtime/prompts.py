@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._native import call_string, lib
+from ._native import call_string, cstr, lib
 
 __all__ = ["build_prompts"]
 
@@ -24,4 +24,4 @@ def build_prompts(request: dict[str, Any] | str) -> dict[str, Any]:
         text = request
     else:
         raise TypeError(f"request must be a dict or a JSON string, got {type(request).__name__}")
-    return json.loads(call_string(lib.ace_build_prompts, text.encode("utf-8")))
+    return json.loads(call_string(lib.ace_build_prompts, cstr(text, "request")))

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from ._native import NativeHandle, check, ffi, lib
+from ._native import NativeHandle, check, cstr, ffi, lib
 
 __all__ = ["Sampler"]
 
@@ -53,7 +53,7 @@ class Sampler(NativeHandle):
 
     def _init_from_json(self, config_json: str) -> None:
         out = ffi.new("AceSampler **")
-        check(lib.ace_sampler_create(config_json.encode("utf-8"), out))
+        check(lib.ace_sampler_create(cstr(config_json, "config_json"), out))
         self._own(out[0])
         self.config = json.loads(config_json)
         self.vocab_size = int(self.config.get("vocab_size", 217204))

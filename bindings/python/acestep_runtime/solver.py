@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ._native import NativeHandle, call_string, check, ffi, lib
+from ._native import NativeHandle, call_string, check, cstr, ffi, lib
 
 
 def _f32(name: str, a) -> np.ndarray:
@@ -106,7 +106,7 @@ def _noise_json(noise):
         return ffi.NULL
     if isinstance(noise, dict):
         noise = json.dumps(noise)
-    return noise.encode("utf-8")
+    return cstr(noise, "noise")
 
 
 def sde_step_seeded(xt, vt, seeds, t: float, t_next: float, noise=None) -> np.ndarray:
@@ -219,7 +219,7 @@ class Context(NativeHandle):
         if not isinstance(config, str):
             raise TypeError(f"config must be a dict or a JSON string, got {type(config).__name__}")
         out = ffi.new("AceContext **")
-        check(lib.ace_create_context(config.encode("utf-8"), out))
+        check(lib.ace_create_context(cstr(config, "config"), out))
         self._own(out[0])
 
     @property

@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ._native import NativeHandle, call_string, check, ffi, lib
+from ._native import NativeHandle, call_string, check, cstr, ffi, lib
 
 
 class Tokenizer(NativeHandle):
@@ -20,11 +20,12 @@ class Tokenizer(NativeHandle):
             raise TypeError("give exactly one of path or json_text")
         out = ffi.new("AceTokenizer **")
         if path is not None:
-            check(lib.ace_tokenizer_create_from_file(os.fsencode(os.fspath(path)), out))
+            raw_path = os.fsencode(os.fspath(path))
+            if b"\0" in raw_path:
+                raise ValueError("path contains a NUL character")
+            check(lib.ace_tokenizer_create_from_file(raw_path, out))
         else:
-            if not isinstance(json_text, str):
-                raise TypeError(f"json_text must be str, got {type(json_text).__name__}")
-            check(lib.ace_tokenizer_create_from_json(json_text.encode("utf-8"), out))
+            check(lib.ace_tokenizer_create_from_json(cstr(json_text, "json_text"), out))
         self._own(out[0])
 
     @classmethod
@@ -42,11 +43,7 @@ class Tokenizer(NativeHandle):
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text`` (added tokens in the text are always recognised)."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
-        raw = text.encode("utf-8")
-        if b"\0" in raw:
-            raise ValueError("text contains a NUL character")
+        raw = cstr(text, "text")
         n = ffi.new("size_t *")
         # Every token covers at least one byte of text; the post-processor may add a few more.
         cap = len(raw) + 8
@@ -60,16 +57,25 @@ class Tokenizer(NativeHandle):
         return list(ffi.unpack(buf, int(n[0])))
 
     def decode(self, ids: Iterable[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
+        """The exact text of ``ids`` (a U+0000 from the byte token 0x00 included, as in HF tokenizers)."""
         arr = _ids_array(ids, "ids")
-        return call_string(
-            lib.ace_tokenizer_decode, self.ptr, ffi.cast("const uint32_t *", arr.ctypes.data), arr.size,
-            bool(skip_special_tokens),
-        )
+        ptr = ffi.cast("const uint32_t *", arr.ctypes.data)
+        n = ffi.new("size_t *")
+        # Most tokens are a few bytes; retry once with the exact length when the guess is short.
+        cap = 16 * arr.size + 64
+        buf = ffi.new("uint8_t[]", cap)
+        status = lib.ace_tokenizer_decode_utf8(self.ptr, ptr, arr.size, bool(skip_special_tokens), buf, cap, n)
+        if status == lib.ACE_STATUS_LENGTH_MISMATCH:
+            cap = int(n[0])
+            buf = ffi.new("uint8_t[]", cap)
+            status = lib.ace_tokenizer_decode_utf8(self.ptr, ptr, arr.size, bool(skip_special_tokens), buf, cap, n)
+        check(status)
+        return bytes(ffi.buffer(buf, int(n[0]))).decode("utf-8")
 
     def token_to_id(self, token: str) -> int | None:
         """Id of a token text (vocabulary entry in byte-level form, or added token); None if absent."""
         out = ffi.new("uint32_t *")
-        status = lib.ace_tokenizer_token_to_id(self.ptr, token.encode("utf-8"), out)
+        status = lib.ace_tokenizer_token_to_id(self.ptr, cstr(token, "token"), out)
         if status == 1:  # ACE_STATUS_INVALID_ARGUMENT: no such token
             return None
         check(status)

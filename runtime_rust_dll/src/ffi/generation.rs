@@ -351,7 +351,7 @@ pub unsafe extern "C" fn ace_generation_sidecar_json(
         let g = ptr::handle_ref(generation, "generation")?;
         let host = match ptr::opt_str_in(host_json, "host_json")? {
             None => serde_json::json!({}),
-            Some(text) => serde_json::Value::Object(crate::error::parse_object_value(text, "host_json")?),
+            Some(text) => serde_json::Value::Object(crate::json::parse_object(text, "host_json")?),
         };
         if item >= g.inner.batch() {
             return Err(Error::invalid_argument(format!(

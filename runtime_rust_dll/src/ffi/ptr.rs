@@ -8,9 +8,22 @@
 use std::ffi::{c_char, CStr, CString};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::limits::MAX_STRING_BYTES;
 
 fn null(name: &str) -> Error {
     Error::new(ErrorKind::NullPointer, format!("{name} is null"))
+}
+
+/// No buffer can hold more than `isize::MAX` bytes, so a larger claimed length is an error rather
+/// than a slice that breaks `from_raw_parts`'s contract (a debug build would abort on it).
+fn ensure_addressable<T>(len: usize, name: &str) -> Result<()> {
+    let max = isize::MAX as usize / std::mem::size_of::<T>().max(1);
+    if len > max {
+        return Err(Error::length_mismatch(format!(
+            "{name}: a length of {len} elements is larger than any buffer can be"
+        )));
+    }
+    Ok(())
 }
 
 /// A read-only buffer of `len` elements.
@@ -18,6 +31,7 @@ pub(crate) unsafe fn slice_in<'a, T>(ptr: *const T, len: usize, name: &str) -> R
     if ptr.is_null() {
         return Err(null(name));
     }
+    ensure_addressable::<T>(len, name)?;
     Ok(std::slice::from_raw_parts(ptr, len))
 }
 
@@ -34,6 +48,7 @@ pub(crate) unsafe fn slice_out<'a, T>(ptr: *mut T, len: usize, name: &str) -> Re
     if ptr.is_null() {
         return Err(null(name));
     }
+    ensure_addressable::<T>(len, name)?;
     Ok(std::slice::from_raw_parts_mut(ptr, len))
 }
 
@@ -50,13 +65,19 @@ pub(crate) fn ensure_disjoint<A, B>(a: &[A], a_name: &str, b: &[B], b_name: &str
     Ok(())
 }
 
-/// A NUL-terminated UTF-8 string.
+/// A NUL-terminated UTF-8 string of at most [`MAX_STRING_BYTES`] bytes.
 pub(crate) unsafe fn str_in<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
     if ptr.is_null() {
         return Err(null(name));
     }
-    CStr::from_ptr(ptr)
-        .to_str()
+    let bytes = CStr::from_ptr(ptr).to_bytes();
+    if bytes.len() > MAX_STRING_BYTES {
+        return Err(Error::invalid_argument(format!(
+            "{name} is {} bytes long, above the limit of {MAX_STRING_BYTES}",
+            bytes.len()
+        )));
+    }
+    std::str::from_utf8(bytes)
         .map_err(|e| Error::new(ErrorKind::InvalidUtf8, format!("{name} is not valid UTF-8: {e}")))
 }
 

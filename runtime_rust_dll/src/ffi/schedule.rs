@@ -21,7 +21,8 @@ unsafe fn write_schedule(
             values.len()
         )));
     }
-    let dst = ptr::slice_out(out, out_capacity, "out")?;
+    // Only the entries written are borrowed: the capacity is the caller's claim, not ours to touch.
+    let dst = ptr::slice_out(out, values.len(), "out")?;
     for (d, &v) in dst.iter_mut().zip(values) {
         *d = v as f32;
     }

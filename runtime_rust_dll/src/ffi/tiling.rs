@@ -44,14 +44,16 @@ pub unsafe extern "C" fn ace_vae_tile_plan(
     guard(|| {
         ptr::ensure_out(out_count, "out_count")?;
         let plan = tiling::tile_plan(frames, chunk, overlap)?;
-        let slots = ptr::slice_out(windows, capacity, "windows")?;
+        if windows.is_null() {
+            return Err(crate::Error::new(crate::ErrorKind::NullPointer, "windows is null"));
+        }
         if capacity < plan.len() {
             return Err(crate::Error::length_mismatch(format!(
                 "windows has capacity {capacity} but the plan has {} windows",
                 plan.len()
             )));
         }
-        slots[..plan.len()].copy_from_slice(&plan);
+        ptr::slice_out(windows, plan.len(), "windows")?.copy_from_slice(&plan);
         ptr::write_out(out_count, plan.len(), "out_count")
     })
 }

@@ -109,8 +109,7 @@ pub unsafe extern "C" fn ace_tokenizer_encode(
                 encoded.len()
             )));
         }
-        let dst = ptr::slice_out(ids, cap, "ids")?;
-        dst[..encoded.len()].copy_from_slice(&encoded);
+        ptr::slice_out(ids, encoded.len(), "ids")?.copy_from_slice(&encoded);
         Ok(())
     })
 }
@@ -118,6 +117,9 @@ pub unsafe extern "C" fn ace_tokenizer_encode(
 /// Decodes `ids[0..n]` to text written to `*out` (free with `ace_string_free`).
 /// `skip_special_tokens` drops tokens flagged special. Errors: an id out of range
 /// (`ACE_STATUS_INVALID_ARGUMENT`). `ids` may be NULL when `n == 0`.
+///
+/// A C string cannot hold U+0000 (the text of the byte token 0x00, id 188 in Qwen3), so each one
+/// is written as U+FFFD here; `ace_tokenizer_decode_utf8` gives the exact text with its length.
 ///
 /// # Safety
 /// `tok` live; `ids` valid for `n` elements; `out` a valid `char *` slot.
@@ -134,7 +136,47 @@ pub unsafe extern "C" fn ace_tokenizer_decode(
         let ids = ids_in(ids, n, "ids")?;
         ptr::ensure_out(out, "out")?;
         let text = tok.inner.decode(ids, skip_special_tokens)?;
+        let text = if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text };
         ptr::string_out(out, text, "out")
+    })
+}
+
+/// Decodes `ids[0..n]` like `ace_tokenizer_decode`, but writes the exact UTF-8 bytes (U+0000
+/// included, no terminating NUL) to `buf[0..cap]` and their number to `*out_len`. With `buf == NULL`
+/// and `cap == 0` this only reports the needed length (status OK). When `cap` is too small,
+/// `*out_len` receives the needed length and the status is `ACE_STATUS_LENGTH_MISMATCH` (nothing
+/// is written to `buf`). `ids` may be NULL when `n == 0`.
+///
+/// # Safety
+/// `tok` live; `ids` valid for `n` elements; `buf` valid for `cap` bytes (or NULL with cap 0);
+/// `out_len` valid.
+#[no_mangle]
+pub unsafe extern "C" fn ace_tokenizer_decode_utf8(
+    tok: *const AceTokenizer,
+    ids: *const u32,
+    n: usize,
+    skip_special_tokens: bool,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> AceStatus {
+    guard(|| {
+        let tok = ptr::handle_ref(tok, "tok")?;
+        let ids = ids_in(ids, n, "ids")?;
+        ptr::ensure_out(out_len, "out_len")?;
+        let text = tok.inner.decode(ids, skip_special_tokens)?;
+        ptr::write_out(out_len, text.len(), "out_len")?;
+        if buf.is_null() && cap == 0 {
+            return Ok(());
+        }
+        if cap < text.len() {
+            return Err(Error::length_mismatch(format!(
+                "buf has room for {cap} bytes but the text has {} (needed length written to out_len)",
+                text.len()
+            )));
+        }
+        ptr::slice_out(buf, text.len(), "buf")?.copy_from_slice(text.as_bytes());
+        Ok(())
     })
 }
 

@@ -118,8 +118,7 @@ impl NoiseMode {
     }
 
     fn from_value(value: serde_json::Value) -> Result<Self> {
-        let parsed: ModeJson = serde_json::from_value(value)
-            .map_err(|e| Error::invalid_json(format!("noise options: {e}")))?;
+        let parsed: ModeJson = crate::json::from_value(&value, "noise options")?;
         Ok(match parsed {
             ModeJson::TorchCpu { cpu_kernel } => NoiseMode::TorchCpu(match cpu_kernel {
                 CpuKernelJson::Avx2 => CpuKernel::Avx2,

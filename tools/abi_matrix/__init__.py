@@ -1,0 +1,1 @@
+"""Bad-input matrix over the C ABI, generated from include/acestep_runtime.h (see generate.py)."""
