@@ -71,11 +71,12 @@ static class Tests
 
     static void Run(string name, Action test)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
             test();
             passed++;
-            Console.WriteLine("ok    " + name);
+            Console.WriteLine("ok    " + name + " (" + clock.ElapsedMilliseconds + " ms)");
         }
         catch (Exception e)
         {
@@ -602,24 +603,40 @@ static class Tests
         return 0;
     }
 
-    // generate PKG REQUEST.json OUTDIR FORMAT: Pipeline.Generate in-process (1 thread, CPU), then
-    // OUTDIR/latents.f32 + OUTDIR/audio.f32 (raw) and the saved files under OUTDIR/tracks/.
+    // generate FORMAT OUTDIR PKG REQUEST.json [PKG REQUEST.json ...]: Pipeline.Generate in one process
+    // (1 thread, CPU; one pipeline per package, sessions reused as a long-lived host would), item i
+    // into OUTDIR/i/: raw latents.f32 and audio.f32, then Save into OUTDIR/i/tracks/ (paths on stdout,
+    // one line "i PATH" each).
     static int GenerateCommand(string[] args)
     {
-        using (var pipe = Pipeline.Open(args[1], "cpu", 1))
+        string format = args[1], outRoot = args[2];
+        var pipelines = new Dictionary<string, Pipeline>();
+        Func<float[], byte[]> bytes = a => { var b = new byte[a.Length * 4]; Buffer.BlockCopy(a, 0, b, 0, b.Length); return b; };
+        try
         {
-            GenerationResult r = pipe.Generate(File.ReadAllText(args[2], System.Text.Encoding.UTF8));
-            Func<float[], byte[]> bytes = a => { var b = new byte[a.Length * 4]; Buffer.BlockCopy(a, 0, b, 0, b.Length); return b; };
-            File.WriteAllBytes(Path.Combine(args[3], "latents.f32"), bytes(r.Latents));
-            File.WriteAllBytes(Path.Combine(args[3], "audio.f32"), bytes(r.Audio));
-            foreach (string path in r.Save(Path.Combine(args[3], "tracks") + "/", args[4]))
-                Console.WriteLine(path);
-            Console.Error.WriteLine(string.Format(System.Globalization.CultureInfo.InvariantCulture, "total {0:F3} s, inference {1:F3} s",
-                r.Timings["total"], r.RunSeconds));
+            for (int i = 0; 3 + 2 * i + 1 < args.Length; i++)
+            {
+                string package = args[3 + 2 * i], request = args[4 + 2 * i];
+                Pipeline pipe;
+                if (!pipelines.TryGetValue(package, out pipe))
+                    pipelines[package] = pipe = Pipeline.Open(package, "cpu", 1);
+                GenerationResult r = pipe.Generate(File.ReadAllText(request, System.Text.Encoding.UTF8));
+                string dir = Path.Combine(outRoot, i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                Directory.CreateDirectory(dir);
+                File.WriteAllBytes(Path.Combine(dir, "latents.f32"), bytes(r.Latents));
+                File.WriteAllBytes(Path.Combine(dir, "audio.f32"), bytes(r.Audio));
+                foreach (string path in r.Save(Path.Combine(dir, "tracks") + "/", format))
+                    Console.WriteLine(i + " " + path);
+                Console.Error.WriteLine(string.Format(System.Globalization.CultureInfo.InvariantCulture, "{0}: total {1:F3} s, inference {2:F3} s",
+                    i, r.Timings["total"], r.RunSeconds));
+            }
+        }
+        finally
+        {
+            foreach (Pipeline pipe in pipelines.Values) pipe.Dispose();
         }
         return 0;
     }
-
 
     static int NoiseCommand(string[] args)
     {

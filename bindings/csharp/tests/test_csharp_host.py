@@ -13,26 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = ROOT / "bindings" / "csharp" / "bin"
-PACKAGE = Path(os.environ.get("ACESTEP_TEST_PACKAGE", ROOT / "fixtures" / "generated" / "tiny-package"))
-
-
-def mono(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    exe = BIN / args[0]
-    if not exe.is_file():
-        pytest.fail(f"{exe} is missing: build it with bindings/csharp/build.sh")
-    return subprocess.run(["mono", str(exe), *map(str, args[1:])], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
+from csharp_hosts import BIN, PACKAGE, mono, ok, require_package
 
 
 # -- noise ------------------------------------------------------------------------------------------
@@ -103,23 +88,13 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def python_host():
-    from acestep_runtime.pipeline import Pipeline
-
-    if not (PACKAGE / "manifest.json").is_file():
-        pytest.fail(f"tiny package missing at {PACKAGE}: run scripts/make_tiny_package.sh")
-    with Pipeline.open(PACKAGE, device="cpu", threads=1) as pipe:
-        yield pipe
-
-
 def run_example(tmp_path, request: dict, threads: int | None = 1):
     import json
 
     req = tmp_path / "request.json"
     req.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
     out, dump = tmp_path / "out", tmp_path / "dump"
-    args = ["Generate.exe", "--model", PACKAGE, "--request", req, "--out", out, "--device", "cpu", "--dump", dump]
+    args = ["Generate.exe", "--model", require_package(PACKAGE), "--request", req, "--out", out, "--device", "cpu", "--dump", dump]
     if threads is not None:
         args += ["--threads", threads]
     proc = ok(mono(*args))
@@ -132,7 +107,7 @@ def test_example_matches_the_python_host_bit_for_bit(tmp_path, python_host, case
     from acestep_runtime import audio_io
 
     request = CASES[case]
-    result = python_host.generate(dict(request))
+    result = python_host.result(PACKAGE, request)
     out, dump, _ = run_example(tmp_path, request)
 
     latents = np.fromfile(dump / "latents.f32", dtype="<f4").reshape(result.latents.shape)
