@@ -56,9 +56,13 @@ static class Tests
             Run("ORT: session names, run, wrong input -> exception naming the graph", () => OrtSessions(pkg));
             Run("ORT: missing graph -> exception naming it", () => OrtMissingGraph(pkg));
             Run("every object type: create, use, release (APG, Heun, sampler, FSM)", () => EveryHandle(pkg));
-            Run("package: open, info, normalize; missing package -> Io naming it", () => PackageInfo(pkg));
-            Run("generation misuse -> AceException with the core's status and message", () => GenerationMisuse(pkg));
-            Run("pipeline: cancel between graph runs writes nothing; sessions reused; no silent overwrite", () => PipelineCancelAndSave(pkg));
+            // One open package for the driver tests (opening one loads its tokenizers: ~1 s here).
+            using (var package = ModelPackage.Open(pkg))
+            {
+                Run("package: open, info, normalize; missing package -> Io naming it", () => PackageInfo(pkg, package));
+                Run("generation misuse -> AceException with the core's status and message", () => GenerationMisuse(package));
+                Run("pipeline: cancel between graph runs writes nothing; sessions reused; no silent overwrite", () => PipelineCancelAndSave(package));
+            }
         }
         else
         {
@@ -454,9 +458,8 @@ static class Tests
 
     // -- the generation driver ---------------------------------------------------------------------
 
-    static void PackageInfo(string pkg)
+    static void PackageInfo(string pkg, ModelPackage package)
     {
-        using (var package = ModelPackage.Open(pkg))
         {
             Assert(package.Kind == "turbo", "kind " + package.Kind);
             string dit = package.ComponentPath("dit_decoder");
@@ -478,9 +481,8 @@ static class Tests
         Throws<ObjectDisposedException>(() => new Generation(p, "{}"), "generation on a disposed package");
     }
 
-    static void GenerationMisuse(string pkg)
+    static void GenerationMisuse(ModelPackage package)
     {
-        using (var package = ModelPackage.Open(pkg))
         {
             var e = Throws<AceException>(() => new Generation(package, "{\"caption\": \"x\", \"duration\": 5, \"seed\": 1}"), "5 s");
             Assert(e.Status == AceStatus.InvalidArgument && e.CoreMessage.Contains("duration"), e.Message);
@@ -534,13 +536,14 @@ static class Tests
         }
     }
 
-    static void PipelineCancelAndSave(string pkg)
+    static void PipelineCancelAndSave(ModelPackage package)
     {
         string dir = Path.Combine(Path.GetTempPath(), "acestep_pipe_" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         try
         {
-            using (var pipe = Pipeline.Open(pkg, "cpu", 1))
+            using (var backend = new OrtBackend(null, "cpu", 1))
+            using (var pipe = new Pipeline(package, backend))
             {
                 const string request = "{\"caption\": \"x\", \"duration\": 10, \"seed\": 5}";
                 var cts = new System.Threading.CancellationTokenSource();

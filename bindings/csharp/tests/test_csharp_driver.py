@@ -171,10 +171,12 @@ def test_cli_request_file_wav16_and_no_silent_overwrite(tmp_path, python_host):
 
 
 def test_cli_flags_wav24(tmp_path, python_host):
+    """The turbo ODE case given as flags: the same tracks as the request."""
+    request = CASES["turbo_ode"][1]
     out = tmp_path / "out"
-    ok(cli("--caption", "x", "--duration", "10", "--seed", "9", "--out", f"{out}/", "--format", "wav24"))
-    result = python_host.result(PACKAGE, {"caption": "x", "duration": 10, "seeds": [9], "batch_size": 1})
-    check_tracks(sorted(out.glob("*.wav")), result, "wav24")
+    ok(cli("--caption", request["caption"], "--lyrics", request["lyrics"], "--duration", "10", "--seed", "42", "--bpm", "90",
+           "--keyscale", "F# minor", "--timesignature", "4", "--out", f"{out}/", "--format", "wav24"))
+    check_tracks(sorted(out.glob("*.wav")), python_host.result(PACKAGE, request), "wav24")
 
 
 def test_cli_cancelled_writes_nothing(tmp_path):
