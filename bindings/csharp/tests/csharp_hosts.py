@@ -151,3 +151,13 @@ def clr_host():
     host = ClrHost()
     yield host
     host.close()
+    # pythonnet's and clr_loader's exit handlers shut the runtime down in full: Python.NET runs
+    # Python's GC over and over on every live object (~10 s here once torch is loaded), then mono
+    # runs its finalizers. The test process is ending and the pipelines are disposed: skip both.
+    import atexit
+
+    import clr_loader.mono
+    import pythonnet
+
+    atexit.unregister(pythonnet.unload)
+    atexit.unregister(clr_loader.mono._release)
