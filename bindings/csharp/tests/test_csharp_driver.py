@@ -152,8 +152,9 @@ def cli(*args, timeout=300):
     return mono("AceStepGenerate.exe", "--model", PACKAGE, "--device", "cpu", "--threads", 1, "--quiet", *args, timeout=timeout)
 
 
-def test_cli_request_file_wav16_and_no_silent_overwrite(tmp_path, python_host):
+def test_cli_request_file_flags_and_no_silent_overwrite(tmp_path, python_host):
     request = CASES["turbo_ode"][1]
+    expect = python_host.result(PACKAGE, request)
     req = tmp_path / "case.json"
     # A fixture case wraps the request; the CLI unwraps it as the Python CLI does.
     req.write_text(json.dumps({"id": "x", "request": request}, ensure_ascii=False), encoding="utf-8")
@@ -161,22 +162,17 @@ def test_cli_request_file_wav16_and_no_silent_overwrite(tmp_path, python_host):
     proc = ok(cli("--request", req, "--out", f"{out}/", "--format", "wav16"))
     paths = sorted(out.glob("*.wav"))
     assert str(paths[0]) in proc.stdout
-    check_tracks(paths, python_host.result(PACKAGE, request), "wav16")
-    before = paths[0].read_bytes()
+    check_tracks(paths, expect, "wav16")
+    before, inode = paths[0].read_bytes(), paths[0].stat().st_ino
     again = cli("--request", req, "--out", f"{out}/", "--format", "wav16")
     assert again.returncode == 1 and "exists; pass --overwrite" in again.stderr, again.stderr
-    assert paths[0].read_bytes() == before
-    ok(cli("--request", req, "--out", f"{out}/", "--format", "wav16", "--overwrite"))
-    assert paths[0].read_bytes() == before and len(list(out.iterdir())) == 2
-
-
-def test_cli_flags_wav24(tmp_path, python_host):
-    """The turbo ODE case given as flags: the same tracks as the request."""
-    request = CASES["turbo_ode"][1]
-    out = tmp_path / "out"
+    assert paths[0].read_bytes() == before and paths[0].stat().st_ino == inode
+    # The same request as flags, replacing the files: the same tracks (and a new file: written, renamed).
     ok(cli("--caption", request["caption"], "--lyrics", request["lyrics"], "--duration", "10", "--seed", "42", "--bpm", "90",
-           "--keyscale", "F# minor", "--timesignature", "4", "--out", f"{out}/", "--format", "wav24"))
-    check_tracks(sorted(out.glob("*.wav")), python_host.result(PACKAGE, request), "wav24")
+           "--keyscale", "F# minor", "--timesignature", "4", "--out", f"{out}/", "--format", "wav16", "--overwrite"))
+    assert paths[0].read_bytes() == before and paths[0].stat().st_ino != inode
+    check_tracks(paths, expect, "wav16")
+    assert len(list(out.iterdir())) == 2
 
 
 def test_cli_cancelled_writes_nothing(tmp_path):
