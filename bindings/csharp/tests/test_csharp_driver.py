@@ -17,29 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csharp_hosts import BASE_PACKAGE, PACKAGE, ROOT, mono, ok, require_package
+from csharp_hosts import CASES, PACKAGE, ROOT, mono, ok, require_package
 
 SUFFIX = {"wav16": ".wav", "wav24": ".24bit.wav", "wav32f": ".f32.wav"}
-
-# The Python host's test cases (package, request); both hosts run each once per session.
-CASES = {
-    # turbo ODE, one item, 10 s (one VAE window), metadata given
-    "turbo_ode": (PACKAGE, {"caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10,
-                            "seed": 42, "bpm": 90, "keyscale": "F# minor", "timesignature": "4"}),
-    # SDE (core-seeded renoising) on a batch of 2, shift 2
-    "sde_batch2": (PACKAGE, {"caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8],
-                             "batch_size": 2, "infer_method": "sde", "shift": 2.0}),
-    # LM audio codes through the FSQ detokenizer (host-kept hints)
-    "lm_codes": (PACKAGE, {"caption": "lo-fi hip hop beat", "lyrics": "[Verse]\nslow night", "vocal_language": "en",
-                           "duration": 10, "audio_codes": [(i * 7919) % 64000 for i in range(20)], "seed": 11}),
-    # 24 s = 600 frames: two VAE windows (tiled decode); non-ASCII prompts
-    "tiled_24s": (PACKAGE, {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "vocal_language": "fr",
-                            "duration": 24, "seed": 3}),
-    # base model with classifier-free guidance (APG): conditional and unconditional DiT passes
-    "guided_base": (BASE_PACKAGE, {"caption": "jazz trio, brushed drums", "instrumental": True, "duration": 10,
-                                   "seed": 4, "inference_steps": 6, "guidance_scale": 5.0, "guidance_type": "apg"}),
-}
-
 
 def core_fields(sidecar: dict) -> dict:
     return {k: v for k, v in sidecar.items() if k != "host"}

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from csharp_hosts import BIN, PACKAGE, mono, ok, require_package
+from csharp_hosts import CASES as DRIVER_CASES
 
 
 # -- noise ------------------------------------------------------------------------------------------
@@ -75,19 +76,10 @@ def test_library_from_an_explicit_path_and_a_clear_error_when_missing(tmp_path):
 
 # -- the per-step example vs the Python host ------------------------------------------------------------
 
-CASES = {
-    # turbo ODE, one item, 10 s (250 frames: one VAE window); also the default-threads test's request
-    "ode": {"caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10, "seed": 42,
-            "bpm": 90, "keyscale": "F# minor", "timesignature": "4"},
-    # SDE (core-seeded renoising), batch 2, instrumental, shift 2
-    "sde_batch2": {"caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8],
-                   "batch_size": 2, "infer_method": "sde", "shift": 2.0},
-    # 21 s = 525 frames: two VAE windows (the tiled decode); custom timesteps; non-ASCII prompts
-    "tiled_timesteps_utf8": {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "language": "fr",
-                             "duration": 21, "seed": 3, "timesteps": [0.97, 0.76, 0.3, 0.0]},
-}
+# The driver tests' requests (csharp_hosts.CASES), so the Python host runs each once.
+CASES = {"ode": DRIVER_CASES["turbo_ode"][1], "sde_batch2": DRIVER_CASES["sde_batch2"][1], "tiled": DRIVER_CASES["tiled_24s"][1]}
 # Pinned to one thread: the SDE and the tiled ODE runs ("ode" runs with ORT's default threads below).
-PINNED = ["sde_batch2", "tiled_timesteps_utf8"]
+PINNED = ["sde_batch2", "tiled"]
 
 
 def run_example(tmp_path, request: dict, threads: int | None = 1):
