@@ -2,8 +2,9 @@
 # Builds and tests the C# host (called by scripts/test.sh after setup.sh --dev):
 #   1. the C# test runner (mono Tests.exe): table vs header, errors, handles, ORT binding;
 #   2. pytest bindings/csharp/tests: C# vs torch/the Python host (noise, library loading, the
-#      per-step example and the driver host + AceStepGenerate.exe against Pipeline.generate on the
-#      tiny package, byte for byte; WAV encoders; ABI struct layouts against cc).
+#      per-step example and the driver host — in this process through pythonnet (mono) and as a
+#      mono process — + AceStepGenerate.exe against Pipeline.generate on the tiny packages, byte for
+#      byte; WAV encoders; ABI struct layouts against cc).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -26,4 +27,4 @@ echo "[csharp] mono $here/bin/Tests.exe (ONNX Runtime: $ort_lib)"
 mono "$here/bin/Tests.exe"
 echo "[csharp] pytest bindings/csharp/tests"
 cd "$root"
-"$py" -m pytest -q "$here/tests"
+"$py" -m pytest -q --durations=8 "$here/tests"

@@ -56,9 +56,13 @@ static class Tests
             Run("ORT: session names, run, wrong input -> exception naming the graph", () => OrtSessions(pkg));
             Run("ORT: missing graph -> exception naming it", () => OrtMissingGraph(pkg));
             Run("every object type: create, use, release (APG, Heun, sampler, FSM)", () => EveryHandle(pkg));
-            Run("package: open, info, normalize; missing package -> Io naming it", () => PackageInfo(pkg));
-            Run("generation misuse -> AceException with the core's status and message", () => GenerationMisuse(pkg));
-            Run("pipeline: cancel between graph runs writes nothing; sessions reused; no silent overwrite", () => PipelineCancelAndSave(pkg));
+            // One open package for the driver tests (opening one loads its tokenizers: ~1 s here).
+            using (var package = ModelPackage.Open(pkg))
+            {
+                Run("package: open, info, normalize; missing package -> Io naming it", () => PackageInfo(pkg, package));
+                Run("generation misuse -> AceException with the core's status and message", () => GenerationMisuse(package));
+                Run("pipeline: cancel between graph runs writes nothing; sessions reused; no silent overwrite", () => PipelineCancelAndSave(package));
+            }
         }
         else
         {
@@ -71,11 +75,12 @@ static class Tests
 
     static void Run(string name, Action test)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
             test();
             passed++;
-            Console.WriteLine("ok    " + name);
+            Console.WriteLine("ok    " + name + " (" + clock.ElapsedMilliseconds + " ms)");
         }
         catch (Exception e)
         {
@@ -453,9 +458,8 @@ static class Tests
 
     // -- the generation driver ---------------------------------------------------------------------
 
-    static void PackageInfo(string pkg)
+    static void PackageInfo(string pkg, ModelPackage package)
     {
-        using (var package = ModelPackage.Open(pkg))
         {
             Assert(package.Kind == "turbo", "kind " + package.Kind);
             string dit = package.ComponentPath("dit_decoder");
@@ -477,9 +481,8 @@ static class Tests
         Throws<ObjectDisposedException>(() => new Generation(p, "{}"), "generation on a disposed package");
     }
 
-    static void GenerationMisuse(string pkg)
+    static void GenerationMisuse(ModelPackage package)
     {
-        using (var package = ModelPackage.Open(pkg))
         {
             var e = Throws<AceException>(() => new Generation(package, "{\"caption\": \"x\", \"duration\": 5, \"seed\": 1}"), "5 s");
             Assert(e.Status == AceStatus.InvalidArgument && e.CoreMessage.Contains("duration"), e.Message);
@@ -533,13 +536,14 @@ static class Tests
         }
     }
 
-    static void PipelineCancelAndSave(string pkg)
+    static void PipelineCancelAndSave(ModelPackage package)
     {
         string dir = Path.Combine(Path.GetTempPath(), "acestep_pipe_" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         try
         {
-            using (var pipe = Pipeline.Open(pkg, "cpu", 1))
+            using (var backend = new OrtBackend(null, "cpu", 1))
+            using (var pipe = new Pipeline(package, backend))
             {
                 const string request = "{\"caption\": \"x\", \"duration\": 10, \"seed\": 5}";
                 var cts = new System.Threading.CancellationTokenSource();
@@ -602,24 +606,40 @@ static class Tests
         return 0;
     }
 
-    // generate PKG REQUEST.json OUTDIR FORMAT: Pipeline.Generate in-process (1 thread, CPU), then
-    // OUTDIR/latents.f32 + OUTDIR/audio.f32 (raw) and the saved files under OUTDIR/tracks/.
+    // generate FORMAT OUTDIR PKG REQUEST.json [PKG REQUEST.json ...]: Pipeline.Generate in one process
+    // (1 thread, CPU; one pipeline per package, sessions reused as a long-lived host would), item i
+    // into OUTDIR/i/: raw latents.f32 and audio.f32, then Save into OUTDIR/i/tracks/ (paths on stdout,
+    // one line "i PATH" each).
     static int GenerateCommand(string[] args)
     {
-        using (var pipe = Pipeline.Open(args[1], "cpu", 1))
+        string format = args[1], outRoot = args[2];
+        var pipelines = new Dictionary<string, Pipeline>();
+        Func<float[], byte[]> bytes = a => { var b = new byte[a.Length * 4]; Buffer.BlockCopy(a, 0, b, 0, b.Length); return b; };
+        try
         {
-            GenerationResult r = pipe.Generate(File.ReadAllText(args[2], System.Text.Encoding.UTF8));
-            Func<float[], byte[]> bytes = a => { var b = new byte[a.Length * 4]; Buffer.BlockCopy(a, 0, b, 0, b.Length); return b; };
-            File.WriteAllBytes(Path.Combine(args[3], "latents.f32"), bytes(r.Latents));
-            File.WriteAllBytes(Path.Combine(args[3], "audio.f32"), bytes(r.Audio));
-            foreach (string path in r.Save(Path.Combine(args[3], "tracks") + "/", args[4]))
-                Console.WriteLine(path);
-            Console.Error.WriteLine(string.Format(System.Globalization.CultureInfo.InvariantCulture, "total {0:F3} s, inference {1:F3} s",
-                r.Timings["total"], r.RunSeconds));
+            for (int i = 0; 3 + 2 * i + 1 < args.Length; i++)
+            {
+                string package = args[3 + 2 * i], request = args[4 + 2 * i];
+                Pipeline pipe;
+                if (!pipelines.TryGetValue(package, out pipe))
+                    pipelines[package] = pipe = Pipeline.Open(package, "cpu", 1);
+                GenerationResult r = pipe.Generate(File.ReadAllText(request, System.Text.Encoding.UTF8));
+                string dir = Path.Combine(outRoot, i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                Directory.CreateDirectory(dir);
+                File.WriteAllBytes(Path.Combine(dir, "latents.f32"), bytes(r.Latents));
+                File.WriteAllBytes(Path.Combine(dir, "audio.f32"), bytes(r.Audio));
+                foreach (string path in r.Save(Path.Combine(dir, "tracks") + "/", format))
+                    Console.WriteLine(i + " " + path);
+                Console.Error.WriteLine(string.Format(System.Globalization.CultureInfo.InvariantCulture, "{0}: total {1:F3} s, inference {2:F3} s",
+                    i, r.Timings["total"], r.RunSeconds));
+            }
+        }
+        finally
+        {
+            foreach (Pipeline pipe in pipelines.Values) pipe.Dispose();
         }
         return 0;
     }
-
 
     static int NoiseCommand(string[] args)
     {

@@ -1,85 +1,25 @@
 """The C# driver host (AceStep.Runtime.Pipeline, AceStepGenerate.exe) against the Python host
-(``acestep_runtime.pipeline.Pipeline.generate``) on the tiny package: same final latents, same
-float32 audio bytes, same track ids and file names, same sidecar fields from the core; WAV files
-byte-identical to the Python host's encoder (libsndfile); struct layouts equal to a C compiler's;
-errors carry the core's message; a cancelled run writes nothing.
+(``acestep_runtime.pipeline.Pipeline.generate``) on the tiny packages, driven two ways: in this
+process through pythonnet (mono), and as a mono process (``Tests.exe generate``, every case in one
+process). Same final latents and float32 audio (bit for bit), same seeds, track ids and file names,
+WAV bytes equal to the Python host's encoder (libsndfile), same sidecar fields from the core. Also:
+the CLI, WAV encoders, the JSON writer, struct layouts against a C compiler, errors carrying the
+core's message, a cancelled run writing nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = ROOT / "bindings" / "csharp" / "bin"
-PACKAGE = Path(os.environ.get("ACESTEP_TEST_PACKAGE", ROOT / "fixtures" / "generated" / "tiny-package")).resolve()
-BASE_PACKAGE = (ROOT / "fixtures" / "generated" / "tiny-package-base").resolve()
+from csharp_hosts import CASES, PACKAGE, ROOT, mono, ok, require_package
 
 SUFFIX = {"wav16": ".wav", "wav24": ".24bit.wav", "wav32f": ".f32.wav"}
-
-CASES = {
-    # turbo ODE, one item, 10 s (one VAE window), metadata given
-    "turbo_ode_10s": {"caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10, "seed": 42,
-                      "bpm": 90, "keyscale": "F# minor", "timesignature": "4"},
-    # SDE (core-seeded renoising), batch 2, shift 2
-    "sde_batch2": {"caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8], "batch_size": 2,
-                   "infer_method": "sde", "shift": 2.0},
-    # LM audio codes through the FSQ detokenizer (host-kept hints)
-    "lm_codes": {"caption": "lo-fi hip hop beat", "lyrics": "[Verse]\nslow night", "vocal_language": "en", "duration": 10,
-                 "audio_codes": [(i * 7919) % 64000 for i in range(20)], "seed": 11},
-    # 24 s = 600 frames: two VAE windows (tiled decode); non-ASCII prompts
-    "tiled_24s": {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "vocal_language": "fr",
-                  "duration": 24, "seed": 3},
-}
-# guided base run (APG), when the tiny base package exists
-GUIDED = {"caption": "jazz trio, brushed drums", "instrumental": True, "duration": 10, "seed": 4,
-          "inference_steps": 6, "guidance_scale": 5.0, "guidance_type": "apg"}
-
-
-def mono(*args, timeout=300) -> subprocess.CompletedProcess:
-    exe = BIN / args[0]
-    if not exe.is_file():
-        pytest.fail(f"{exe} is missing: build it with bindings/csharp/build.sh")
-    return subprocess.run(["mono", str(exe), *map(str, args[1:])], capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
-
-
-_python_pipelines: dict = {}
-_python_results: dict = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_python_pipelines():
-    yield
-    for pipe in _python_pipelines.values():
-        pipe.close()
-    _python_pipelines.clear()
-
-
-def python_result(package: Path, request: dict):
-    """The Python host's result for ``request`` (cached: several tests compare against one run;
-    one pipeline per package, as the C# side reuses its sessions too)."""
-    from acestep_runtime.pipeline import Pipeline
-
-    key = (str(package), json.dumps(request, sort_keys=True))
-    if key not in _python_results:
-        if str(package) not in _python_pipelines:
-            if not (package / "manifest.json").is_file():
-                pytest.fail(f"tiny package missing at {package}: run scripts/setup.sh")
-            _python_pipelines[str(package)] = Pipeline.open(package, device="cpu", threads=1)
-        _python_results[key] = _python_pipelines[str(package)].generate(dict(request))
-    return _python_results[key]
-
 
 def core_fields(sidecar: dict) -> dict:
     return {k: v for k, v in sidecar.items() if k != "host"}
@@ -87,14 +27,19 @@ def core_fields(sidecar: dict) -> dict:
 
 def check_tracks(paths: list[Path], result, fmt: str) -> None:
     """Files named by the core's track ids, WAV bytes = the Python host's encoder on the Python
-    host's audio, sidecars = the Python host's core fields plus the C# host's own."""
+    host's audio (and read back by libsndfile as 48 kHz stereo of the run's length), sidecars = the
+    Python host's core fields plus the C# host's own."""
     import onnxruntime
+    import soundfile as sf
     from acestep_runtime import audio_io
 
     assert [p.name for p in paths] == [tid[:16] + SUFFIX[fmt] for tid in result.track_ids]
     for b, path in enumerate(paths):
         data = path.read_bytes()
         assert data == audio_io.encode(result.audio[b], fmt), f"{path.name}: WAV bytes differ from the Python host's"
+        info = sf.info(str(path))
+        assert (info.samplerate, info.channels, info.frames) == (48000, 2, 1920 * result.frames)
+        assert info.subtype == {"wav16": "PCM_16", "wav24": "PCM_24", "wav32f": "FLOAT"}[fmt]
         text = Path(str(path) + ".json").read_text(encoding="utf-8")
         sidecar = json.loads(text)
         # Laid out as the Python host writes it (json.dumps, indent 2, shortest float repr).
@@ -115,54 +60,81 @@ def check_tracks(paths: list[Path], result, fmt: str) -> None:
     assert not leftovers, f"temporary files left: {leftovers}"
 
 
-def run_in_process(tmp_path: Path, package: Path, request: dict, fmt: str = "wav32f"):
-    """``Tests.exe generate``: Pipeline.Generate + Save in one mono process; raw latents and audio too."""
-    req = tmp_path / "request.json"
-    req.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
-    out = tmp_path / "cs"
-    out.mkdir()
-    proc = ok(mono("Tests.exe", "generate", package, req, out, fmt))
-    return out, [Path(line) for line in proc.stdout.splitlines() if line.strip()]
-
-
-def compare(tmp_path: Path, package: Path, request: dict) -> None:
-    result = python_result(package, request)
-    out, paths = run_in_process(tmp_path, package, request)
-    latents = np.fromfile(out / "latents.f32", dtype="<f4")
-    audio = np.fromfile(out / "audio.f32", dtype="<f4")
-    assert latents.size == result.latents.size and audio.size == result.audio.size
-    latents, audio = latents.reshape(result.latents.shape), audio.reshape(result.audio.shape)
-    assert latents.tobytes() == result.latents.tobytes(), f"latents max_abs {np.abs(latents - result.latents).max()}"
-    assert audio.tobytes() == result.audio.tobytes(), f"audio max_abs {np.abs(audio - result.audio).max()}"
-    check_tracks(paths, result, "wav32f")
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_driver_host_matches_the_python_host(tmp_path, case):
-    request = CASES[case]
-    compare(tmp_path, PACKAGE, request)
-    result = python_result(PACKAGE, request)
+def check_identity(case: str, latents: np.ndarray, audio: np.ndarray, seeds, track_ids, expect) -> None:
+    assert latents.shape == expect.latents.shape and audio.shape == expect.audio.shape
+    # Bit for bit (the issue allows max_abs 1e-6; the hosts run the same graphs on the same inputs).
+    assert latents.tobytes() == expect.latents.tobytes(), f"latents max_abs {np.abs(latents - expect.latents).max()}"
+    assert audio.tobytes() == expect.audio.tobytes(), f"audio max_abs {np.abs(audio - expect.audio).max()}"
+    assert list(seeds) == expect.seeds and list(track_ids) == expect.track_ids
+    batch, channels, samples = expect.audio.shape
+    assert channels == 2 and samples == 1920 * expect.frames
+    # The cases cover what they say.
     if case == "tiled_24s":
-        assert result.frames == 600 and json.loads(json.dumps(result.sidecars[0]))["frames"] == 600
+        from acestep_runtime.frames import vae_tile_plan
+
+        assert expect.frames == 600 and len(vae_tile_plan(expect.frames)) == 2
     if case == "sde_batch2":
-        assert result.seeds == [7, 8] and len(set(result.track_ids)) == 2
+        assert batch == 2 and expect.seeds == [7, 8] and len(set(expect.track_ids)) == 2
+    if case == "guided_base":
+        sidecar = expect.sidecars[0]
+        assert sidecar["model"]["kind"] == "base" and sidecar["params"]["guidance"]["type"] == "apg"
+        assert sidecar["params"]["guidance"]["scale"] == 5.0
 
 
-def test_guided_base_run_matches_the_python_host(tmp_path):
-    if not (BASE_PACKAGE / "manifest.json").is_file():
-        pytest.skip(f"no tiny base package at {BASE_PACKAGE} (tools.parity.fixtures.tiny_package_dir(variant='base') makes it)")
-    compare(tmp_path, BASE_PACKAGE, GUIDED)
+@pytest.mark.parametrize("case", list(CASES))
+def test_in_process_host_matches_the_python_host(tmp_path, python_host, clr_host, case):
+    """AceStep.Runtime.Pipeline.Generate called from this process (pythonnet), then Save."""
+    package, request = CASES[case]
+    expect = python_host.result(package, request)
+    result, latents, audio = clr_host.generate(package, request)
+    check_identity(case, latents, audio, result.Seeds, result.TrackIds, expect)
+    paths = [Path(p) for p in result.Save(f"{tmp_path}/", "wav32f", False)]
+    check_tracks(paths, expect, "wav32f")
+
+
+@pytest.fixture(scope="module")
+def process_runs(tmp_path_factory):
+    """Every case through one ``mono Tests.exe generate`` process (one pipeline per package)."""
+    root = tmp_path_factory.mktemp("cs")
+    args = []
+    for i, (package, request) in enumerate(CASES.values()):
+        req = root / f"request{i}.json"
+        req.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+        args += [require_package(package), req]
+    proc = ok(mono("Tests.exe", "generate", "wav32f", root / "out", *args, timeout=600))
+    paths: dict = {}
+    for line in proc.stdout.splitlines():
+        i, path = line.split(" ", 1)
+        paths.setdefault(int(i), []).append(Path(path))
+    return root / "out", paths
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_process_host_matches_the_python_host(python_host, process_runs, case):
+    package, request = CASES[case]
+    expect = python_host.result(package, request)
+    out, paths = process_runs
+    i = list(CASES).index(case)
+    latents = np.fromfile(out / str(i) / "latents.f32", dtype="<f4")
+    audio = np.fromfile(out / str(i) / "audio.f32", dtype="<f4")
+    assert latents.size == expect.latents.size and audio.size == expect.audio.size
+    sidecars = [json.loads(Path(f"{p}.json").read_text(encoding="utf-8")) for p in paths[i]]
+    check_identity(case, latents.reshape(expect.latents.shape), audio.reshape(expect.audio.shape),
+                   [s["seed"] for s in sidecars], [s["track_id"] for s in sidecars], expect)
+    check_tracks(paths[i], expect, "wav32f")
 
 
 # -- the CLI ------------------------------------------------------------------------------------------
 
 
 def cli(*args, timeout=300):
+    require_package(PACKAGE)
     return mono("AceStepGenerate.exe", "--model", PACKAGE, "--device", "cpu", "--threads", 1, "--quiet", *args, timeout=timeout)
 
 
-def test_cli_request_file_wav16_and_no_silent_overwrite(tmp_path):
-    request = CASES["turbo_ode_10s"]
+def test_cli_request_file_flags_and_no_silent_overwrite(tmp_path, python_host):
+    request = CASES["turbo_ode"][1]
+    expect = python_host.result(PACKAGE, request)
     req = tmp_path / "case.json"
     # A fixture case wraps the request; the CLI unwraps it as the Python CLI does.
     req.write_text(json.dumps({"id": "x", "request": request}, ensure_ascii=False), encoding="utf-8")
@@ -170,20 +142,17 @@ def test_cli_request_file_wav16_and_no_silent_overwrite(tmp_path):
     proc = ok(cli("--request", req, "--out", f"{out}/", "--format", "wav16"))
     paths = sorted(out.glob("*.wav"))
     assert str(paths[0]) in proc.stdout
-    check_tracks(paths, python_result(PACKAGE, request), "wav16")
-    before = paths[0].read_bytes()
+    check_tracks(paths, expect, "wav16")
+    before, inode = paths[0].read_bytes(), paths[0].stat().st_ino
     again = cli("--request", req, "--out", f"{out}/", "--format", "wav16")
     assert again.returncode == 1 and "exists; pass --overwrite" in again.stderr, again.stderr
-    assert paths[0].read_bytes() == before
-    ok(cli("--request", req, "--out", f"{out}/", "--format", "wav16", "--overwrite"))
-    assert paths[0].read_bytes() == before and len(list(out.iterdir())) == 2
-
-
-def test_cli_flags_wav24(tmp_path):
-    out = tmp_path / "out"
-    ok(cli("--caption", "x", "--duration", "10", "--seed", "9", "--out", f"{out}/", "--format", "wav24"))
-    result = python_result(PACKAGE, {"caption": "x", "duration": 10, "seeds": [9], "batch_size": 1})
-    check_tracks(sorted(out.glob("*.wav")), result, "wav24")
+    assert paths[0].read_bytes() == before and paths[0].stat().st_ino == inode
+    # The same request as flags, replacing the files: the same tracks (and a new file: written, renamed).
+    ok(cli("--caption", request["caption"], "--lyrics", request["lyrics"], "--duration", "10", "--seed", "42", "--bpm", "90",
+           "--keyscale", "F# minor", "--timesignature", "4", "--out", f"{out}/", "--format", "wav16", "--overwrite"))
+    assert paths[0].read_bytes() == before and paths[0].stat().st_ino != inode
+    check_tracks(paths, expect, "wav16")
+    assert len(list(out.iterdir())) == 2
 
 
 def test_cli_cancelled_writes_nothing(tmp_path):

@@ -13,26 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = ROOT / "bindings" / "csharp" / "bin"
-PACKAGE = Path(os.environ.get("ACESTEP_TEST_PACKAGE", ROOT / "fixtures" / "generated" / "tiny-package"))
-
-
-def mono(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    exe = BIN / args[0]
-    if not exe.is_file():
-        pytest.fail(f"{exe} is missing: build it with bindings/csharp/build.sh")
-    return subprocess.run(["mono", str(exe), *map(str, args[1:])], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
+from csharp_hosts import BIN, PACKAGE, mono, ok, require_package
+from csharp_hosts import CASES as DRIVER_CASES
 
 
 # -- noise ------------------------------------------------------------------------------------------
@@ -90,27 +76,10 @@ def test_library_from_an_explicit_path_and_a_clear_error_when_missing(tmp_path):
 
 # -- the per-step example vs the Python host ------------------------------------------------------------
 
-CASES = {
-    # turbo ODE, one item, 10 s (250 frames: one VAE window)
-    "ode": {"caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10, "seed": 42,
-            "bpm": 90, "keyscale": "F# minor", "timesignature": "4"},
-    # SDE (core-seeded renoising), batch 2, instrumental, shift 2
-    "sde_batch2": {"caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8],
-                   "batch_size": 2, "infer_method": "sde", "shift": 2.0},
-    # 21 s = 525 frames: two VAE windows (the tiled decode); custom timesteps; non-ASCII prompts
-    "tiled_timesteps_utf8": {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "language": "fr",
-                             "duration": 21, "seed": 3, "timesteps": [0.97, 0.76, 0.3, 0.0]},
-}
-
-
-@pytest.fixture(scope="module")
-def python_host():
-    from acestep_runtime.pipeline import Pipeline
-
-    if not (PACKAGE / "manifest.json").is_file():
-        pytest.fail(f"tiny package missing at {PACKAGE}: run scripts/make_tiny_package.sh")
-    with Pipeline.open(PACKAGE, device="cpu", threads=1) as pipe:
-        yield pipe
+# The driver tests' requests (csharp_hosts.CASES), so the Python host runs each once.
+CASES = {"ode": DRIVER_CASES["turbo_ode"][1], "sde_batch2": DRIVER_CASES["sde_batch2"][1], "tiled": DRIVER_CASES["tiled_24s"][1]}
+# Pinned to one thread: the SDE and the tiled ODE runs ("ode" runs with ORT's default threads below).
+PINNED = ["sde_batch2", "tiled"]
 
 
 def run_example(tmp_path, request: dict, threads: int | None = 1):
@@ -119,21 +88,33 @@ def run_example(tmp_path, request: dict, threads: int | None = 1):
     req = tmp_path / "request.json"
     req.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
     out, dump = tmp_path / "out", tmp_path / "dump"
-    args = ["Generate.exe", "--model", PACKAGE, "--request", req, "--out", out, "--device", "cpu", "--dump", dump]
+    args = ["Generate.exe", "--model", require_package(PACKAGE), "--request", req, "--out", out, "--device", "cpu", "--dump", dump]
     if threads is not None:
         args += ["--threads", threads]
     proc = ok(mono(*args))
     return out, dump, proc
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", PINNED)
 def test_example_matches_the_python_host_bit_for_bit(tmp_path, python_host, case):
+    check_example(tmp_path, case, python_host.result(PACKAGE, CASES[case]), threads=1)
+
+
+def test_example_with_default_threads_still_matches(tmp_path):
+    """ORT's default intra-op thread count on both sides (not pinned to 1)."""
+    from acestep_runtime.pipeline import Pipeline
+
+    with Pipeline.open(require_package(PACKAGE), device="cpu") as pipe:
+        result = pipe.generate(dict(CASES["ode"]))
+    check_example(tmp_path, "ode", result, threads=None)
+
+
+def check_example(tmp_path, case: str, result, threads: int | None) -> None:
+    """Generate.exe on CASES[case]: same latents, audio and WAV bytes as the Python host's ``result``."""
     import soundfile as sf
     from acestep_runtime import audio_io
 
-    request = CASES[case]
-    result = python_host.generate(dict(request))
-    out, dump, _ = run_example(tmp_path, request)
+    out, dump, _ = run_example(tmp_path, CASES[case], threads)
 
     latents = np.fromfile(dump / "latents.f32", dtype="<f4").reshape(result.latents.shape)
     audio = np.fromfile(dump / "audio.f32", dtype="<f4").reshape(result.audio.shape)
@@ -154,18 +135,6 @@ def test_example_matches_the_python_host_bit_for_bit(tmp_path, python_host, case
         assert rate == 48000 and data.shape == (samples, 2)
         assert data.T.tobytes() == result.audio[b].tobytes()
     assert sorted(p.name for p in out.iterdir()) == sorted(f"seed{s}.wav" for s in result.seeds)  # no temp files left
-
-
-def test_example_with_default_threads_still_matches(tmp_path, python_host):
-    """ORT's default intra-op thread count on both sides (not pinned to 1)."""
-    from acestep_runtime.pipeline import Pipeline
-
-    request = CASES["ode"]
-    with Pipeline.open(PACKAGE, device="cpu") as pipe:
-        result = pipe.generate(dict(request))
-    _, dump, _ = run_example(tmp_path, request, threads=None)
-    audio = np.fromfile(dump / "audio.f32", dtype="<f4").reshape(result.audio.shape)
-    assert np.abs(audio - result.audio).max() == 0.0
 
 
 def test_example_cancelled_writes_nothing(tmp_path):
