@@ -4,7 +4,10 @@
 # (acestep_runtime.abi3.so, which the binding would prefer) is removed so this build is the one loaded.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cargo build --release --manifest-path "$root/runtime_rust_dll/Cargo.toml"
+# The same cargo command setuptools-rust runs for `pip install` (bindings/python/setup.py) and
+# scripts/dll_release.py: with one command cargo keeps one build of the library instead of rebuilding
+# the crate each time the other command runs.
+cargo rustc --lib --release --manifest-path "$root/runtime_rust_dll/Cargo.toml" --crate-type cdylib
 native="$root/bindings/python/acestep_runtime/_native"
 mkdir -p "$native"
 rm -f "$native/acestep_runtime.abi3.so"

@@ -177,8 +177,14 @@ def shipped_files(directory: Path) -> list[Path]:
 
 
 def build_core(target: Target) -> list[tuple[Path, str]]:
-    """cargo build --release; returns (built file, name in lib/) pairs."""
-    cmd = ["cargo", "build", "--release", "--locked", "--manifest-path", str(MANIFEST)]
+    """Builds the cdylib; returns (built file, name in lib/) pairs.
+
+    The command is the one setuptools-rust runs for the wheel (and scripts/build_core.sh runs), so
+    cargo builds the library once and the wheel and lib/ carry the same file. `cargo build` would
+    build the rlib too and, with different flags, make each of the two commands rebuild the crate.
+    """
+    cmd = ["cargo", "rustc", "--lib", "--release", "--locked", "--manifest-path", str(MANIFEST),
+           "--crate-type", "cdylib"]
     out_dir = CRATE_DIR / "target" / "release"
     if not target.host:
         # Only for a real cross target: naming the host triple would move the build to
@@ -204,15 +210,33 @@ def build_wheel(target: Target, dest: Path, epoch: int) -> Path:
         )
     # A stale build/ tree would carry files from an older checkout into the wheel.
     shutil.rmtree(PYTHON_DIR / "build", ignore_errors=True)
-    env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch))
+    # The environment is passed through unchanged: setting SOURCE_DATE_EPOCH here would make cargo
+    # rebuild onig_sys and everything above it (its build script watches that variable), and then
+    # rebuild again for the next plain `cargo rustc`. The wheel's time stamps are fixed afterwards.
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
            "-w", str(dest), str(PYTHON_DIR)]
     print(f"[release] {' '.join(cmd)}", flush=True)
-    run(cmd, "building the Python wheel", env=env)
+    run(cmd, "building the Python wheel")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise ReleaseError(f"pip wheel left {len(wheels)} wheels in {dest}, expected one")
+    normalize_wheel(wheels[0], epoch)
     return wheels[0]
+
+
+def normalize_wheel(wheel: Path, epoch: int) -> None:
+    """Rewrites the wheel with every entry stamped `epoch` and normalised modes, keeping names, order
+    and contents (so its RECORD, which hashes contents, stays valid)."""
+    stamp = time.gmtime(max(epoch, ZIP_EPOCH_MIN))[:6]
+    fixed = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(fixed, "w") as dst:
+        for item in src.infolist():
+            info = zipfile.ZipInfo(item.filename, stamp)
+            info.external_attr = (0o100000 | mode_for(Path(item.filename))) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            dst.writestr(info, src.read(item), compresslevel=9)
+    os.replace(fixed, wheel)
 
 
 def copy_csharp(dest: Path) -> list[str]:
@@ -279,7 +303,8 @@ def write_folder(folder: Path, target: Target, libs, wheel: Path | None, with_cs
         "rustc": rust["version"],
         "rustc_host": rust.get("host"),
         "build": {
-            "command": "cargo build --release --locked" + ("" if target.host else f" --target {target.triple}"),
+            "command": "cargo rustc --lib --release --locked --crate-type cdylib"
+            + ("" if target.host else f" --target {target.triple}"),
             "profile_release": release_profile(),
             "rustflags": os.environ.get("RUSTFLAGS", ""),
         },
@@ -313,7 +338,7 @@ def walk(folder: Path) -> list[Path]:
 
 
 def mode_for(path: Path) -> int:
-    if path.is_dir() or path.suffix in {".so", ".dylib", ".dll"}:
+    if path.is_dir() or path.suffix in {".so", ".dylib", ".dll", ".pyd"}:
         return 0o755
     return 0o644
 
