@@ -38,6 +38,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import tomllib  # Python 3.11+
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,18 +73,17 @@ def run(cmd: list[str], what: str, env: dict | None = None, cwd: Path | None = N
 # What is being built
 
 
+def cargo_manifest() -> dict:
+    return tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+
+
 def crate_version() -> str:
-    package = MANIFEST.read_text(encoding="utf-8").split("[package]", 1)[1].split("\n[", 1)[0]
-    return re.search(r'^version\s*=\s*"([^"]+)"', package, re.M).group(1)
+    return cargo_manifest()["package"]["version"]
 
 
-def release_profile() -> dict[str, str]:
-    """The `[profile.release]` keys of Cargo.toml, as written (recorded in release.json)."""
-    text = MANIFEST.read_text(encoding="utf-8")
-    if "[profile.release]" not in text:
-        return {}
-    section = text.split("[profile.release]", 1)[1].split("\n[", 1)[0]
-    return dict(re.findall(r"^(\w[\w-]*)\s*=\s*(.+?)\s*$", section, re.M))
+def release_profile() -> dict:
+    """The `[profile.release]` settings of Cargo.toml (recorded in release.json)."""
+    return cargo_manifest().get("profile", {}).get("release", {})
 
 
 def abi_version() -> int:

@@ -195,7 +195,7 @@ def test_release_layout_and_metadata(folder):
     rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()
     assert (info["version"], info["abi_version"], info["git_commit"], info["rustc"]) == (version, abi, commit, rustc)
     assert info["target"] == "x86_64-unknown-linux-gnu"
-    assert info["build"]["profile_release"]["panic"] == '"unwind"'
+    assert info["build"]["profile_release"]["panic"] == "unwind"
     assert (folder / "include" / "acestep_runtime.h").read_bytes() == HEADER.read_bytes()
     assert (folder / "docs" / "dll_api.md").read_bytes() == (ROOT / "docs" / "dll_api.md").read_bytes()
     assert "MIT License" in (folder / "LICENSE").read_text()
