@@ -240,14 +240,15 @@ def normalize_wheel(wheel: Path, epoch: int) -> None:
 
 
 def copy_csharp(dest: Path) -> list[str]:
-    """The C# binding's sources, and any assembly built under bin/Release."""
+    """The C# binding's sources, and the assembly (with its XML docs) if bindings/csharp/build.sh or
+    dotnet built one under bin/."""
     copied = []
     for path in shipped_files(CSHARP_DIR):
         rel = path.relative_to(CSHARP_DIR)
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dest / rel)
         copied.append(str(rel))
-    for assembly in sorted(CSHARP_DIR.glob("**/bin/Release/**/AceStep*.dll")):
+    for assembly in sorted(p for p in CSHARP_DIR.glob("**/bin/**/AceStep.Runtime.*") if p.suffix in {".dll", ".xml"}):
         target = dest / "assembly" / assembly.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(assembly, target)

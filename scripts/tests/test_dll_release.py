@@ -314,3 +314,20 @@ def test_wheel_in_a_fresh_venv_generates_the_same_track_as_the_source_tree(folde
     (a,) = (work / "venv").glob("*.wav")
     (b,) = (work / "src").glob("*.wav")
     assert a.name == b.name and a.read_bytes() == b.read_bytes()
+
+
+def test_csharp_binding_is_copied_with_its_built_assembly_but_no_other_build_output(tmp_path, monkeypatch):
+    """bindings/csharp as build.sh leaves it (sources, bin/ with the assembly, docs and test programs);
+    outside a git checkout, so the file walk stands in for `git ls-files`."""
+    rel = load_script()
+    csharp = tmp_path / "bindings" / "csharp"
+    for name in ["src/AceStep.Runtime/Core.cs", "build.sh", "bin/AceStep.Runtime.dll", "bin/AceStep.Runtime.xml",
+                 "bin/Tests.exe", "bin/libacestep_runtime.so", "obj/cache.bin"]:
+        (csharp / name).parent.mkdir(parents=True, exist_ok=True)
+        (csharp / name).write_text(name)
+    monkeypatch.setattr(rel, "ROOT", tmp_path)
+    monkeypatch.setattr(rel, "CSHARP_DIR", csharp)
+    copied = rel.copy_csharp(tmp_path / "out")
+    assert sorted(copied) == ["assembly/AceStep.Runtime.dll", "assembly/AceStep.Runtime.xml", "build.sh",
+                              "src/AceStep.Runtime/Core.cs"]
+    assert (tmp_path / "out" / "assembly" / "AceStep.Runtime.dll").read_text() == "bin/AceStep.Runtime.dll"
