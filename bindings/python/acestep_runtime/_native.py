@@ -5,8 +5,10 @@ library. Search order for the library (and the header beside it):
 
 1. ``ACESTEP_RUNTIME_LIB`` (path to the shared library); the header is taken from
    ``ACESTEP_RUNTIME_HEADER`` or from the library's directory;
-2. this package's ``_native/`` directory (filled by ``scripts/build_core.sh``);
-3. a source checkout: ``runtime_rust_dll/target/release`` with ``include/``.
+2. this package's ``_native/`` directory: the library a wheel (or ``pip install -e``) compiled into
+   the package, ``acestep_runtime.abi3.so`` (``.pyd`` on Windows), else the one
+   ``scripts/build_core.sh`` copied there under its cargo name. ``build_core.sh`` removes the
+   former so that the latest build is the one loaded.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from pathlib import Path
 
 import cffi
 
+# Cargo's names, as scripts/build_core.sh copies them.
 _LIB_NAMES = {
     "linux": "libacestep_runtime.so",
     "darwin": "libacestep_runtime.dylib",
     "win32": "acestep_runtime.dll",
 }
+# The names setuptools-rust gives the library inside a wheel (bindings/python/setup.py).
+_WHEEL_LIB_NAMES = {"win32": "acestep_runtime.pyd"}
 _HEADER_NAME = "acestep_runtime.h"
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_REPO_DIR = _PACKAGE_DIR.parents[2]
 
 
 class AceError(Exception):
@@ -52,11 +56,9 @@ def _candidates() -> list[tuple[Path, Path]]:
         lib = Path(env_lib)
         header = Path(os.environ.get("ACESTEP_RUNTIME_HEADER", lib.parent / _HEADER_NAME))
         return [(lib, header)]
-    name = _lib_name()
-    return [
-        (_PACKAGE_DIR / "_native" / name, _PACKAGE_DIR / "_native" / _HEADER_NAME),
-        (_REPO_DIR / "runtime_rust_dll" / "target" / "release" / name, _REPO_DIR / "include" / _HEADER_NAME),
-    ]
+    native = _PACKAGE_DIR / "_native"
+    wheel_name = _WHEEL_LIB_NAMES.get(sys.platform, "acestep_runtime.abi3.so")
+    return [(native / wheel_name, native / _HEADER_NAME), (native / _lib_name(), native / _HEADER_NAME)]
 
 
 def _cdef_from_header(text: str) -> str:
@@ -96,7 +98,8 @@ def _load():
             return ffi, lib, lib_path, header
         tried.append(f"{lib_path} (+ {header_path.name})")
     raise OSError(
-        "acestep_runtime core library not found. Build it with scripts/build_core.sh or set "
+        "acestep_runtime core library not found. Install the package from a wheel, or in a source "
+        "checkout build it with scripts/build_core.sh (or pip install -e bindings/python), or set "
         "ACESTEP_RUNTIME_LIB to the library's path. Looked in:\n  " + "\n  ".join(tried)
     )
 

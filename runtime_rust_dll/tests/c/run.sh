@@ -9,7 +9,7 @@ pkg="${ACE_PACKAGE:-$root/fixtures/generated/tiny-package}"
 lib="$root/runtime_rust_dll/target/release"
 [ -f "$pkg/manifest.json" ] || { echo "[c-test] no model package at $pkg (run scripts/setup.sh --dev)" >&2; exit 1; }
 # A no-op when the release library is up to date; never test a stale one.
-cargo build --release --quiet --manifest-path "$root/runtime_rust_dll/Cargo.toml"
+cargo rustc --lib --release --quiet --manifest-path "$root/runtime_rust_dll/Cargo.toml" --crate-type cdylib
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
