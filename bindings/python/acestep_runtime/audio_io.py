@@ -96,12 +96,19 @@ def _encode_mp3(audio: np.ndarray, sample_rate: int, kbps: int) -> bytes:
     return bytes(encoder.encode(interleaved) + encoder.flush())
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
+# A temporary file of ours older than this was left by a killed process (SIGKILL, power loss).
+STALE_PARTIAL_S = 3600
+
+
+def write_temp(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes `data` to a new temporary file next to `path` (``.<name>.<random>.partial``, flushed to
+    disk, with the mode a plain open() would give) and returns its path; rename it over `path` with
+    ``os.replace`` to publish it. Stale temporaries of ours for the same name are removed first."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {directory}")
+    remove_stale_partials(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
     try:
         # mkstemp creates the file private (0600); give it the mode a plain open() would.
@@ -110,13 +117,42 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
     except BaseException:
-        # Also on KeyboardInterrupt: never leave the partial file behind.
+        # Also on KeyboardInterrupt or a full disk: never leave the partial file behind.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    return path
+    return Path(tmp_name)
+
+
+def remove_stale_partials(path: Path, *, older_than_s: float = STALE_PARTIAL_S) -> None:
+    """Removes ``.<name>.*.partial`` files next to `path` older than `older_than_s` (ours, from a
+    killed run; a live writer's temporary file is seconds old)."""
+    import time
+
+    cutoff = time.time() - older_than_s
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
+        with contextlib.suppress(OSError):
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
+    tmp = write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return Path(path)
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, fmt: str, **encode_options) -> Path:

@@ -186,9 +186,7 @@ def _generate(args) -> int:
             progress.close()
             if cancel.is_set():
                 raise Cancelled("generation cancelled")
-            paths = result.save(args.out, fmt, overwrite=args.overwrite)
-            if cancel.is_set():  # a signal during the final write: the files are complete, say so
-                print("note: cancel requested while writing; the files above were written whole", file=sys.stderr)
+            paths = result.save(args.out, fmt, overwrite=args.overwrite, cancel=cancel)
         except (Cancelled, KeyboardInterrupt):
             progress.close()
             print("cancelled: no output written", file=sys.stderr)

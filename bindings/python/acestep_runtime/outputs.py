@@ -10,15 +10,19 @@ Rules (docs/python_api.md):
   ``.mp3``, ``.wav`` → wav16) and must agree with a given one; a batch gets ``_<i>`` suffixes;
 - an existing file is never replaced unless ``overwrite=True``; the check runs before anything is
   written (and, in the CLI, before generating);
-- the audio and its sidecar are written atomically (temp file, fsync, rename), audio first; the
-  sidecar carries the audio file's sha256, so a reader can tell a pair that two concurrent writers
-  interleaved.
+- every file of the result is written in full under a temporary name first (a full disk or an
+  interrupt leaves nothing), then renamed into place, audio then sidecar; the sidecar carries the audio
+  file's sha256, so a reader can tell a pair that two concurrent writers interleaved (the existence
+  check is repeated just before the renames); temporaries a killed run left (``.<name>.*.partial``,
+  older than an hour) are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from . import audio_io
@@ -79,9 +83,13 @@ def sidecar_path(audio_path: Path) -> Path:
     return audio_path.with_name(audio_path.name + ".json")
 
 
-def save(result, out, fmt: str | None = None, *, overwrite: bool = False) -> list[Path]:
+def save(result, out, fmt: str | None = None, *, overwrite: bool = False, cancel=None) -> list[Path]:
     """Writes every item of a :class:`~acestep_runtime.pipeline.GenerationResult` (audio, then its
-    sidecar ``<file>.json``). Returns the audio paths."""
+    sidecar ``<file>.json``). Returns the audio paths. Every file is first written in full under a
+    temporary name; if ``cancel`` (a ``threading.Event``) is set by then, they are removed and
+    ``Cancelled`` is raised, so an interrupt up to the final renames leaves nothing."""
+    from .pipeline import Cancelled
+
     fmt = resolve_format(out, fmt)
     paths = output_paths(out, result.track_ids, fmt)
     if str(out).endswith(("/", "\\")):
@@ -89,11 +97,25 @@ def save(result, out, fmt: str | None = None, *, overwrite: bool = False) -> lis
     check_targets(paths, overwrite=overwrite)
     # Encode everything first: a failure in encoding leaves no file at all.
     encoded = [audio_io.encode(result.audio[i], fmt, sample_rate=result.sample_rate) for i in range(len(paths))]
-    for i, path in enumerate(paths):
-        sidecar = dict(result.sidecars[i])
-        sidecar["host"] = dict(sidecar.get("host") or {}, file=path.name, format=fmt,
-                               audio_sha256=hashlib.sha256(encoded[i]).hexdigest())
-        text = json.dumps(sidecar, ensure_ascii=False, indent=2) + "\n"
-        audio_io.write_bytes_atomic(path, encoded[i])
-        audio_io.write_bytes_atomic(sidecar_path(path), text.encode("utf-8"))
+    # Then every file goes to a temporary name; a full disk or an interrupt here leaves nothing.
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for i, path in enumerate(paths):
+            sidecar = dict(result.sidecars[i])
+            sidecar["host"] = dict(sidecar.get("host") or {}, file=path.name, format=fmt,
+                                   audio_sha256=hashlib.sha256(encoded[i]).hexdigest())
+            text = json.dumps(sidecar, ensure_ascii=False, indent=2) + "\n"
+            staged.append((audio_io.write_temp(path, encoded[i]), path))
+            staged.append((audio_io.write_temp(sidecar_path(path), text.encode("utf-8")), sidecar_path(path)))
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("generation cancelled before its files were published")
+        check_targets(paths, overwrite=overwrite)  # nobody created them meanwhile
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    # Publish: audio, then its sidecar, per item (renames within one directory: no partial files).
+    for tmp, final in staged:
+        os.replace(tmp, final)
     return paths

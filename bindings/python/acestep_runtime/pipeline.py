@@ -48,12 +48,12 @@ class GenerationResult:
     schedule: list[float] = field(default_factory=list)
     peaks: list[float] = field(default_factory=list)  # per item, before the peak guard
 
-    def save(self, out, format: str | None = None, *, overwrite: bool = False) -> list[Path]:
+    def save(self, out, format: str | None = None, *, overwrite: bool = False, cancel=None) -> list[Path]:
         """Writes every item as an audio file plus its ``.json`` sidecar (see :func:`outputs.save`);
         returns the audio paths. ``out`` is a directory (existing, or ending in '/') or a file path."""
         from . import outputs
 
-        return outputs.save(self, out, format, overwrite=overwrite)
+        return outputs.save(self, out, format, overwrite=overwrite, cancel=cancel)
 
 
 class Pipeline:
