@@ -25,6 +25,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tokenizer_json", tokenizer_json),
     ("tokenizer_text", tokenizer_text),
     ("finalize_metadata", finalize_metadata),
+    ("request", request),
+    ("generation", generation),
 ];
 
 /// The bytes as a C string: a C caller cannot pass an interior NUL, so the text ends there.
@@ -240,6 +242,42 @@ fn finalize_metadata(data: &[u8]) -> Status {
     let s = unsafe { ace_finalize_metadata(tok(), ids.as_ptr(), ids.len(), &mut out) };
     if s == OK {
         unsafe { ace_string_free(out) };
+    }
+    s
+}
+
+struct SharedPackage(*mut AcePackage);
+unsafe impl Send for SharedPackage {}
+unsafe impl Sync for SharedPackage {}
+
+/// One minimal package for the whole run (packages are immutable and thread-safe).
+fn package() -> *mut AcePackage {
+    static PKG: OnceLock<SharedPackage> = OnceLock::new();
+    PKG.get_or_init(|| {
+        let dir = CString::new(minimal_package_dir().to_string_lossy().as_bytes()).unwrap();
+        let mut pkg = null_mut();
+        assert_eq!(unsafe { ace_package_open(dir.as_ptr(), std::ptr::null(), &mut pkg) }, OK, "{}", last_error());
+        SharedPackage(pkg)
+    })
+    .0
+}
+
+fn request(data: &[u8]) -> Status {
+    let text = c_text(data);
+    let mut out = null_mut();
+    let s = unsafe { ace_request_normalize(package(), text.as_ptr(), &mut out) };
+    if s == OK {
+        unsafe { ace_string_free(out) };
+    }
+    s
+}
+
+fn generation(data: &[u8]) -> Status {
+    let text = c_text(data);
+    let mut generation = null_mut();
+    let s = unsafe { ace_generation_create(package(), text.as_ptr(), &mut generation) };
+    if s == OK {
+        unsafe { ace_generation_free(generation) };
     }
     s
 }

@@ -16,6 +16,8 @@ pub enum AceSampler {}
 pub enum AceFsm {}
 pub enum AceHeun {}
 pub enum AceApg {}
+pub enum AcePackage {}
+pub enum AceGeneration {}
 
 pub type Status = i32;
 pub const OK: Status = 0;
@@ -28,6 +30,11 @@ pub const TOKENIZER: Status = 8;
 pub const PANIC: Status = 99;
 
 extern "C" {
+    pub fn ace_package_open(dir: *const c_char, options_json: *const c_char, out: *mut *mut AcePackage) -> Status;
+    pub fn ace_package_free(pkg: *mut AcePackage) -> Status;
+    pub fn ace_request_normalize(pkg: *const AcePackage, request_json: *const c_char, out: *mut *mut c_char) -> Status;
+    pub fn ace_generation_create(pkg: *const AcePackage, request_json: *const c_char, out: *mut *mut AceGeneration) -> Status;
+    pub fn ace_generation_free(generation: *mut AceGeneration) -> Status;
     pub fn ace_last_error(out: *mut *mut c_char) -> Status;
     pub fn ace_string_free(s: *mut c_char);
     pub fn ace_schedule_base(steps: usize, shift: f64, out: *mut f32, cap: usize, out_len: *mut usize) -> Status;
@@ -164,4 +171,32 @@ pub fn tiny_tokenizer() -> *mut AceTokenizer {
     let mut tok = std::ptr::null_mut();
     assert_eq!(unsafe { ace_tokenizer_create_from_json(json.as_ptr(), &mut tok) }, OK, "{}", last_error());
     tok
+}
+
+/// A minimal model package for the request and generation entry points: a manifest with the tiny
+/// tokenizer and a silence latent, and no graphs (a generation fails after its request, prompts and
+/// tokens were processed, when it checks the components). Written once per process.
+pub fn minimal_package_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("acestep-minimal-package-{}", std::process::id()));
+    if dir.join("manifest.json").is_file() {
+        return dir;
+    }
+    std::fs::create_dir_all(dir.join("tokenizer/text")).expect("package dir");
+    std::fs::write(dir.join("tokenizer/text/tokenizer.json"), tiny_tokenizer_json()).expect("tokenizer");
+    // silence_latent.npy: float32 [1, 750, 64] of zeros (.npy v1.0: magic, header length, header).
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 750, 64), }";
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&((header.len() + pad + 1) as u16).to_le_bytes());
+    npy.extend_from_slice(header.as_bytes());
+    npy.extend(std::iter::repeat(b' ').take(pad));
+    npy.push(b'\n');
+    npy.extend(std::iter::repeat(0u8).take(750 * 64 * 4));
+    std::fs::write(dir.join("silence_latent.npy"), npy).expect("npy");
+    let manifest = r#"{"format_version": 1, "model_variant": "acestep-v15-turbo", "components": {},
+        "files": {"silence_latent": {"file": "silence_latent.npy", "shape": [1, 750, 64]}},
+        "tokenizers": {"text": {"dir": "tokenizer/text", "files": []}},
+        "config": {"acestep": {"is_turbo": true}}}"#;
+    std::fs::write(dir.join("manifest.json"), manifest).expect("manifest");
+    dir
 }
