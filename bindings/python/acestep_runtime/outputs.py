@@ -12,8 +12,8 @@ Rules (docs/python_api.md):
   written (and, in the CLI, before generating);
 - every file of the result is written in full under a temporary name first (a full disk or an
   interrupt leaves nothing), then renamed into place, audio then sidecar; the sidecar carries the audio
-  file's sha256, so a reader can tell a pair that two concurrent writers interleaved (the existence
-  check is repeated just before the renames); temporaries a killed run left (``.<name>.*.partial``,
+  file's sha256; the renames run under an exclusive lock on the directory (POSIX), so two concurrent
+  writers publish one after the other (the existence check is repeated under the lock); temporaries a killed run left (``.<name>.*.partial``,
   older than an hour) are removed.
 """
 
@@ -79,6 +79,24 @@ def check_targets(paths: list[Path], *, overwrite: bool, creating_dir: bool = Fa
                 raise OutputError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
 
 
+@contextlib.contextmanager
+def _publishing(directory: Path):
+    """Holds an exclusive lock on the output directory while a result's files are renamed into it,
+    so two writers of the same names publish one after the other and never mix their pairs (POSIX
+    ``flock`` on the directory itself: no lock file; without fcntl, e.g. on Windows, no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def sidecar_path(audio_path: Path) -> Path:
     return audio_path.with_name(audio_path.name + ".json")
 
@@ -109,13 +127,14 @@ def save(result, out, fmt: str | None = None, *, overwrite: bool = False, cancel
             staged.append((audio_io.write_temp(sidecar_path(path), text.encode("utf-8")), sidecar_path(path)))
         if cancel is not None and cancel.is_set():
             raise Cancelled("generation cancelled before its files were published")
-        check_targets(paths, overwrite=overwrite)  # nobody created them meanwhile
+        with _publishing(paths[0].parent):
+            check_targets(paths, overwrite=overwrite)  # nobody created them meanwhile
+            # audio, then its sidecar, per item (renames within one directory: no partial files)
+            for tmp, final in staged:
+                os.replace(tmp, final)
     except BaseException:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-    # Publish: audio, then its sidecar, per item (renames within one directory: no partial files).
-    for tmp, final in staged:
-        os.replace(tmp, final)
     return paths

@@ -85,3 +85,29 @@ def test_full_disk_leaves_no_file_at_all(result, tmp_path):
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_concurrent_writers_leave_a_consistent_pair(tmp_path):
+    """Two processes write different songs to the same names (overwrite), many times over: the audio
+    file left on disk matches its sidecar's hash, and no temporary file is left. (The interleaving
+    the directory lock prevents is rare, so this is a smoke test of the path, not a proof.)"""
+    import hashlib
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    code = f"""
+import sys
+sys.path[:0] = [{str(repo / 'bindings' / 'python')!r}, {str(repo)!r}]
+from acestep_runtime.pipeline import Pipeline
+seed = int(sys.argv[1])
+with Pipeline.open({str(tiny_package_dir())!r}, device="cpu") as pipe:
+    result = pipe.generate({{"caption": "x", "duration": 10, "seed": seed}})
+for _ in range(15):
+    result.save({str(tmp_path / 'same.wav')!r}, "wav32f", overwrite=True)
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(seed)]) for seed in (1, 2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    audio = (tmp_path / "same.wav").read_bytes()
+    sidecar = json.loads((tmp_path / "same.wav.json").read_text())
+    assert sidecar["host"]["audio_sha256"] == hashlib.sha256(audio).hexdigest()
+    assert not list(tmp_path.glob(".*.partial"))
