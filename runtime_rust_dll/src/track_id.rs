@@ -32,7 +32,7 @@ pub fn canonical_json(params_json: &str) -> Result<String> {
     if !value.is_object() {
         return Err(Error::invalid_json(format!(
             "track id parameters must be a JSON object, got {}",
-            kind(&value)
+            crate::json::kind(&value)
         )));
     }
     let mut out = String::with_capacity(params_json.len());
@@ -99,16 +99,6 @@ pub fn track_id(params_json: &str) -> Result<String> {
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 fn write_value(v: &Value, out: &mut String) -> Result<()> {
     match v {

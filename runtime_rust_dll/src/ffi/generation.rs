@@ -299,14 +299,7 @@ pub unsafe extern "C" fn ace_generation_result_audio(
     out_data: *mut *const f32,
     out_shape: *mut usize,
 ) -> AceStatus {
-    guard(|| {
-        let g = ptr::handle_ref(generation, "generation")?;
-        ptr::ensure_out(out_data, "out_data")?;
-        let shape_out = ptr::slice_out(out_shape, 3, "out_shape")?;
-        let (data, shape) = g.inner.audio()?;
-        shape_out.copy_from_slice(&shape);
-        ptr::write_out(out_data, data.as_ptr(), "out_data")
-    })
+    guard(|| result_out(generation, out_data, out_shape, Generation::audio))
 }
 
 /// Like `ace_generation_result_audio`, for the final latents (float32 [batch, frames, 64]).
@@ -319,14 +312,22 @@ pub unsafe extern "C" fn ace_generation_result_latents(
     out_data: *mut *const f32,
     out_shape: *mut usize,
 ) -> AceStatus {
-    guard(|| {
-        let g = ptr::handle_ref(generation, "generation")?;
-        ptr::ensure_out(out_data, "out_data")?;
-        let shape_out = ptr::slice_out(out_shape, 3, "out_shape")?;
-        let (data, shape) = g.inner.latents()?;
-        shape_out.copy_from_slice(&shape);
-        ptr::write_out(out_data, data.as_ptr(), "out_data")
-    })
+    guard(|| result_out(generation, out_data, out_shape, Generation::latents))
+}
+
+/// Writes one of the generation's result arrays: its data pointer and its 3-d shape.
+unsafe fn result_out(
+    generation: *const AceGeneration,
+    out_data: *mut *const f32,
+    out_shape: *mut usize,
+    get: fn(&Generation) -> Result<(&[f32], [usize; 3])>,
+) -> Result<()> {
+    let g = ptr::handle_ref(generation, "generation")?;
+    ptr::ensure_out(out_data, "out_data")?;
+    let shape_out = ptr::slice_out(out_shape, 3, "out_shape")?;
+    let (data, shape) = get(&g.inner)?;
+    shape_out.copy_from_slice(&shape);
+    ptr::write_out(out_data, data.as_ptr(), "out_data")
 }
 
 /// Writes the sidecar JSON of batch item `item` to `*out` (free with `ace_string_free`): track
