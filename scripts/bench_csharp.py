@@ -114,6 +114,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (both hosts)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one host at a time (full-size packages: two sets of sessions do not fit in memory)")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold CLI runs")
     args = parser.parse_args()
     if not (BIN / "AceStep.Runtime.dll").is_file():
         sys.exit(f"{BIN / 'AceStep.Runtime.dll'} missing: run bindings/csharp/build.sh")
@@ -124,26 +127,37 @@ def main() -> int:
     print(machine_line())
     print(f"model {model.name}, {args.duration:g} s of audio, turbo ODE, batch 1, {args.threads} ORT thread(s), "
           f"{args.repeats} warm repeats (median)")
-    hosts = {"python": PythonHost(model, args.threads), "csharp": CSharpHost(model, args.threads)}
-    runs: dict = {name: [] for name in hosts}
-    try:
-        for name, host in hosts.items():
-            host.run(request)  # warm-up: sessions and first-run allocations
-        # Alternate the hosts so that a change of machine load hits both alike.
-        for _ in range(args.repeats):
+    makers = {"python": PythonHost, "csharp": CSharpHost}
+    runs: dict = {name: [] for name in makers}
+    if args.sequential:
+        for name, make in makers.items():
+            host = make(model, args.threads)
+            try:
+                host.run(request)  # warm-up: sessions and first-run allocations
+                runs[name] = [host.run(request) for _ in range(args.repeats)]
+            finally:
+                host.close()
+    else:
+        hosts = {name: make(model, args.threads) for name, make in makers.items()}
+        try:
             for name, host in hosts.items():
-                runs[name].append(host.run(request))
-    finally:
-        for host in hosts.values():
-            host.close()
+                host.run(request)  # warm-up: sessions and first-run allocations
+            # Alternate the hosts so that a change of machine load hits both alike.
+            for _ in range(args.repeats):
+                for name, host in hosts.items():
+                    runs[name].append(host.run(request))
+        finally:
+            for host in hosts.values():
+                host.close()
     py, cs = summary(runs["python"]), summary(runs["csharp"])
     print(f"{'host':>8} {'total s':>9} {'ORT s':>9} {'overhead s':>11}")
     for name, (total, ort, overhead) in (("python", py), ("csharp", cs)):
         print(f"{name:>8} {total:9.3f} {ort:9.3f} {overhead:11.3f}")
     print(f"{'C#/Py':>8} {cs[0] / py[0]:9.2f} {cs[1] / py[1]:9.2f} {cs[2] / py[2]:11.2f}")
-    py_cold, cs_cold = cold_cli(model, args.duration, args.threads)
-    print(f"cold CLI process (start-up + sessions + one run): python {py_cold:.2f} s, csharp {cs_cold:.2f} s, "
-          f"ratio {cs_cold / py_cold:.2f}")
+    if not args.no_cold:
+        py_cold, cs_cold = cold_cli(model, args.duration, args.threads)
+        print(f"cold CLI process (start-up + sessions + one run): python {py_cold:.2f} s, csharp {cs_cold:.2f} s, "
+              f"ratio {cs_cold / py_cold:.2f}")
     print(machine_line())
     return 0
 
