@@ -114,7 +114,9 @@ def test_every_format_reads_back_at_48k_stereo(package, tmp_path, fmt, ext):
     assert sidecar["model"]["manifest_sha256"]
 
 
-def test_ctrl_c_during_generation_writes_nothing_and_exits_130(package, tmp_path):
+@pytest.mark.parametrize("stage,sig", [("load", signal.SIGINT), ("diffusion", signal.SIGINT),
+                                       ("decode", signal.SIGTERM)])
+def test_a_signal_in_any_stage_writes_nothing_and_exits_130(package, tmp_path, stage, sig):
     env = dict(os.environ, PYTHONPATH=PYTHONPATH)
     # A long track so the DiT loop and the decode take several seconds on the tiny model.
     proc = subprocess.Popen(
@@ -124,13 +126,13 @@ def test_ctrl_c_during_generation_writes_nothing_and_exits_130(package, tmp_path
     )
     seen = ""
     deadline = time.monotonic() + 300
-    while "diffusion" not in seen and time.monotonic() < deadline:
+    while stage not in seen and time.monotonic() < deadline:
         chunk = proc.stderr.read(1)
         if not chunk:
             break
         seen += chunk
-    assert "diffusion" in seen, seen
-    proc.send_signal(signal.SIGINT)
+    assert stage in seen, seen
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, seen + err
     assert "cancelled" in err
