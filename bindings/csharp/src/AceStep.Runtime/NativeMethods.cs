@@ -284,6 +284,9 @@ namespace AceStep.Runtime
         [DllImport(LibName, EntryPoint = "ace_tokenizer_decode", CallingConvention = CallingConvention.Cdecl)]
         public static extern AceStatus ace_tokenizer_decode(/* const AceTokenizer* */ AceTokenizerHandle tok, /* const uint32_t* */ uint* ids, UIntPtr n, [MarshalAs(UnmanagedType.I1)] bool skip_special_tokens, /* char** */ out IntPtr @out);
 
+        [DllImport(LibName, EntryPoint = "ace_tokenizer_decode_utf8", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_tokenizer_decode_utf8(/* const AceTokenizer* */ AceTokenizerHandle tok, /* const uint32_t* */ uint* ids, UIntPtr n, [MarshalAs(UnmanagedType.I1)] bool skip_special_tokens, /* uint8_t* */ byte* buf, UIntPtr cap, /* size_t* */ out UIntPtr out_len);
+
         [DllImport(LibName, EntryPoint = "ace_tokenizer_token_to_id", CallingConvention = CallingConvention.Cdecl)]
         public static extern AceStatus ace_tokenizer_token_to_id(/* const AceTokenizer* */ AceTokenizerHandle tok, /* const char* */ byte[] token, /* uint32_t* */ out uint out_id);
 
