@@ -175,7 +175,7 @@ def _generate(args) -> int:
         # Everything that can fail before generating fails here: the request, the format, the outputs.
         plan = pipe.plan(request)
         fmt = outputs.resolve_format(args.out, args.format or request.get("audio_format"))
-        paths = outputs.output_paths(args.out, plan["track_ids"], fmt)
+        paths = outputs.output_paths(args.out, plan["file_names"], fmt)
         outputs.check_targets(paths, overwrite=args.overwrite, creating_dir=str(args.out).endswith(("/", "\\")))
         for note in plan["notes"]:
             print(f"note: {note}", file=sys.stderr)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from . import audio_io
 
-SUFFIXES = {"flac": ".flac", "mp3": ".mp3", "wav16": ".wav", "wav24": ".24bit.wav", "wav32f": ".f32.wav"}
 _BY_EXTENSION = {".flac": "flac", ".mp3": "mp3", ".wav": "wav16"}
 
 
@@ -53,17 +52,19 @@ def resolve_format(out, fmt: str | None) -> str:
     return fmt
 
 
-def output_paths(out, track_ids: list[str], fmt: str) -> list[Path]:
-    """Where each item goes (see the module documentation)."""
+def output_paths(out, file_names: dict[str, list[str]], fmt: str) -> list[Path]:
+    """Where each item goes (see the module documentation). ``file_names`` is the core's naming of
+    each item per format (``file_names`` of a generation plan)."""
     fmt = audio_io.resolve_format(fmt)
+    names = file_names[fmt]
     if _is_dir_target(out):
-        return [Path(out) / f"{tid[:16]}{SUFFIXES[fmt]}" for tid in track_ids]
+        return [Path(out) / name for name in names]
     out = Path(out)
     ext = audio_io.extension(fmt)
     stem = out.with_suffix("") if out.suffix.lower() == ext else out
-    if len(track_ids) == 1:
+    if len(names) == 1:
         return [stem.with_name(stem.name + ext)]
-    return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(len(track_ids))]
+    return [stem.with_name(f"{stem.name}_{i}{ext}") for i in range(len(names))]
 
 
 def check_targets(paths: list[Path], *, overwrite: bool, creating_dir: bool = False) -> None:
@@ -109,7 +110,7 @@ def save(result, out, fmt: str | None = None, *, overwrite: bool = False, cancel
     from .pipeline import Cancelled
 
     fmt = resolve_format(out, fmt)
-    paths = output_paths(out, result.track_ids, fmt)
+    paths = output_paths(out, result.file_names, fmt)
     if str(out).endswith(("/", "\\")):
         Path(out).mkdir(parents=True, exist_ok=True)  # an explicit directory is created
     check_targets(paths, overwrite=overwrite)

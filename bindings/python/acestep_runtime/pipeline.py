@@ -38,6 +38,7 @@ class GenerationResult:
     latents: np.ndarray  # [B, T, 64] final latents
     seeds: list[int]  # the seed of each item
     track_ids: list[str]
+    file_names: dict[str, list[str]]  # per format: each item's file name in an output directory (core)
     frames: int  # T, latent frames at 25 Hz
     sample_rate: int
     notes: list[str]  # values the model ignored or adjusted (also in every sidecar)
@@ -124,6 +125,7 @@ class Pipeline:
             latents=latents,
             seeds=[int(s) for s in info["seeds"]],
             track_ids=list(info["track_ids"]),
+            file_names=dict(info["file_names"]),
             frames=int(info["frames"]),
             sample_rate=int(info["sample_rate"]),
             notes=list(info["notes"]),

@@ -50,7 +50,8 @@ def test_stale_partials_of_killed_runs_are_cleaned(result, tmp_path):
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))
     single = type(result)(**{**result.__dict__, "audio": result.audio[:1], "sidecars": result.sidecars[:1],
-                             "track_ids": result.track_ids[:1], "seeds": result.seeds[:1]})
+                             "track_ids": result.track_ids[:1], "seeds": result.seeds[:1],
+                             "file_names": {f: n[:1] for f, n in result.file_names.items()}})
     single.save(target)
     assert not stale.exists() and fresh.exists() and target.exists()
 

@@ -864,6 +864,7 @@ impl Generation {
                 "caption": &self.caption_ids[..self.caption_ids.len() / self.batch],
                 "lyrics": &self.lyric_ids[..self.lyric_ids.len() / self.batch],
             },
+            "file_names": file_names(&ids),
             "track_ids": ids,
         }))
     }
@@ -920,6 +921,19 @@ impl Generation {
     fn package(&self) -> &Package {
         &self.package
     }
+}
+
+/// Each item's file name in an output directory, per format: the first 16 hex digits of its track
+/// id and a suffix that tells the formats apart. Every host names a song the same way from this.
+fn file_names(track_ids: &[String]) -> Value {
+    let suffixes =
+        [("flac", ".flac"), ("mp3", ".mp3"), ("wav16", ".wav"), ("wav24", ".24bit.wav"), ("wav32f", ".f32.wav")];
+    let mut names = serde_json::Map::new();
+    for (format, suffix) in suffixes {
+        let list: Vec<String> = track_ids.iter().map(|id| format!("{}{suffix}", &id[..16])).collect();
+        names.insert(format.to_string(), json!(list));
+    }
+    Value::Object(names)
 }
 
 fn step_is_sde(step: &crate::context::StepInputs) -> bool {

@@ -129,6 +129,17 @@ namespace AceStep.Runtime
         /// <summary>The components this run needs, in the order it first runs them.</summary>
         public string[] Components { get { return Strings(Info["components"]); } }
         public string[] TrackIds { get { return Strings(Info["track_ids"]); } }
+        /// <summary>Each item's file name in an output directory, per format (the core's naming rule).</summary>
+        public Dictionary<string, string[]> FileNames { get { return FileNamesOf(Info); } }
+
+        /// <summary>The "file_names" of a generation plan (<c>ace_generation_info_json</c>).</summary>
+        public static Dictionary<string, string[]> FileNamesOf(Dictionary<string, object> info)
+        {
+            var names = new Dictionary<string, string[]>();
+            foreach (var entry in (Dictionary<string, object>)info["file_names"])
+                names[entry.Key] = Strings(entry.Value);
+            return names;
+        }
         public long[] Seeds { get { return ((List<object>)Info["seeds"]).ConvertAll(Convert.ToInt64).ToArray(); } }
 
         static string[] Strings(object list) { return ((List<object>)list).ConvertAll(o => (string)o).ToArray(); }

@@ -125,6 +125,7 @@ namespace AceStep.Runtime
                     result.Sidecars[b] = gen.Sidecar(b, hostJson);
                 result.InfoJson = gen.InfoJson;
                 result.TrackIds = gen.TrackIds;
+                result.FileNames = gen.FileNames;
                 result.Seeds = gen.Seeds;
                 result.Frames = (int)Convert.ToInt64(gen.Info["frames"]);
                 result.SampleRate = (int)Convert.ToInt64(gen.Info["sample_rate"]);
@@ -211,6 +212,8 @@ namespace AceStep.Runtime
         public int[] LatentShape { get; internal set; }
         public long[] Seeds { get; internal set; }
         public string[] TrackIds { get; internal set; }
+        /// <summary>Each item's file name in an output directory, per format (from the core).</summary>
+        public Dictionary<string, string[]> FileNames { get; internal set; }
         public int Frames { get; internal set; }
         public int SampleRate { get; internal set; }
         /// <summary>Per item: the core's sidecar JSON (host fields under "host").</summary>

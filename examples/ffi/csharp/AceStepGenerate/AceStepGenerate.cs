@@ -144,8 +144,7 @@ static class AceStepGenerate
         {
             // Everything that can fail before generating fails here: the request, the format, the targets.
             var plan = Json.ParseObject(pipe.Plan(requestJson));
-            var ids = ((List<object>)plan["track_ids"]).ConvertAll(x => (string)x).ToArray();
-            foreach (string path in Outputs.Paths(output, ids, format))
+            foreach (string path in Outputs.Paths(output, AceStep.Runtime.Generation.FileNamesOf(plan), format))
                 foreach (string target in new[] { path, Outputs.SidecarPath(path) })
                     if (File.Exists(target) && !overwrite)
                         throw new OutputException(target + " exists; pass --overwrite to replace it");

@@ -23,16 +23,10 @@ namespace AceStep.Runtime.Host
     {
         public const string DefaultFormat = "wav16";
 
-        public static string Suffix(string format)
+        static void CheckFormat(string format)
         {
-            switch (format)
-            {
-                case "wav16": return ".wav";
-                case "wav24": return ".24bit.wav";
-                case "wav32f": return ".f32.wav";
-                default:
-                    throw new ArgumentException("unknown output format '" + format + "'; choose one of: " + string.Join(", ", Wav.Formats));
-            }
+            if (Array.IndexOf(Wav.Formats, format) < 0)
+                throw new ArgumentException("unknown output format '" + format + "'; choose one of: " + string.Join(", ", Wav.Formats));
         }
 
         static bool IsDirectoryTarget(string output)
@@ -41,15 +35,19 @@ namespace AceStep.Runtime.Host
         }
 
         /// <summary>Where each item goes (see the file comment).</summary>
-        public static string[] Paths(string output, string[] trackIds, string format)
+        /// <param name="output">a directory (existing, or ending in '/') or a file path</param>
+        /// <param name="fileNames">the core's file names per format (a plan's or a result's <c>FileNames</c>)</param>
+        /// <param name="format">wav16, wav24 or wav32f</param>
+        public static string[] Paths(string output, Dictionary<string, string[]> fileNames, string format)
         {
             if (output == null) throw new ArgumentNullException("output");
-            string suffix = Suffix(format);
-            var paths = new string[trackIds.Length];
+            CheckFormat(format);
+            string[] names = fileNames[format];
+            var paths = new string[names.Length];
             if (IsDirectoryTarget(output))
             {
                 for (int i = 0; i < paths.Length; i++)
-                    paths[i] = Path.Combine(output, trackIds[i].Substring(0, 16) + suffix);
+                    paths[i] = Path.Combine(output, names[i]);
                 return paths;
             }
             string stem = output.EndsWith(".wav", StringComparison.OrdinalIgnoreCase) ? output.Substring(0, output.Length - 4) : output;
@@ -64,7 +62,7 @@ namespace AceStep.Runtime.Host
         public static string[] Save(GenerationResult result, string output, string format, bool overwrite)
         {
             format = format ?? DefaultFormat;
-            string[] paths = Paths(output, result.TrackIds, format);
+            string[] paths = Paths(output, result.FileNames, format);
             if (output.EndsWith("/", StringComparison.Ordinal) || output.EndsWith("\\", StringComparison.Ordinal))
                 Directory.CreateDirectory(output); // an explicit directory is created
             foreach (string path in paths)
