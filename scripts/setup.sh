@@ -31,6 +31,16 @@ if ! command -v cargo >/dev/null; then
   . "$HOME/.cargo/env"
 fi
 
+# The core's release build is the longest step of a first run (minutes on 2 cores) and needs nothing
+# from pip: it runs in the background while pip installs. Its output goes to a log, shown on failure.
+echo "[setup] building the core library (in the background; log: runtime_rust_dll/target/build_core.log)"
+mkdir -p "$root/runtime_rust_dll/target"
+build_log="$root/runtime_rust_dll/target/build_core.log"
+# Its own process group (setsid), so that a failed pip step or Ctrl-C stops cargo too.
+setsid "$root/scripts/build_core.sh" >"$build_log" 2>&1 &
+build_pid=$!
+trap 'kill -- -$build_pid 2>/dev/null || true' EXIT
+
 py="${PYTHON:-python3}"
 req="$root/requirements/runtime.txt"
 [ $dev = 1 ] && req="$root/requirements/dev.txt"
@@ -42,8 +52,13 @@ if [ $dev = 1 ]; then
   "$py" -m pip install -q --disable-pip-version-check --no-deps "ace-step15-fork==20260212"
 fi
 
-echo "[setup] building the core library"
-"$root/scripts/build_core.sh"
+if ! wait $build_pid; then
+  echo "[setup] building the core library failed:" >&2
+  tail -n 40 "$build_log" >&2
+  exit 1
+fi
+trap - EXIT
+echo "[setup] core library built"
 "$py" -m pip install -q --disable-pip-version-check --no-deps -e "$root/bindings/python"
 if [ $dev = 1 ]; then
   # The tiny random-weight model package that `acestep-runtime generate` uses without --model
