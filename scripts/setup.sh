@@ -59,7 +59,7 @@ if ! wait $build_pid; then
 fi
 trap - EXIT
 echo "[setup] core library built"
-"$py" -m pip install -q --disable-pip-version-check --no-deps -e "$root/bindings/python"
+"$py" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$root/bindings/python"
 if [ $dev = 1 ]; then
   # The tiny random-weight model package that `acestep-runtime generate` uses without --model
   # (rebuilt only when the exporter sources change).
