@@ -22,6 +22,7 @@ pub mod package;
 pub mod peak_guard;
 pub mod prompt;
 pub mod request;
+pub mod request_v1;
 pub mod resample;
 pub mod sampling;
 pub mod schedule;

@@ -95,6 +95,32 @@ pub fn resample(
         out.copy_from_slice(input);
         return Ok(());
     }
+    // The float32 FFT overflows for inputs near f32::MAX; resample such input scaled down by a
+    // power of two (exact) and scale back (an overshoot past f32::MAX is then an error below).
+    let peak = input.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+    if peak > LARGE_INPUT {
+        let scale = 2.0f32.powi(-(peak.log2().ceil() as i32));
+        let scaled: Vec<f32> = input.iter().map(|&v| v * scale).collect();
+        resample_finite(&scaled, channels, frames, in_rate, out_rate, out)?;
+        let inv = 1.0 / scale;
+        out.iter_mut().for_each(|v| *v *= inv);
+        return crate::error::ensure_finite_result(out, "out");
+    }
+    resample_finite(input, channels, frames, in_rate, out_rate, out)
+}
+
+/// Inputs above this magnitude are scaled before the FFT (audio is within ±1).
+const LARGE_INPUT: f32 = 1e30;
+
+fn resample_finite(
+    input: &[f32],
+    channels: usize,
+    frames: usize,
+    in_rate: u32,
+    out_rate: u32,
+    out: &mut [f32],
+) -> Result<()> {
+    let out_frames = out.len() / channels;
 
     let g = gcd(in_rate as u64, out_rate as u64) as usize;
     let chunk = BLOCK_UNITS * (in_rate as usize / g);
@@ -166,6 +192,18 @@ mod tests {
         assert!(resample(&[0.0; 3], 2, 44_100, 48_000, &mut out).is_err());
         assert!(resample(&[0.0; 4], 0, 44_100, 48_000, &mut out).is_err());
         assert!(resample(&[0.0; 4], 2, 44_100, 48_000, &mut out).unwrap_err().message.contains("out has 4"));
+        // near f32::MAX the FFT would overflow: scaled internally, same result as a scaled input
+        let big: Vec<f32> = (0..200).map(|i| if i % 2 == 0 { 3.0e38 } else { -3.0e38 }).collect();
+        let small: Vec<f32> = big.iter().map(|v| v * 2.0f32.powi(-128)).collect();
+        let m = resampled_frames(100, 44_100, 48_000).unwrap() as usize * 2;
+        let (mut a, mut b) = (vec![0.0f32; m], vec![0.0f32; m]);
+        match resample(&big, 2, 44_100, 48_000, &mut a) {
+            Ok(()) => {
+                resample(&small, 2, 44_100, 48_000, &mut b).unwrap();
+                assert!(a.iter().zip(&b).all(|(x, y)| *x == y * 2.0f32.powi(128)));
+            }
+            Err(e) => assert!(e.message.contains("out"), "{}", e.message),
+        }
         let mut same = vec![0.0f32; 4];
         resample(&[1.0, 2.0, 3.0, 4.0], 2, 48_000, 48_000, &mut same).unwrap();
         assert_eq!(same, [1.0, 2.0, 3.0, 4.0]);
