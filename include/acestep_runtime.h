@@ -28,6 +28,11 @@
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
 #define ACE_MIN_DIT_FRAMES 128
 
+// ACE-Step v1 (spec §2): the vocoder's rate, and 8 mel frames of 512 samples per latent frame.
+#define ACE_V1_SAMPLE_RATE 44100
+
+#define ACE_V1_SAMPLES_PER_FRAME 4096
+
 // Caption length after which only the newline is allowed.
 #define ACE_CAPTION_MAX_TOKENS 512
 
@@ -55,10 +60,10 @@
 #define ACE_AUDIO_CODE_LIMIT 64000
 
 // Highest sample rate accepted (both sides); far above any audio rate in use.
-#define MAX_SAMPLE_RATE 768000
+#define ACE_MAX_SAMPLE_RATE 768000
 
 // Most channels of one call.
-#define MAX_CHANNELS 64
+#define ACE_RESAMPLE_MAX_CHANNELS 64
 
 // The LM vocabulary of the ACE-Step 5 Hz LMs (spec §5.1).
 #define ACE_LM_VOCAB_SIZE 217204
@@ -683,7 +688,7 @@ AceStatus ace_peak_guard(float *audio, size_t len, uint32_t batch, uint32_t chan
 // Frames per channel after converting `frames` from `in_rate` to `out_rate`:
 // `ceil(frames·out_rate/in_rate)` (exact integer arithmetic; 32768 at 44100 → 35666 at 48000).
 //
-// Errors: a rate of 0 or above 768000 Hz (INVALID_ARGUMENT), overflow,
+// Errors: a rate of 0 or above `ACE_MAX_SAMPLE_RATE` (768000 Hz) (INVALID_ARGUMENT), overflow,
 // null `out_frames`. Thread-safe.
 //
 // # Safety
@@ -696,7 +701,7 @@ AceStatus ace_resample_frames(uint64_t frames, uint32_t in_rate, uint32_t out_ra
 // delay is removed, so output frame j is at time j/out_rate. rubato's FFT resampler (windowed
 // sinc, exact ratio); its measured quality is in docs/resampling.md. Equal rates copy.
 //
-// Errors: null pointers, `input_len` 0 or not a multiple of `channels`, `channels` 0 or > 64,
+// Errors: null pointers, `input_len` 0 or not a multiple of `channels`, `channels` 0 or > `ACE_RESAMPLE_MAX_CHANNELS` (64),
 // bad rates, `out_len` not the needed length (LENGTH_MISMATCH, naming it), non-finite input
 // values, overlapping buffers. Nothing is written on error except when the conversion itself
 // fails, which leaves `out` unspecified. Thread-safe.

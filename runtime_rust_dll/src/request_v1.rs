@@ -15,17 +15,17 @@ use crate::json::{kind as json_kind, parse_object};
 
 /// Official defaults (`__call__`, spec §8). The UI differs only in `use_erg_lyric` (false) and
 /// a random duration.
-pub const DEFAULT_STEPS: u64 = 60;
-pub const DEFAULT_GUIDANCE_SCALE: f64 = 15.0;
-pub const DEFAULT_OMEGA_SCALE: f64 = 10.0;
-pub const DEFAULT_GUIDANCE_INTERVAL: f64 = 0.5;
-pub const DEFAULT_MIN_GUIDANCE_SCALE: f64 = 3.0;
-pub const DEFAULT_DURATION_S: f64 = 60.0;
+const DEFAULT_STEPS: u64 = 60;
+const DEFAULT_GUIDANCE_SCALE: f64 = 15.0;
+const DEFAULT_OMEGA_SCALE: f64 = 10.0;
+const DEFAULT_GUIDANCE_INTERVAL: f64 = 0.5;
+const DEFAULT_MIN_GUIDANCE_SCALE: f64 = 3.0;
+const DEFAULT_DURATION_S: f64 = 60.0;
 /// Largest batch of one request.
-pub const MAX_BATCH: u64 = 16;
+const MAX_BATCH: u64 = 16;
 
-pub const SCHEDULERS: [&str; 3] = ["euler", "heun", "pingpong"];
-pub const CFG_TYPES: [&str; 3] = ["apg", "cfg", "cfg_star"];
+const SCHEDULERS: [&str; 3] = ["euler", "heun", "pingpong"];
+const CFG_TYPES: [&str; 3] = ["apg", "cfg", "cfg_star"];
 
 const ALIASES: [(&str, &str); 4] = [
     ("prompt", "caption"),

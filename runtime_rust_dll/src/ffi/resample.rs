@@ -8,7 +8,7 @@ use crate::resample;
 /// Frames per channel after converting `frames` from `in_rate` to `out_rate`:
 /// `ceil(frames·out_rate/in_rate)` (exact integer arithmetic; 32768 at 44100 → 35666 at 48000).
 ///
-/// Errors: a rate of 0 or above 768000 Hz (INVALID_ARGUMENT), overflow,
+/// Errors: a rate of 0 or above `ACE_MAX_SAMPLE_RATE` (768000 Hz) (INVALID_ARGUMENT), overflow,
 /// null `out_frames`. Thread-safe.
 ///
 /// # Safety
@@ -33,7 +33,7 @@ pub unsafe extern "C" fn ace_resample_frames(
 /// delay is removed, so output frame j is at time j/out_rate. rubato's FFT resampler (windowed
 /// sinc, exact ratio); its measured quality is in docs/resampling.md. Equal rates copy.
 ///
-/// Errors: null pointers, `input_len` 0 or not a multiple of `channels`, `channels` 0 or > 64,
+/// Errors: null pointers, `input_len` 0 or not a multiple of `channels`, `channels` 0 or > `ACE_RESAMPLE_MAX_CHANNELS` (64),
 /// bad rates, `out_len` not the needed length (LENGTH_MISMATCH, naming it), non-finite input
 /// values, overlapping buffers. Nothing is written on error except when the conversion itself
 /// fails, which leaves `out` unspecified. Thread-safe.
