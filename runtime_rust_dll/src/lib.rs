@@ -16,6 +16,7 @@ pub mod fsm;
 pub mod guidance;
 pub mod json;
 pub mod limits;
+pub mod lyrics_v1;
 pub mod metadata;
 pub mod noise;
 pub mod package;
