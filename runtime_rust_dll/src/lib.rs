@@ -31,6 +31,7 @@ pub mod shape;
 pub mod solver;
 pub mod tiling;
 pub mod tokenizer;
+pub mod v1_diffusion;
 pub mod track_id;
 
 pub use error::{Error, ErrorKind, Result};
