@@ -67,7 +67,8 @@ pub struct NoiseStream {
 
 #[derive(Clone)]
 enum StreamState {
-    Cpu(torch_cpu::GeneratorState),
+    /// Boxed: the Mersenne Twister state is 2.5 KB.
+    Cpu(Box<torch_cpu::GeneratorState>),
     /// Philox offset of the next draw (torch advances it by 4 per round of a launch).
     Cuda { offset: u64 },
 }
@@ -75,7 +76,7 @@ enum StreamState {
 impl NoiseStream {
     pub fn new(mode: NoiseMode, seed: u64) -> Result<Self> {
         let state = match &mode {
-            NoiseMode::TorchCpu(_) => StreamState::Cpu(torch_cpu::GeneratorState::new(seed)),
+            NoiseMode::TorchCpu(_) => StreamState::Cpu(Box::new(torch_cpu::GeneratorState::new(seed))),
             NoiseMode::TorchCuda(options) => {
                 options.validate()?;
                 StreamState::Cuda { offset: options.offset }
