@@ -28,6 +28,11 @@
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
 #define ACE_MIN_DIT_FRAMES 128
 
+// ACE-Step v1 (spec §2): the vocoder's rate, and 8 mel frames of 512 samples per latent frame.
+#define ACE_V1_SAMPLE_RATE 44100
+
+#define ACE_V1_SAMPLES_PER_FRAME 4096
+
 // Caption length after which only the newline is allowed.
 #define ACE_CAPTION_MAX_TOKENS 512
 
@@ -53,6 +58,12 @@
 
 // Codes ≥ this are invalid; parsed codes are clamped to `[0, AUDIO_CODE_LIMIT - 1]`.
 #define ACE_AUDIO_CODE_LIMIT 64000
+
+// Highest sample rate accepted (both sides); far above any audio rate in use.
+#define ACE_MAX_SAMPLE_RATE 768000
+
+// Most channels of one call.
+#define ACE_RESAMPLE_MAX_CHANNELS 64
 
 // The LM vocabulary of the ACE-Step 5 Hz LMs (spec §5.1).
 #define ACE_LM_VOCAB_SIZE 217204
@@ -113,6 +124,9 @@ typedef struct AceGeneration AceGeneration;
 // Opaque two-stage Heun solver (ACE-Step v1). Create with `ace_heun_create`, free with
 // `ace_heun_free`. One thread at a time.
 typedef struct AceHeun AceHeun;
+
+// Opaque seeded generator that keeps its state between draws (`AceNoiseStream`).
+typedef struct AceNoiseStream AceNoiseStream;
 
 // An opened, checked model package. Immutable: may be used from several threads at once, and
 // by any number of generations (each keeps it alive; freeing the package first is allowed).
@@ -574,6 +588,35 @@ AceStatus ace_apg_calls(const AceApg *apg, uint64_t *out);
 // `apg` must be null or come from `ace_apg_create` and not be freed yet.
 void ace_apg_free(AceApg *apg);
 
+// ACE-Step v1 double-condition guidance: `out = (1 − g_text)·uncond + (g_text − g_lyric)·text_only
+// + g_lyric·cond`, float32 (coefficients formed in double), where `text_only` is the decode with
+// the text-only condition. v1 uses it instead of APG/CFG on guided steps when both scales exceed 1
+// (`ace_guidance_v1_call` does not decide this; see docs/dll_api.md).
+//
+// All four buffers hold `len > 0` floats; `out` must not overlap the inputs. Errors as for
+// `ace_guidance_cfg`. Thread-safe.
+//
+// # Safety
+// Each pointer must be valid for `len` floats.
+AceStatus ace_guidance_double_condition(const float *cond, const float *text_only, const float *uncond, float *out, size_t len, double guidance_scale_text, double guidance_scale_lyric);
+
+// The guidance of ACE-Step v1 model call `call` (the official loop index, 0-based): writes
+// whether it is guided to `*out_active` and its scale to `*out_scale` (0 when not guided).
+//
+// The interval `[start, end)` comes from `num_steps` = N as in `ace_guidance_v1_interval`, for
+// every sampler: Heun makes 2N − 1 calls and only calls `start <= call < end` are guided (the
+// official quirk). Not guided at all when `guidance_scale` is 0 or 1. With
+// `guidance_interval_decay > 0` the scale decays over the interval:
+// `g − (g − min_guidance_scale)·((call − start)/(end − start − 1))·decay` (official defaults:
+// decay 0, min 3).
+//
+// Errors: `call >= 2·num_steps − 1`, a decay with a one-step interval, non-finite scalars, and
+// those of `ace_guidance_v1_interval`. Thread-safe.
+//
+// # Safety
+// `out_active` valid for one `bool`, `out_scale` for one `double`.
+AceStatus ace_guidance_v1_call(uint32_t call, uint32_t num_steps, double guidance_interval, double guidance_scale, double min_guidance_scale, double guidance_interval_decay, bool *out_active, double *out_scale);
+
 // Fills `out` with standard normal noise of the given shape, reproducing torch's `randn` for a
 // freshly seeded generator.
 //
@@ -599,6 +642,36 @@ void ace_apg_free(AceApg *apg);
 // NULL or a NUL-terminated string.
 AceStatus ace_noise_fill(const char *options_json, int64_t seed, const size_t *shape, size_t ndim, float *out, size_t out_len, int64_t *out_seed_used);
 
+// Creates a generator seeded like `ace_noise_fill`: its first `ace_noise_stream_fill` gives the
+// same values as `ace_noise_fill` with this seed and options, and each later fill continues the
+// stream, as successive draws from one `torch.Generator().manual_seed(seed)` do
+// (`randn(..., generator=g)`, `empty(...).normal_(generator=g)`). ACE-Step v1's PingPong sampler
+// draws its step noise from the generator of the initial noise this way (one generator per
+// batch: the official code uses the first item's generator for the whole batch tensor).
+//
+// `options_json` as for `ace_noise_fill` (NULL = torch CPU). `seed` ≥ 0 is used as is; < 0 draws
+// a random seed, written to `*out_seed_used`. Free with `ace_noise_stream_free`. One thread at a
+// time per object.
+//
+// # Safety
+// `options_json` NULL or a NUL-terminated string; `out_seed_used` valid for one `int64_t`;
+// `out` valid for one `AceNoiseStream *`.
+AceStatus ace_noise_stream_create(const char *options_json, int64_t seed, int64_t *out_seed_used, AceNoiseStream **out);
+
+// Draws the next `len` standard normal values of the stream into `out` (any shape, row-major;
+// torch's values depend on the element count of each draw, so draw per tensor as the reference
+// does). `len` 0 draws nothing. On error the stream is unchanged.
+//
+// # Safety
+// `stream` from `ace_noise_stream_create`; `out` valid for `len` writable floats.
+AceStatus ace_noise_stream_fill(AceNoiseStream *stream, float *out, size_t len);
+
+// Frees a noise stream. Null is a no-op.
+//
+// # Safety
+// `stream` must be null or come from `ace_noise_stream_create` and not be freed yet.
+void ace_noise_stream_free(AceNoiseStream *stream);
+
 // Output peak guard, in place, on float32 audio `[batch, channels, samples]` (`len` floats):
 // per item `peak = max |x|`; if any item's peak exceeds 1, every item is divided by
 // `max(its peak, 1)` (so items with peak <= 1 are unchanged). If `peaks_out` is not null it
@@ -611,6 +684,31 @@ AceStatus ace_noise_fill(const char *options_json, int64_t seed, const size_t *s
 // `audio` must be valid for `len` floats; `peaks_out` null or valid for `peaks_len` floats and not
 // overlapping `audio`.
 AceStatus ace_peak_guard(float *audio, size_t len, uint32_t batch, uint32_t channels, uint64_t samples, float *peaks_out, size_t peaks_len);
+
+// Frames per channel after converting `frames` from `in_rate` to `out_rate`:
+// `ceil(frames·out_rate/in_rate)` (exact integer arithmetic; 32768 at 44100 → 35666 at 48000).
+//
+// Errors: a rate of 0 or above `ACE_MAX_SAMPLE_RATE` (768000 Hz) (INVALID_ARGUMENT), overflow,
+// null `out_frames`. Thread-safe.
+//
+// # Safety
+// `out_frames` valid for one `uint64_t`.
+AceStatus ace_resample_frames(uint64_t frames, uint32_t in_rate, uint32_t out_rate, uint64_t *out_frames);
+
+// Converts planar float32 audio (`channels` blocks of `input_len / channels` frames, channel after
+// channel) from `in_rate` to `out_rate` Hz, e.g. ACE-Step v1's 44.1 kHz vocoder output to 48 kHz.
+// `out` holds `out_len = channels·ace_resample_frames(...)` floats, same layout; the start-up
+// delay is removed, so output frame j is at time j/out_rate. rubato's FFT resampler (windowed
+// sinc, exact ratio); its measured quality is in docs/resampling.md. Equal rates copy.
+//
+// Errors: null pointers, `input_len` 0 or not a multiple of `channels`, `channels` 0 or > `ACE_RESAMPLE_MAX_CHANNELS` (64),
+// bad rates, `out_len` not the needed length (LENGTH_MISMATCH, naming it), non-finite input
+// values, overlapping buffers. Nothing is written on error except when the conversion itself
+// fails, which leaves `out` unspecified. Thread-safe.
+//
+// # Safety
+// `input` valid for `input_len` floats, `out` for `out_len` writable floats.
+AceStatus ace_resample(const float *input, size_t input_len, uint32_t channels, uint32_t in_rate, uint32_t out_rate, float *out, size_t out_len);
 
 // The turbo shift a requested shift resolves to (nearest of 1, 2, 3; ties to the earlier:
 // 1.5 → 1, 2.5 → 2), written to `*out`.

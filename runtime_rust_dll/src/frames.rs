@@ -58,6 +58,42 @@ pub fn samples_from_frames(frames: u32) -> Result<u64> {
     Ok(frames as u64 * SAMPLES_PER_FRAME as u64)
 }
 
+/// ACE-Step v1 (spec §2): the vocoder's rate, and 8 mel frames of 512 samples per latent frame.
+pub const V1_SAMPLE_RATE: u32 = 44_100;
+pub const V1_SAMPLES_PER_FRAME: u32 = 4096;
+/// The longest v1 song (the official UI's limit and the model's training length).
+pub const V1_DURATION_MAX_S: f64 = 240.0;
+
+/// v1 latent frames for a duration: `T = int(duration·44100/512/8)` (float64, in that order, then
+/// truncated; spec §2: 240 s → 2583, 60 s → 645, 30 s → 322). Durations must give at least one
+/// frame (≥ 4096/44100 s) and be at most 240 s; the official "≤ 0 picks a random duration" is a
+/// host decision, not the core's.
+pub fn v1_frames_from_duration(duration_s: f64) -> Result<u32> {
+    let min = V1_SAMPLES_PER_FRAME as f64 / V1_SAMPLE_RATE as f64;
+    if !(duration_s.is_finite() && duration_s <= V1_DURATION_MAX_S) {
+        return Err(Error::invalid_argument(format!(
+            "duration {duration_s} s is outside the v1 range [{min:.4}, {V1_DURATION_MAX_S}] s"
+        )));
+    }
+    let t = (duration_s * V1_SAMPLE_RATE as f64 / 512.0 / 8.0).trunc();
+    if t < 1.0 {
+        return Err(Error::invalid_argument(format!(
+            "duration {duration_s} s is outside the v1 range [{min:.4}, {V1_DURATION_MAX_S}] s (no whole latent frame)"
+        )));
+    }
+    Ok(t as u32)
+}
+
+/// Samples per channel the v1 vocoder produces for `frames` latent frames (44.1 kHz): `4096·T`.
+pub fn v1_samples_44k(frames: u32) -> u64 {
+    frames as u64 * V1_SAMPLES_PER_FRAME as u64
+}
+
+/// Samples per channel after the official 44.1 → 48 kHz step: `ceil(4096·T·48000/44100)`.
+pub fn v1_samples_48k(frames: u32) -> u64 {
+    (v1_samples_44k(frames) * 160).div_ceil(147)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +119,27 @@ mod tests {
             let e = frames_from_duration(d).unwrap_err();
             assert!(e.message.contains("[10, 600]"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn v1_spec_examples() {
+        // spec §2 (computed there with the official formula)
+        assert_eq!(v1_frames_from_duration(240.0).unwrap(), 2583);
+        assert_eq!(v1_frames_from_duration(60.0).unwrap(), 645);
+        assert_eq!(v1_frames_from_duration(30.0).unwrap(), 322);
+        // an independent evaluation of int(d·44100/512/8) for awkward values
+        for d in [0.0929, 0.1, 10.04, 12.37, 100.0 / 3.0, 239.99] {
+            let want = (d * 44100.0 / 4096.0f64).floor() as i64;
+            match v1_frames_from_duration(d) {
+                Ok(t) => assert!((t as i64 - want).abs() <= 1 && t >= 1, "{d}"),
+                Err(_) => assert_eq!(want, 0, "{d}"),
+            }
+        }
+        assert!(v1_frames_from_duration(0.05).unwrap_err().message.contains("v1 range"));
+        assert!(v1_frames_from_duration(240.5).is_err() && v1_frames_from_duration(f64::NAN).is_err());
+        assert_eq!(v1_samples_44k(8), 32768);
+        assert_eq!(v1_samples_48k(8), 35666); // spec §2, measured
+        assert_eq!(v1_samples_48k(2583), (2583u64 * 4096 * 48000).div_ceil(44100));
     }
 
     #[test]

@@ -36,6 +36,21 @@ impl Shape {
         Ok(Self { batch, frames, channels })
     }
 
+    /// The guidance shape of a v1 latent `[batch, channels, height, frames]` (`[B, 8, 16, T]`):
+    /// v1 normalises per (batch, channel) over the last two axes (spec §7), which is this type's
+    /// "per (b, c) over frames" with `batch·channels` items of `height·frames` values and one
+    /// channel.
+    pub fn v1_latent(batch: usize, channels: usize, height: usize, frames: usize) -> Result<Self> {
+        let items = batch.checked_mul(channels);
+        let len = height.checked_mul(frames);
+        match (items, len) {
+            (Some(items), Some(len)) => Self::new(items, len, 1),
+            _ => Err(Error::length_mismatch(format!(
+                "v1 latent shape [{batch}, {channels}, {height}, {frames}] overflows"
+            ))),
+        }
+    }
+
     pub fn numel(&self) -> usize {
         self.batch * self.frames * self.channels
     }
@@ -217,6 +232,117 @@ pub fn v1_step_active(step: u32, num_steps: u32, guidance_interval: f64) -> Resu
         )));
     }
     Ok(start <= step && step < end)
+}
+
+/// Whether v1 runs the double-condition guidance (official `do_double_condition_guidance`): both
+/// the text and the lyric scale must exceed 1. It then replaces APG/CFG/CFG-Zero* on guided steps.
+pub fn v1_double_condition_active(guidance_scale_text: f64, guidance_scale_lyric: f64) -> bool {
+    guidance_scale_text > 1.0 && guidance_scale_lyric > 1.0
+}
+
+/// ACE-Step v1 double-condition guidance (official `cfg_double_condition_forward`):
+/// `out = (1 − g_t)·uncond + (g_t − g_l)·text_only + g_l·cond`, where `text_only` is the decode
+/// with the text-only condition (lyric ids 0). The scalar coefficients are formed in float64 and
+/// used as float32, and the three products are summed left to right, as torch does.
+pub fn cfg_double_condition(
+    cond: &[f32],
+    text_only: &[f32],
+    uncond: &[f32],
+    out: &mut [f32],
+    guidance_scale_text: f64,
+    guidance_scale_lyric: f64,
+) -> Result<()> {
+    ensure_scalar(guidance_scale_text, "guidance_scale_text")?;
+    ensure_scalar(guidance_scale_lyric, "guidance_scale_lyric")?;
+    ensure_lengths(cond, uncond, out, cond.len())?;
+    if text_only.len() != cond.len() {
+        return Err(Error::length_mismatch(format!(
+            "text_only has {} elements but cond has {}",
+            text_only.len(),
+            cond.len()
+        )));
+    }
+    let a = (1.0 - guidance_scale_text) as f32;
+    let b = (guidance_scale_text - guidance_scale_lyric) as f32;
+    let c = guidance_scale_lyric as f32;
+    let mut bad = 0u32;
+    for (((o, &cv), &tv), &uv) in out.iter_mut().zip(cond).zip(text_only).zip(uncond) {
+        let v = a * uv + b * tv + c * cv;
+        bad |= ((v.to_bits() & 0x7f80_0000) == 0x7f80_0000) as u32;
+        *o = v;
+    }
+    if bad != 0 {
+        out.fill(0.0);
+        for (name, buf) in [("cond", cond), ("text_only", text_only), ("uncond", uncond)] {
+            if let Some(i) = buf.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid_argument(format!(
+                    "{name} contains a non-finite value ({}) at index {i}",
+                    buf[i]
+                )));
+            }
+        }
+        return Err(Error::invalid_argument(
+            "the double-condition guidance result overflows float32 for these inputs",
+        ));
+    }
+    Ok(())
+}
+
+/// The guidance of one v1 model call: whether it is guided and with which scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct V1CallGuidance {
+    /// Run the unconditional (and, for double-condition guidance, the text-only) decode and
+    /// combine; otherwise the conditional decode alone gives the velocity.
+    pub active: bool,
+    /// The scale for this call (`guidance_scale` unless the interval decay lowers it); 0 when not
+    /// active.
+    pub guidance_scale: f64,
+}
+
+/// The v1 guidance of model call `call` (0-based loop index of the official pipeline).
+///
+/// The interval is computed from `num_steps` = N ([`v1_guidance_interval`]) whatever the sampler:
+/// Heun makes 2N − 1 calls and the official loop index runs over all of them, so only the calls
+/// with `start <= call < end` are guided (roughly the first half of the Heun trajectory; spec §7).
+/// Guidance is off altogether when `guidance_scale` is 0 or 1 (official `do_classifier_free_guidance`).
+/// With `decay > 0` the scale falls linearly over the interval (official `guidance_interval_decay`):
+/// `g − (g − min_guidance_scale)·((call − start)/(end − start − 1))·decay`; the official code divides
+/// by zero for a one-step interval, which is an error here.
+pub fn v1_call_guidance(
+    call: u32,
+    num_steps: u32,
+    guidance_interval: f64,
+    guidance_scale: f64,
+    min_guidance_scale: f64,
+    decay: f64,
+) -> Result<V1CallGuidance> {
+    ensure_scalar(guidance_scale, "guidance_scale")?;
+    ensure_scalar(min_guidance_scale, "min_guidance_scale")?;
+    ensure_scalar(decay, "guidance_interval_decay")?;
+    let (start, end) = v1_guidance_interval(num_steps, guidance_interval)?;
+    let calls = 2 * num_steps as u64 - 1;
+    if call as u64 >= calls {
+        return Err(Error::invalid_argument(format!(
+            "call {call} is out of range: {num_steps} steps make at most {calls} model calls (Heun)"
+        )));
+    }
+    let cfg_on = guidance_scale != 0.0 && guidance_scale != 1.0;
+    if !cfg_on || call < start || call >= end {
+        return Ok(V1CallGuidance { active: false, guidance_scale: 0.0 });
+    }
+    let mut g = guidance_scale;
+    if decay > 0.0 {
+        let span = end - start - 1;
+        if span == 0 {
+            return Err(Error::invalid_argument(format!(
+                "guidance_interval_decay needs a guidance interval of at least 2 steps, but \
+                 num_steps {num_steps} with guidance_interval {guidance_interval} gives [{start}, {end})"
+            )));
+        }
+        let progress = (call - start) as f64 / span as f64;
+        g = guidance_scale - (guidance_scale - min_guidance_scale) * progress * decay;
+    }
+    Ok(V1CallGuidance { active: true, guidance_scale: g })
 }
 
 /// APG settings (official `apg_forward` defaults). Parsed from JSON; every key is optional.

@@ -210,6 +210,7 @@ static int64_t OUT_I64; static float OUT_F32; static double OUT_F64; static bool
 static AceContext *OUT_CTX; static AceApg *OUT_APG; static AceHeun *OUT_HEUN; static AceFsm *OUT_FSM;
 static AceSampler *OUT_SAMPLER; static AceTokenizer *OUT_TOK;
 static AceContext *CTX; static AceApg *APG; static AceHeun *HEUN; static AceFsm *FSM; static AceSampler *SAMPLER;
+static AceNoiseStream *NSTREAM, *OUT_NSTREAM;
 static AceTokenizer *TOK; static size_t VOCAB; static uint32_t THINK_ID;
 static const char *TOK_PATH; static char *TOK_JSON; static char SAMPLER_CFG[128];
 static char *S_OVERCAP, *S_DEEP, *S_LONG;
@@ -262,6 +263,7 @@ static void setup(const char *tok_path) {
     if (ace_fsm_create(TOK, "{}", &FSM)) die("fsm");
     if (ace_create_context("{\"model\": \"turbo\", \"seeds\": [1]}", &CTX)) die("context");
     if (ace_apg_create("{}", &APG)) die("apg");
+    if (ace_noise_stream_create(NULL, 3, &OUT_I64, &NSTREAM)) die("noise stream");
     if (ace_heun_create(10.0, &HEUN)) die("heun");
 }
 

@@ -78,6 +78,25 @@ RECIPES: dict[str, Recipe] = {
         options_json='"{\\"mode\\": \\"torch_cpu\\"}"', seed="42", shape="SHAPE1", ndim="1", out="XO",
         out_len="NLAT", out_seed_used="&OUT_I64", optional={"options_json"}, accepts_any={"seed"},
     ),
+    "ace_noise_stream_create": R(
+        options_json='"{\\"mode\\": \\"torch_cpu\\"}"', seed="42", out_seed_used="&OUT_I64", out="&OUT_NSTREAM",
+        optional={"options_json"}, accepts_any={"seed"},
+    ),
+    "ace_noise_stream_fill": R(stream="NSTREAM", out="XO", len="NLAT"),
+    "ace_noise_stream_free": R(stream="NSTREAM"),
+    "ace_guidance_double_condition": R(
+        cond="XA", text_only="XC", uncond="XB", out="XO", len="NLAT", guidance_scale_text="5.0",
+        guidance_scale_lyric="2.5",
+    ),
+    "ace_guidance_v1_call": R(
+        call="5", num_steps="10", guidance_interval="0.5", guidance_scale="15.0", min_guidance_scale="3.0",
+        guidance_interval_decay="0.0", out_active="&OUT_BOOL", out_scale="&OUT_F64",
+    ),
+    # 64 values = 2 channels × 32 frames at 44.1 kHz → 2 × 35 at 48 kHz
+    "ace_resample_frames": R(frames="32", in_rate="44100", out_rate="48000", out_frames="&OUT_U64"),
+    "ace_resample": R(
+        input="XA", input_len="NLAT", channels="2", in_rate="44100", out_rate="48000", out="XO", out_len="70",
+    ),
     "ace_peak_guard": R(
         audio="XM", len="NLAT", batch="1", channels="2", samples="32", peaks_out="XO", peaks_len="1",
         optional={"peaks_out"},

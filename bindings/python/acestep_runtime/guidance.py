@@ -17,6 +17,8 @@ __all__ = [
     "cfg",
     "cfg_interval_active",
     "cfg_zero_star",
+    "double_condition",
+    "v1_call_guidance",
     "v1_guidance_interval",
     "v1_step_active",
 ]
@@ -138,6 +140,17 @@ class Apg(NativeHandle):
                                 float(guidance_scale)))
         return out
 
+    def apply_v1(self, cond: np.ndarray, uncond: np.ndarray, guidance_scale: float,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """Guided velocity for a v1 latent ``[B, C, H, T]``: statistics per (batch, channel) over
+        (H, T), i.e. ``[B·C, H·T, 1]`` for the core."""
+        handle = self.ptr
+        cond, uncond, out = _triple(cond, uncond, out, ndim=4)
+        b, c, h, t = cond.shape
+        check(lib.ace_apg_apply(handle, _fptr(cond), _fptr(uncond), _fptr(out), cond.size, b * c, h * t, 1,
+                                float(guidance_scale)))
+        return out
+
     def reset(self) -> None:
         check(lib.ace_apg_reset(self.ptr))
 
@@ -147,3 +160,29 @@ class Apg(NativeHandle):
         check(lib.ace_apg_calls(self.ptr, out))
         return int(out[0])
 
+
+
+def double_condition(cond: np.ndarray, text_only: np.ndarray, uncond: np.ndarray, guidance_scale_text: float,
+                     guidance_scale_lyric: float, out: np.ndarray | None = None) -> np.ndarray:
+    """ACE-Step v1 double-condition guidance:
+    ``(1 − g_text)·uncond + (g_text − g_lyric)·text_only + g_lyric·cond`` (any shape, float32)."""
+    cond, uncond, out = _triple(cond, uncond, out)
+    text_only = _f32(text_only, "text_only")
+    if text_only.shape != cond.shape:
+        raise ValueError(f"text_only has shape {text_only.shape} but cond has shape {cond.shape}")
+    if np.shares_memory(out, text_only):
+        raise ValueError("out must not share memory with text_only")
+    check(lib.ace_guidance_double_condition(_fptr(cond), _fptr(text_only), _fptr(uncond), _fptr(out), cond.size,
+                                            float(guidance_scale_text), float(guidance_scale_lyric)))
+    return out
+
+
+def v1_call_guidance(call: int, num_steps: int, guidance_interval: float = 0.5, guidance_scale: float = 15.0,
+                     min_guidance_scale: float = 3.0, guidance_interval_decay: float = 0.0) -> tuple[bool, float]:
+    """(guided, scale) of ACE-Step v1 model call ``call`` (0-based; Heun makes 2N − 1 calls, the
+    interval still comes from N)."""
+    active = ffi.new("bool *")
+    scale = ffi.new("double *")
+    check(lib.ace_guidance_v1_call(int(call), int(num_steps), float(guidance_interval), float(guidance_scale),
+                                   float(min_guidance_scale), float(guidance_interval_decay), active, scale))
+    return bool(active[0]), float(scale[0])

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._native import check, cstr, ffi, lib
+from ._native import NativeHandle, check, cstr, ffi, lib
 
 MODES = ("torch_cpu", "torch_cuda")
 _OPTIONS = {
@@ -77,3 +77,39 @@ def randn(shape: int | Sequence[int], seed: int, mode: str = "torch_cpu", **opti
         )
     )
     return out, int(seed_used[0])
+
+
+class NoiseStream(NativeHandle):
+    """One seeded generator used for several draws (``ace_noise_stream_*``).
+
+    ``NoiseStream(seed).randn(shape)`` called repeatedly gives what successive
+    ``torch.randn(shape, generator=g)`` / ``torch.empty(shape).normal_(generator=g)`` calls give for
+    ``g = torch.Generator().manual_seed(seed)``; the first draw equals :func:`randn`. ACE-Step v1's
+    PingPong sampler continues the initial noise's generator this way. ``seed_used`` is the seed
+    actually used (a negative seed draws a random one). Modes and options as for :func:`randn`.
+    """
+
+    _free_name = "ace_noise_stream_free"
+
+    def __init__(self, seed: int, mode: str = "torch_cpu", **options):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        unknown = set(options) - _OPTIONS[mode]
+        if unknown:
+            raise TypeError(f"unknown option(s) for mode {mode!r}: {sorted(unknown)}; allowed: {sorted(_OPTIONS[mode])}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        options_json = json.dumps({"mode": mode, **{k: v for k, v in options.items() if v is not None}})
+        seed_used = ffi.new("int64_t *")
+        out = ffi.new("AceNoiseStream **")
+        check(lib.ace_noise_stream_create(cstr(options_json, "options"), int(seed), seed_used, out))
+        self._own(out[0])
+        self.seed_used = int(seed_used[0])
+
+    def randn(self, shape: int | Sequence[int]) -> np.ndarray:
+        """The next draw, float32 of ``shape``."""
+        handle = self.ptr
+        dims = _shape_tuple(shape)
+        out = np.empty(dims, dtype=np.float32)
+        check(lib.ace_noise_stream_fill(handle, ffi.cast("float *", out.ctypes.data), out.size))
+        return out

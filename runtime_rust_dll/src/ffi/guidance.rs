@@ -239,3 +239,80 @@ pub unsafe extern "C" fn ace_apg_calls(apg: *const AceApg, out: *mut u64) -> Ace
 pub unsafe extern "C" fn ace_apg_free(apg: *mut AceApg) {
     ptr::handle_free(apg);
 }
+
+/// ACE-Step v1 double-condition guidance: `out = (1 − g_text)·uncond + (g_text − g_lyric)·text_only
+/// + g_lyric·cond`, float32 (coefficients formed in double), where `text_only` is the decode with
+/// the text-only condition. v1 uses it instead of APG/CFG on guided steps when both scales exceed 1
+/// (`ace_guidance_v1_call` does not decide this; see docs/dll_api.md).
+///
+/// All four buffers hold `len > 0` floats; `out` must not overlap the inputs. Errors as for
+/// `ace_guidance_cfg`. Thread-safe.
+///
+/// # Safety
+/// Each pointer must be valid for `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn ace_guidance_double_condition(
+    cond: *const f32,
+    text_only: *const f32,
+    uncond: *const f32,
+    out: *mut f32,
+    len: usize,
+    guidance_scale_text: f64,
+    guidance_scale_lyric: f64,
+) -> AceStatus {
+    guard(|| {
+        let (cond, uncond, out) = buffers(cond, uncond, out, len)?;
+        let text_only = ptr::slice_in(text_only, len, "text_only")?;
+        ptr::ensure_disjoint(text_only, "text_only", out, "out")?;
+        guidance::cfg_double_condition(
+            cond,
+            text_only,
+            uncond,
+            out,
+            guidance_scale_text,
+            guidance_scale_lyric,
+        )
+    })
+}
+
+/// The guidance of ACE-Step v1 model call `call` (the official loop index, 0-based): writes
+/// whether it is guided to `*out_active` and its scale to `*out_scale` (0 when not guided).
+///
+/// The interval `[start, end)` comes from `num_steps` = N as in `ace_guidance_v1_interval`, for
+/// every sampler: Heun makes 2N − 1 calls and only calls `start <= call < end` are guided (the
+/// official quirk). Not guided at all when `guidance_scale` is 0 or 1. With
+/// `guidance_interval_decay > 0` the scale decays over the interval:
+/// `g − (g − min_guidance_scale)·((call − start)/(end − start − 1))·decay` (official defaults:
+/// decay 0, min 3).
+///
+/// Errors: `call >= 2·num_steps − 1`, a decay with a one-step interval, non-finite scalars, and
+/// those of `ace_guidance_v1_interval`. Thread-safe.
+///
+/// # Safety
+/// `out_active` valid for one `bool`, `out_scale` for one `double`.
+#[no_mangle]
+pub unsafe extern "C" fn ace_guidance_v1_call(
+    call: u32,
+    num_steps: u32,
+    guidance_interval: f64,
+    guidance_scale: f64,
+    min_guidance_scale: f64,
+    guidance_interval_decay: f64,
+    out_active: *mut bool,
+    out_scale: *mut f64,
+) -> AceStatus {
+    guard(|| {
+        ptr::ensure_out(out_active, "out_active")?;
+        ptr::ensure_out(out_scale, "out_scale")?;
+        let g = guidance::v1_call_guidance(
+            call,
+            num_steps,
+            guidance_interval,
+            guidance_scale,
+            min_guidance_scale,
+            guidance_interval_decay,
+        )?;
+        ptr::write_out(out_active, g.active, "out_active")?;
+        ptr::write_out(out_scale, g.guidance_scale, "out_scale")
+    })
+}

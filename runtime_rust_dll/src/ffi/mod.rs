@@ -18,6 +18,7 @@ pub mod guard;
 mod guidance;
 mod noise;
 mod peak_guard;
+mod resample;
 mod schedule;
 mod solver;
 pub(crate) mod ptr;

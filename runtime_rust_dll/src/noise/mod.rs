@@ -53,6 +53,66 @@ pub fn randn(mode: &NoiseMode, seed: u64, numel: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// A seeded generator that keeps its state between draws, as one `torch.Generator` used for
+/// several calls: the first [`NoiseStream::fill`] equals [`fill_normal`] with the same seed, and
+/// each later one continues the stream (`randn(..., generator=g)` or `empty(...).normal_(g)`).
+/// ACE-Step v1's PingPong sampler draws its per-step noise this way, from the generator of the
+/// initial noise (spec §6).
+#[derive(Clone)]
+pub struct NoiseStream {
+    mode: NoiseMode,
+    seed: u64,
+    state: StreamState,
+}
+
+#[derive(Clone)]
+enum StreamState {
+    /// Boxed: the Mersenne Twister state is 2.5 KB.
+    Cpu(Box<torch_cpu::GeneratorState>),
+    /// Philox offset of the next draw (torch advances it by 4 per round of a launch).
+    Cuda { offset: u64 },
+}
+
+impl NoiseStream {
+    pub fn new(mode: NoiseMode, seed: u64) -> Result<Self> {
+        let state = match &mode {
+            NoiseMode::TorchCpu(_) => StreamState::Cpu(Box::new(torch_cpu::GeneratorState::new(seed))),
+            NoiseMode::TorchCuda(options) => {
+                options.validate()?;
+                StreamState::Cuda { offset: options.offset }
+            }
+        };
+        Ok(Self { mode, seed, state })
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Draws the next `out.len()` values. An empty `out` draws nothing and leaves the state as is
+    /// (torch launches no kernel for an empty tensor).
+    pub fn fill(&mut self, out: &mut [f32]) -> Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        match (&self.mode, &mut self.state) {
+            (NoiseMode::TorchCpu(kernel), StreamState::Cpu(state)) => {
+                state.fill(*kernel, out);
+                Ok(())
+            }
+            (NoiseMode::TorchCuda(options), StreamState::Cuda { offset }) => {
+                let at = CudaNoiseOptions { offset: *offset, ..*options };
+                torch_cuda::fill(&at, self.seed, out)?;
+                *offset = offset
+                    .checked_add(torch_cuda::offset_increment(&at, out.len() as u64))
+                    .ok_or_else(|| Error::invalid_state("torch_cuda: the Philox offset overflows"))?;
+                Ok(())
+            }
+            _ => unreachable!("the state is built from the mode"),
+        }
+    }
+}
+
 /// Turns a requested seed into the seed to use: a non-negative seed is used as is; a negative one
 /// means "random" and draws a fresh seed in 0..=2³²−1 (the official handler's range) from the
 /// process's OS-seeded hash keys mixed with the clock. Report the returned seed so the run can be

@@ -32,9 +32,33 @@ pub enum CpuKernel {
 
 /// Fills `out` with what torch draws for a fresh generator seeded with `seed`.
 pub fn fill(kernel: CpuKernel, seed: u64, out: &mut [f32]) {
-    let mut mt = Mt19937::new(seed);
+    let mut state = GeneratorState::new(seed);
+    state.fill(kernel, out);
+}
+
+/// The state of a torch CPU generator between draws: its Mersenne Twister and the cached second
+/// sample of the scalar (numel < 16) path.
+#[derive(Clone)]
+pub struct GeneratorState {
+    mt: Mt19937,
+    cached_normal: Option<f64>,
+}
+
+impl GeneratorState {
+    /// `torch.Generator().manual_seed(seed)`.
+    pub fn new(seed: u64) -> Self {
+        Self { mt: Mt19937::new(seed), cached_normal: None }
+    }
+
+    /// The next `randn`/`normal_` draw of `out.len()` values from this generator.
+    pub fn fill(&mut self, kernel: CpuKernel, out: &mut [f32]) {
+        fill_from(kernel, &mut self.mt, &mut self.cached_normal, out);
+    }
+}
+
+fn fill_from(kernel: CpuKernel, mt: &mut Mt19937, cached: &mut Option<f64>, out: &mut [f32]) {
     if out.len() < 16 {
-        fill_small(&mut mt, out);
+        fill_small(mt, cached, out);
         return;
     }
     for v in out.iter_mut() {
@@ -60,8 +84,7 @@ pub fn fill(kernel: CpuKernel, seed: u64, out: &mut [f32]) {
 /// The scalar path for fewer than 16 elements (torch's `normal_distribution<double>` with its
 /// cached second sample; the cache starts empty on a fresh generator). torch 2.9 uses
 /// `log1p(−u2)`, not `log(1 − u2)`: float64 `randn` of torch matches only the former.
-fn fill_small(mt: &mut Mt19937, out: &mut [f32]) {
-    let mut cached: Option<f64> = None;
+fn fill_small(mt: &mut Mt19937, cached: &mut Option<f64>, out: &mut [f32]) {
     for v in out.iter_mut() {
         let n = match cached.take() {
             Some(n) => n,
@@ -70,7 +93,7 @@ fn fill_small(mt: &mut Mt19937, out: &mut [f32]) {
                 let u2 = mt.uniform_f64();
                 let r = (-2.0 * (-u2).ln_1p()).sqrt();
                 let theta = 2.0 * std::f64::consts::PI * u1;
-                cached = Some(r * theta.sin());
+                *cached = Some(r * theta.sin());
                 r * theta.cos()
             }
         };

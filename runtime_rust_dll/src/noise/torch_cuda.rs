@@ -76,6 +76,14 @@ impl CudaNoiseOptions {
     }
 }
 
+/// How far one `normal_` launch of `numel` elements advances the generator's Philox offset:
+/// torch reserves `((numel − 1) / (G·4) + 1)·4` (rounds of the unrolled grid-stride loop, four
+/// engine calls each).
+pub fn offset_increment(options: &CudaNoiseOptions, numel: u64) -> u64 {
+    let g = options.total_threads(numel);
+    ((numel.max(1) - 1) / (g * UNROLL) + 1) * 4
+}
+
 /// cuRAND's `_curand_box_muller` on two 32-bit words: (√(−2 ln u)·sin v, √(−2 ln u)·cos v) with
 /// u = x·2⁻³² + 2⁻³³ and v = y·2π₃₂·2⁻³² + π₃₂·2⁻³² (2π₃₂ = 2π rounded to f32). This is the
 /// header's host-side branch (`logf`, `sinf`, `cosf`); the device branch uses the fast

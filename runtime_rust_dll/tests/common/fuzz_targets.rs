@@ -16,6 +16,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("context", context),
     ("apg", apg),
     ("noise", noise),
+    ("noise_stream", noise_stream),
     ("sampler", sampler),
     ("fsm", fsm),
     ("prompts", prompts),
@@ -113,6 +114,27 @@ fn noise(data: &[u8]) -> Status {
     let mut out = [0.0f32; 17];
     let mut seed = 0i64;
     unsafe { ace_noise_fill(text.as_ptr(), 7, shape.as_ptr(), 1, out.as_mut_ptr(), 17, &mut seed) }
+}
+
+/// The stream's options parse as `ace_noise_fill`'s; a valid stream then draws twice (a vectorised
+/// and a scalar-path size) and is freed.
+fn noise_stream(data: &[u8]) -> Status {
+    let text = c_text(data);
+    let mut stream = null_mut();
+    let mut seed = 0i64;
+    let s = unsafe { ace_noise_stream_create(text.as_ptr(), 7, &mut seed, &mut stream) };
+    if s == OK {
+        let mut out = [0.0f32; 17];
+        for len in [17usize, 5] {
+            let f = unsafe { ace_noise_stream_fill(stream, out.as_mut_ptr(), len) };
+            if f == PANIC {
+                unsafe { ace_noise_stream_free(stream) };
+                return f;
+            }
+        }
+        unsafe { ace_noise_stream_free(stream) };
+    }
+    s
 }
 
 fn sampler(data: &[u8]) -> Status {

@@ -16,6 +16,7 @@ pub enum AceSampler {}
 pub enum AceFsm {}
 pub enum AceHeun {}
 pub enum AceApg {}
+pub enum AceNoiseStream {}
 pub enum AcePackage {}
 pub enum AceGeneration {}
 
@@ -66,6 +67,11 @@ extern "C" {
     pub fn ace_heun_free(heun: *mut AceHeun);
     pub fn ace_apg_create(config_json: *const c_char, out: *mut *mut AceApg) -> Status;
     pub fn ace_apg_free(apg: *mut AceApg);
+    pub fn ace_noise_stream_create(
+        options_json: *const c_char, seed: i64, out_seed_used: *mut i64, out: *mut *mut AceNoiseStream,
+    ) -> Status;
+    pub fn ace_noise_stream_fill(stream: *mut AceNoiseStream, out: *mut f32, len: usize) -> Status;
+    pub fn ace_noise_stream_free(stream: *mut AceNoiseStream);
     pub fn ace_noise_fill(
         options_json: *const c_char, seed: i64, shape: *const usize, ndim: usize, out: *mut f32, out_len: usize,
         out_seed_used: *mut i64,

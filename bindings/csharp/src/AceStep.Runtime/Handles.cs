@@ -35,6 +35,12 @@ namespace AceStep.Runtime
         protected override bool ReleaseHandle() { NativeMethods.ace_heun_free(handle); return true; }
     }
 
+    /// <summary>`AceNoiseStream*` (one thread at a time).</summary>
+    public sealed class AceNoiseStreamHandle : AceHandle
+    {
+        protected override bool ReleaseHandle() { NativeMethods.ace_noise_stream_free(handle); return true; }
+    }
+
     /// <summary>`AceSampler*` (one thread at a time).</summary>
     public sealed class AceSamplerHandle : AceHandle
     {

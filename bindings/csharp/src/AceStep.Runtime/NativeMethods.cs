@@ -146,6 +146,27 @@ namespace AceStep.Runtime
         [DllImport(LibName, EntryPoint = "ace_noise_fill", CallingConvention = CallingConvention.Cdecl)]
         public static extern AceStatus ace_noise_fill(/* const char* */ byte[] options_json, long seed, /* const size_t* */ UIntPtr* shape, UIntPtr ndim, float* @out, UIntPtr out_len, /* int64_t* */ out long out_seed_used);
 
+        [DllImport(LibName, EntryPoint = "ace_noise_stream_create", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_noise_stream_create(/* const char* */ byte[] options_json, long seed, /* int64_t* */ out long out_seed_used, /* AceNoiseStream** */ out AceNoiseStreamHandle @out);
+
+        [DllImport(LibName, EntryPoint = "ace_noise_stream_fill", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_noise_stream_fill(/* AceNoiseStream* */ AceNoiseStreamHandle stream, float* @out, UIntPtr len);
+
+        [DllImport(LibName, EntryPoint = "ace_noise_stream_free", CallingConvention = CallingConvention.Cdecl)]
+        public static extern void ace_noise_stream_free(/* AceNoiseStream* */ IntPtr stream);
+
+        [DllImport(LibName, EntryPoint = "ace_guidance_double_condition", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_guidance_double_condition(/* const float* */ float* cond, /* const float* */ float* text_only, /* const float* */ float* uncond, float* @out, UIntPtr len, double guidance_scale_text, double guidance_scale_lyric);
+
+        [DllImport(LibName, EntryPoint = "ace_guidance_v1_call", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_guidance_v1_call(uint call, uint num_steps, double guidance_interval, double guidance_scale, double min_guidance_scale, double guidance_interval_decay, /* bool* */ [MarshalAs(UnmanagedType.I1)] out bool out_active, /* double* */ out double out_scale);
+
+        [DllImport(LibName, EntryPoint = "ace_resample_frames", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_resample_frames(ulong frames, uint in_rate, uint out_rate, /* uint64_t* */ out ulong out_frames);
+
+        [DllImport(LibName, EntryPoint = "ace_resample", CallingConvention = CallingConvention.Cdecl)]
+        public static extern AceStatus ace_resample(/* const float* */ float* input, UIntPtr input_len, uint channels, uint in_rate, uint out_rate, float* @out, UIntPtr out_len);
+
         [DllImport(LibName, EntryPoint = "ace_peak_guard", CallingConvention = CallingConvention.Cdecl)]
         public static extern AceStatus ace_peak_guard(float* audio, UIntPtr len, uint batch, uint channels, ulong samples, float* peaks_out, UIntPtr peaks_len);
 

@@ -1,0 +1,324 @@
+//! The generation request of the ACE-Step v1 family (spec `ace_step_v1.md` §8): the same JSON
+//! conventions as [`crate::request`] (every error names its field, unknown keys are errors, defaults
+//! filled, numbers in one form), with v1's own keys and the defaults of the official
+//! `ACEStepPipeline.__call__`. The official parameter names are accepted as aliases (`prompt`,
+//! `audio_duration`, `infer_step`, `manual_seeds`).
+//!
+//! Kept apart from `request.rs` (the 1.5 schema) so the two families evolve without touching each
+//! other; the driver picks the schema by the package's family.
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::frames;
+use crate::json::{kind as json_kind, parse_object};
+
+/// Official defaults (`__call__`, spec §8). The UI differs only in `use_erg_lyric` (false) and
+/// a random duration.
+const DEFAULT_STEPS: u64 = 60;
+const DEFAULT_GUIDANCE_SCALE: f64 = 15.0;
+const DEFAULT_OMEGA_SCALE: f64 = 10.0;
+const DEFAULT_GUIDANCE_INTERVAL: f64 = 0.5;
+const DEFAULT_MIN_GUIDANCE_SCALE: f64 = 3.0;
+const DEFAULT_DURATION_S: f64 = 60.0;
+/// Largest batch of one request.
+const MAX_BATCH: u64 = 16;
+
+const SCHEDULERS: [&str; 3] = ["euler", "heun", "pingpong"];
+const CFG_TYPES: [&str; 3] = ["apg", "cfg", "cfg_star"];
+
+const ALIASES: [(&str, &str); 4] = [
+    ("prompt", "caption"),
+    ("audio_duration", "duration"),
+    ("infer_step", "inference_steps"),
+    ("manual_seeds", "seeds"),
+];
+
+const KEYS: [&str; 21] = [
+    "caption",
+    "lyrics",
+    "duration",
+    "inference_steps",
+    "guidance_scale",
+    "scheduler_type",
+    "cfg_type",
+    "omega_scale",
+    "guidance_interval",
+    "guidance_interval_decay",
+    "min_guidance_scale",
+    "use_erg_tag",
+    "use_erg_lyric",
+    "use_erg_diffusion",
+    "guidance_scale_text",
+    "guidance_scale_lyric",
+    "zero_steps",
+    "use_zero_init",
+    "seeds",
+    "batch_size",
+    "audio_format",
+];
+
+/// Official keys of tasks this runtime does not run (yet): an error that says so, not "unknown".
+const NOT_SUPPORTED: [(&str, &str); 6] = [
+    ("oss_steps", "custom OSS step lists"),
+    ("task", "retake/repaint/extend/edit/audio2audio"),
+    ("ref_audio_input", "audio2audio"),
+    ("src_audio_path", "repaint/extend/edit"),
+    ("lora_name_or_path", "LoRA adapters"),
+    ("retake_seeds", "retake"),
+];
+
+/// A normalised v1 request: every field present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V1Request {
+    pub caption: String,
+    pub lyrics: String,
+    pub duration: f64,
+    /// Latent frames for `duration` ([`frames::v1_frames_from_duration`]).
+    pub frames: u32,
+    pub inference_steps: u32,
+    pub guidance_scale: f64,
+    pub scheduler_type: String,
+    pub cfg_type: String,
+    pub omega_scale: f64,
+    pub guidance_interval: f64,
+    pub guidance_interval_decay: f64,
+    pub min_guidance_scale: f64,
+    pub use_erg_tag: bool,
+    pub use_erg_lyric: bool,
+    pub use_erg_diffusion: bool,
+    pub guidance_scale_text: f64,
+    pub guidance_scale_lyric: f64,
+    pub zero_steps: u32,
+    pub use_zero_init: bool,
+    pub seeds: Vec<i64>,
+    pub batch_size: u32,
+    pub audio_format: Option<String>,
+}
+
+fn field_error(field: &str, message: impl std::fmt::Display) -> Error {
+    Error::invalid_argument(format!("request.{field}: {message}"))
+}
+
+fn integral(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn present(&self, key: &str) -> Option<&Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, key: &str, default: &str) -> Result<String> {
+        match self.present(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(field_error(key, format!("must be a string, got {}", json_kind(v)))),
+        }
+    }
+
+    fn choice(&self, key: &str, default: &str, allowed: &[&str]) -> Result<String> {
+        let s = self.string(key, default)?;
+        if !allowed.contains(&s.as_str()) {
+            return Err(field_error(key, format!("must be one of {}, got {s:?}", allowed.join(", "))));
+        }
+        Ok(s)
+    }
+
+    fn flag(&self, key: &str, default: bool) -> Result<bool> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(field_error(key, format!("must be true or false, got {v}"))),
+        }
+    }
+
+    fn number_in(&self, key: &str, default: f64, lo: f64, hi: f64) -> Result<f64> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+                _ => Err(field_error(key, format!("must be a number in [{lo}, {hi}], got {v}"))),
+            },
+        }
+    }
+
+    fn uint_in(&self, key: &str, default: u64, lo: u64, hi: u64) -> Result<u64> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(v) => match integral(v) {
+                Some(n) if n >= lo as i64 && n <= hi as i64 => Ok(n as u64),
+                _ => Err(field_error(key, format!("must be an integer in {lo}..={hi}, got {v}"))),
+            },
+        }
+    }
+
+    fn seeds(&self) -> Result<Vec<i64>> {
+        let one = |v: &Value, at: &str| {
+            integral(v).ok_or_else(|| field_error(at, format!("must be an integer (negative = random), got {v}")))
+        };
+        match self.present("seeds") {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                items.iter().enumerate().map(|(i, v)| one(v, &format!("seeds[{i}]"))).collect()
+            }
+            Some(v) => Ok(vec![one(v, "seeds")?]),
+        }
+    }
+}
+
+/// Parses and normalises a v1 request (JSON object text).
+pub fn normalize(text: &str) -> Result<V1Request> {
+    normalize_map(parse_object(text, "request")?)
+}
+
+pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
+    for (alias, key) in ALIASES {
+        if let Some(v) = map.remove(alias) {
+            if map.contains_key(key) {
+                return Err(field_error(alias, format!("give either \"{alias}\" or \"{key}\", not both")));
+            }
+            map.insert(key.to_string(), v);
+        }
+    }
+    if let Some(v) = map.remove("seed") {
+        if map.contains_key("seeds") {
+            return Err(field_error("seed", "give either \"seed\" or \"seeds\", not both"));
+        }
+        map.insert("seeds".into(), v);
+    }
+    for key in map.keys() {
+        if let Some((_, what)) = NOT_SUPPORTED.iter().find(|(k, _)| k == key) {
+            return Err(field_error(key, format!("not supported yet for ACE-Step v1: {what}")));
+        }
+        if !KEYS.contains(&key.as_str()) {
+            return Err(field_error(key, format!("unknown key (known: {})", KEYS.join(", "))));
+        }
+    }
+    let f = Fields(&map);
+    let duration = f.number_in("duration", DEFAULT_DURATION_S, f64::MIN, f64::MAX)?;
+    let frames = frames::v1_frames_from_duration(duration).map_err(|e| field_error("duration", e.message))?;
+    let batch_size = f.uint_in("batch_size", 1, 1, MAX_BATCH)? as u32;
+    let seeds = f.seeds()?;
+    if seeds.len() > batch_size as usize {
+        return Err(field_error("seeds", format!("{} seeds given for batch_size {batch_size}", seeds.len())));
+    }
+    let audio_format = match f.present("audio_format") {
+        None => None,
+        Some(_) => Some(f.choice("audio_format", "", &crate::request::AUDIO_FORMATS)?),
+    };
+    let big = 1.0e4; // guidance scales far above any use are typos
+    Ok(V1Request {
+        caption: f.string("caption", "")?,
+        lyrics: f.string("lyrics", "")?,
+        duration,
+        frames,
+        inference_steps: f.uint_in("inference_steps", DEFAULT_STEPS, 1, crate::limits::MAX_STEPS as u64)? as u32,
+        guidance_scale: f.number_in("guidance_scale", DEFAULT_GUIDANCE_SCALE, 0.0, big)?,
+        scheduler_type: f.choice("scheduler_type", "euler", &SCHEDULERS)?,
+        cfg_type: f.choice("cfg_type", "apg", &CFG_TYPES)?,
+        omega_scale: f.number_in("omega_scale", DEFAULT_OMEGA_SCALE, -big, big)?,
+        guidance_interval: f.number_in("guidance_interval", DEFAULT_GUIDANCE_INTERVAL, 0.0, 1.0)?,
+        guidance_interval_decay: f.number_in("guidance_interval_decay", 0.0, 0.0, 1.0)?,
+        min_guidance_scale: f.number_in("min_guidance_scale", DEFAULT_MIN_GUIDANCE_SCALE, 0.0, big)?,
+        use_erg_tag: f.flag("use_erg_tag", true)?,
+        use_erg_lyric: f.flag("use_erg_lyric", true)?,
+        use_erg_diffusion: f.flag("use_erg_diffusion", true)?,
+        guidance_scale_text: f.number_in("guidance_scale_text", 0.0, 0.0, big)?,
+        guidance_scale_lyric: f.number_in("guidance_scale_lyric", 0.0, 0.0, big)?,
+        zero_steps: f.uint_in("zero_steps", 1, 0, crate::limits::MAX_STEPS as u64)? as u32,
+        use_zero_init: f.flag("use_zero_init", true)?,
+        seeds,
+        batch_size,
+        audio_format,
+    })
+}
+
+impl V1Request {
+    /// The normalised request as JSON, every key present (sidecar, track id).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "caption": self.caption,
+            "lyrics": self.lyrics,
+            "duration": self.duration,
+            "inference_steps": self.inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "scheduler_type": self.scheduler_type,
+            "cfg_type": self.cfg_type,
+            "omega_scale": self.omega_scale,
+            "guidance_interval": self.guidance_interval,
+            "guidance_interval_decay": self.guidance_interval_decay,
+            "min_guidance_scale": self.min_guidance_scale,
+            "use_erg_tag": self.use_erg_tag,
+            "use_erg_lyric": self.use_erg_lyric,
+            "use_erg_diffusion": self.use_erg_diffusion,
+            "guidance_scale_text": self.guidance_scale_text,
+            "guidance_scale_lyric": self.guidance_scale_lyric,
+            "zero_steps": self.zero_steps,
+            "use_zero_init": self.use_zero_init,
+            "seeds": self.seeds,
+            "batch_size": self.batch_size,
+            "audio_format": self.audio_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_official_call_defaults() {
+        let r = normalize(r#"{"caption": "pop"}"#).unwrap();
+        // spec §8, `__call__` column
+        assert_eq!(r.inference_steps, 60);
+        assert_eq!(r.guidance_scale, 15.0);
+        assert_eq!((r.scheduler_type.as_str(), r.cfg_type.as_str()), ("euler", "apg"));
+        assert_eq!(r.omega_scale, 10.0);
+        assert_eq!((r.guidance_interval, r.guidance_interval_decay, r.min_guidance_scale), (0.5, 0.0, 3.0));
+        assert!(r.use_erg_tag && r.use_erg_lyric && r.use_erg_diffusion);
+        assert_eq!((r.guidance_scale_text, r.guidance_scale_lyric), (0.0, 0.0));
+        assert_eq!((r.duration, r.frames), (60.0, 645));
+        assert_eq!((r.zero_steps, r.use_zero_init, r.batch_size), (1, true, 1));
+    }
+
+    #[test]
+    fn official_names_are_aliases() {
+        let r = normalize(r#"{"prompt": "x", "audio_duration": 240, "infer_step": 27, "manual_seeds": [1]}"#).unwrap();
+        assert_eq!((r.caption.as_str(), r.frames, r.inference_steps, r.seeds.clone()), ("x", 2583, 27, vec![1]));
+        assert_eq!(normalize(r#"{"seed": 5}"#).unwrap().seeds, vec![5]);
+        assert!(normalize(r#"{"prompt": "x", "caption": "y"}"#).unwrap_err().message.contains("request.prompt"));
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        for (text, field) in [
+            (r#"{"duration": 300}"#, "request.duration"),
+            (r#"{"duration": 0}"#, "request.duration"),
+            (r#"{"scheduler_type": "dpm"}"#, "request.scheduler_type"),
+            (r#"{"cfg_type": 3}"#, "request.cfg_type"),
+            (r#"{"guidance_interval": 1.5}"#, "request.guidance_interval"),
+            (r#"{"inference_steps": 0}"#, "request.inference_steps"),
+            (r#"{"use_erg_tag": "yes"}"#, "request.use_erg_tag"),
+            (r#"{"seeds": [1, 2], "batch_size": 1}"#, "request.seeds"),
+            (r#"{"oss_steps": [1]}"#, "request.oss_steps"),
+            (r#"{"bogus": 1}"#, "request.bogus"),
+            (r#"{"audio_format": "ogg"}"#, "request.audio_format"),
+        ] {
+            let e = normalize(text).unwrap_err();
+            assert!(e.message.starts_with(field), "{text}: {}", e.message);
+        }
+        assert!(normalize("[1]").is_err());
+    }
+
+    #[test]
+    fn json_form_round_trips() {
+        let r = normalize(r#"{"caption": "a", "duration": 30.0, "scheduler_type": "heun"}"#).unwrap();
+        let again = normalize_map(r.to_json().as_object().unwrap().clone()).unwrap();
+        assert_eq!(r, again);
+        // 30 and 30.0 normalise alike
+        assert_eq!(normalize(r#"{"caption": "a", "duration": 30}"#).unwrap().duration, 30.0);
+    }
+}
