@@ -95,6 +95,9 @@ pub struct LmParams {
     pub use_cot_metas: bool,
     pub use_cot_caption: bool,
     pub use_cot_language: bool,
+    /// Not an official key: at most this many tokens for each text phase (simple mode's sample,
+    /// the CoT metadata); `None` = the official budget (the LM's context − 64).
+    pub max_text_tokens: Option<u32>,
 }
 
 impl Default for LmParams {
@@ -108,6 +111,7 @@ impl Default for LmParams {
             use_cot_metas: true,
             use_cot_caption: true,
             use_cot_language: true,
+            max_text_tokens: None,
         }
     }
 }
@@ -123,6 +127,7 @@ impl LmParams {
             "use_cot_metas": self.use_cot_metas,
             "use_cot_caption": self.use_cot_caption,
             "use_cot_language": self.use_cot_language,
+            "lm_max_text_tokens": self.max_text_tokens,
         })
     }
 }
@@ -158,12 +163,12 @@ const NOT_SUPPORTED_YET: [(&str, &str); 8] = [
 /// Alias → canonical key (the official example files use the aliases).
 const ALIASES: [(&str, &str); 3] = [("language", "vocal_language"), ("seed", "seeds"), ("think", "thinking")];
 
-const KEYS: [&str; 32] = [
+const KEYS: [&str; 33] = [
     "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration",
     "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps", "guidance_scale",
     "guidance_type", "cfg_interval_start", "cfg_interval_end", "audio_codes", "noise_mode", "audio_format",
     "thinking", "task_type", "description", "lm_temperature", "lm_cfg_scale", "lm_top_p", "lm_top_k",
-    "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_language",
+    "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_language", "lm_max_text_tokens",
 ];
 
 /// Normalises a request for a package of the given kind (see the module documentation).
@@ -468,6 +473,7 @@ impl Fields<'_> {
             use_cot_metas: self.bool_or("use_cot_metas", d.use_cot_metas)?,
             use_cot_caption: self.bool_or("use_cot_caption", d.use_cot_caption)?,
             use_cot_language: self.bool_or("use_cot_language", d.use_cot_language)?,
+            max_text_tokens: self.uint_in("lm_max_text_tokens", 1, 1 << 20)?.map(|n| n as u32),
         })
     }
 
@@ -603,6 +609,7 @@ impl Request {
             "use_cot_metas": self.lm.use_cot_metas,
             "use_cot_caption": self.lm.use_cot_caption,
             "use_cot_language": self.lm.use_cot_language,
+            "lm_max_text_tokens": self.lm.max_text_tokens,
         })
     }
 }

@@ -463,7 +463,7 @@ impl LmRun {
             }
             // 600 s is the DiT's limit; one more token lets EOS end it.
             (LmPhase::Codes, None) => MAX_AUDIO_CODES + 1,
-            _ => max - CONTEXT_RESERVE,
+            _ => (max - CONTEXT_RESERVE).min(self.request.lm.max_text_tokens.map_or(usize::MAX, |n| n as usize)),
         };
         Ok(cap.min(room))
     }
