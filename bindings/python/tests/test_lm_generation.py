@@ -200,3 +200,32 @@ def test_cli_think_and_simple(tmp_path):
     bad = subprocess.run(env_cmd + ["--lm-top-p", "3", "--out", str(tmp_path / "b/")], capture_output=True, text=True,
                          cwd=REPO, env={**__import__("os").environ, "PYTHONPATH": f"{REPO}/bindings/python"})
     assert bad.returncode == 2 and "request.lm_top_p" in bad.stderr and "--lm-top-p" in bad.stderr
+
+
+def test_ctrl_c_between_lm_tokens_writes_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=f"{REPO}/bindings/python")
+    # 120 s = 600 codes: the codes phase lasts seconds on the tiny LM.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acestep_runtime", "generate", "--model", str(tiny_package_dir()), "--think",
+         "--caption", "x", "--duration", "120", "--seed", "1", "--lm-max-text-tokens", "40", "--threads", "1",
+         "--out", str(tmp_path) + "/"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen = ""
+    deadline = time.monotonic() + 300
+    while "lm_codes" not in seen and time.monotonic() < deadline:
+        chunk = proc.stderr.read(1)
+        if not chunk:
+            break
+        seen += chunk
+    assert "lm_codes" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "cancelled" in err, seen + err
+    assert list(tmp_path.iterdir()) == []

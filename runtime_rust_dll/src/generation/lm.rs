@@ -759,7 +759,7 @@ fn sanitize_metadata(meta: &mut Map<String, Value>, notes: &mut Vec<String>) {
 }
 
 /// The lyrics of a simple-mode (understand) output: the text after `</think>`, without a leading
-/// `# Lyric(s)` header line and a trailing `<|im_end|>` (official `_extract_lyrics_from_output`).
+/// `# Lyric` header line (the official regex, quirks kept) and a trailing `<|im_end|>` (official `_extract_lyrics_from_output`).
 pub fn extract_lyrics(text: &str) -> String {
     let Some(pos) = text.find("</think>") else { return String::new() };
     let mut after = crate::metadata::py_strip(&text[pos + "</think>".len()..]);
@@ -789,7 +789,11 @@ mod tests {
     #[test]
     fn lyrics_follow_the_official_extraction() {
         assert_eq!(extract_lyrics("<think>\nbpm: 90\n</think>\n# Lyric\n[Verse]\nla la\n<|im_end|>"), "[Verse]\nla la");
-        assert_eq!(extract_lyrics("<think>\n</think>\n\n# lyrics  \nhey<|im_end|>\n"), "hey");
+        // The official regex `^#\s*Lyri[c|cs]?\s*\n` does not match "# lyrics" (one class char, then
+        // blanks): kept as written (checked against Python's `re`).
+        assert_eq!(extract_lyrics("<think>\n</think>\n\n# lyrics  \nhey<|im_end|>\n"), "# lyrics  \nhey");
+        assert_eq!(extract_lyrics("<think>\n</think>#Lyri \n x"), "x");
+        assert_eq!(extract_lyrics("<think>\n</think># Lyris\nx"), "x");
         assert_eq!(extract_lyrics("<think>\n</think>[Chorus] yes"), "[Chorus] yes");
         assert_eq!(extract_lyrics("no think block"), "");
     }
