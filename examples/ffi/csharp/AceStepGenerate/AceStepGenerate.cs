@@ -152,10 +152,13 @@ static class AceStepGenerate
         {
             // Everything that can fail before generating fails here: the request, the format, the targets.
             var plan = Json.ParseObject(pipe.Plan(requestJson));
-            foreach (string path in Outputs.Paths(output, AceStep.Runtime.Generation.FileNamesOf(plan), format))
-                foreach (string target in new[] { path, Outputs.SidecarPath(path) })
-                    if (File.Exists(target) && !overwrite)
-                        throw new OutputException(target + " exists; pass --overwrite to replace it");
+            var fileNames = AceStep.Runtime.Generation.FileNamesOf(plan);
+            // With the 5 Hz LM the names (track ids) are known only after its phases; Save checks then.
+            if (fileNames.Count > 0)
+                foreach (string path in Outputs.Paths(output, fileNames, format))
+                    foreach (string target in new[] { path, Outputs.SidecarPath(path) })
+                        if (File.Exists(target) && !overwrite)
+                            throw new OutputException(target + " exists; pass --overwrite to replace it");
             foreach (object note in (List<object>)plan["notes"])
                 Console.Error.WriteLine("note: " + note);
 
