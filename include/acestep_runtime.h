@@ -28,9 +28,6 @@
 // Latents shorter than this are padded with silence before the DiT (`max(128, T)`).
 #define ACE_MIN_DIT_FRAMES 128
 
-// Layers the host-kept KV names are prepared for (the 4B LM has 36).
-#define MAX_LM_LAYERS 256
-
 // Caption length after which only the newline is allowed.
 #define ACE_CAPTION_MAX_TOKENS 512
 

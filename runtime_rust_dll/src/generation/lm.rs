@@ -43,7 +43,7 @@ const CONTEXT_RESERVE: usize = 64;
 /// The fewest new tokens a phase must be able to write; a prompt leaving less is refused.
 const MIN_NEW_TOKENS: usize = 64;
 /// Layers the host-kept KV names are prepared for (the 4B LM has 36).
-pub const MAX_LM_LAYERS: usize = 256;
+const MAX_LM_LAYERS: usize = 256;
 
 /// The LM's host config (manifest `config.lm`, docs/io_contract_lm.md).
 #[derive(Debug, Clone)]
