@@ -179,8 +179,9 @@ typedef struct {
   // Host-kept keys no later call needs: drop those values after this run.
   const char *const *release;
   size_t num_release;
-  // Progress: "encode", "diffusion" or "decode"; calls of this stage done before this one;
-  // the stage's total number of calls.
+  // Progress: "lm_simple", "lm_metadata", "lm_codes" (LM phases: tokens written so far and
+  // the phase's token budget; the phase usually ends earlier, at `<|im_end|>`), "encode",
+  // "diffusion" or "decode" (calls of this stage done before this one; the stage's total).
   const char *stage;
   uint32_t stage_done;
   uint32_t stage_total;

@@ -156,6 +156,8 @@ pub struct Package {
     silence_latent: Array,
     null_condition_emb: Option<Array>,
     text_tokenizer: Option<Arc<Tokenizer>>,
+    /// The LM tokenizer, read on first use (15 MB of JSON; only LM runs need it).
+    lm_tokenizer: std::sync::OnceLock<Arc<Tokenizer>>,
 }
 
 fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -241,6 +243,7 @@ impl Package {
             silence_latent,
             null_condition_emb,
             text_tokenizer,
+            lm_tokenizer: std::sync::OnceLock::new(),
         })
     }
 
@@ -290,6 +293,26 @@ impl Package {
                 self.root.display()
             ))
         })
+    }
+
+    /// The manifest as read (hosts and the driver look up component-specific config in it).
+    pub fn manifest(&self) -> &Value {
+        &self.manifest
+    }
+
+    /// The 5 Hz LM's tokenizer (`tokenizers.lm`), loaded once and shared by every generation.
+    pub fn lm_tokenizer(&self) -> Result<Arc<Tokenizer>> {
+        if let Some(tok) = self.lm_tokenizer.get() {
+            return Ok(Arc::clone(tok));
+        }
+        let dir = self.manifest.pointer("/tokenizers/lm/dir").and_then(Value::as_str).ok_or_else(|| {
+            Error::invalid_argument(format!("model package {} has no \"lm\" tokenizer", self.root.display()))
+        })?;
+        let reader = ManifestReader { root: &self.root, manifest_path: &self.root.join(MANIFEST_FILE) };
+        let path = reader.inside(dir, "tokenizers.lm.dir")?.join("tokenizer.json");
+        let tok = Tokenizer::from_file(&path).map_err(|e| Error::new(e.kind, format!("{}: {}", path.display(), e.message)))?;
+        // Two threads may both load it; the first one stored wins.
+        Ok(Arc::clone(self.lm_tokenizer.get_or_init(|| Arc::new(tok))))
     }
 
     pub fn text_tokenizer(&self) -> Result<&Tokenizer> {

@@ -72,6 +72,64 @@ pub struct Request {
     pub audio_codes: Option<Vec<i64>>,
     pub noise_mode: String,
     pub audio_format: Option<String>,
+    /// Run the 5 Hz LM (metadata, then audio codes). `None`: whatever the package allows (the
+    /// official default is on; a package without an LM runs the DiT alone).
+    pub thinking: Option<bool>,
+    /// Simple mode: a one-line idea the LM turns into caption, lyrics and metadata first.
+    pub description: Option<String>,
+    /// LM sampling and CoT settings (official `GenerationParams` names, `lm_` prefix).
+    pub lm: LmParams,
+}
+
+/// The LM's settings; the defaults are the official `GenerationParams` ones (spec §5.5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmParams {
+    pub temperature: f64,
+    /// CFG of the cond and uncond sequences; 1 runs the cond sequence alone.
+    pub cfg_scale: f64,
+    /// 1 disables top-p (the official code also treats 0 and None as "off").
+    pub top_p: f64,
+    /// 0 disables top-k.
+    pub top_k: u32,
+    pub negative_prompt: String,
+    pub use_cot_metas: bool,
+    pub use_cot_caption: bool,
+    pub use_cot_language: bool,
+    /// Not an official key: at most this many tokens for each text phase (simple mode's sample,
+    /// the CoT metadata); `None` = the official budget (the LM's context − 64).
+    pub max_text_tokens: Option<u32>,
+}
+
+impl Default for LmParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.85,
+            cfg_scale: 2.0,
+            top_p: 0.9,
+            top_k: 0,
+            negative_prompt: crate::prompt::DEFAULT_NEGATIVE_PROMPT.to_string(),
+            use_cot_metas: true,
+            use_cot_caption: true,
+            use_cot_language: true,
+            max_text_tokens: None,
+        }
+    }
+}
+
+impl LmParams {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "lm_temperature": self.temperature,
+            "lm_cfg_scale": self.cfg_scale,
+            "lm_top_p": self.top_p,
+            "lm_top_k": self.top_k,
+            "lm_negative_prompt": self.negative_prompt,
+            "use_cot_metas": self.use_cot_metas,
+            "use_cot_caption": self.use_cot_caption,
+            "use_cot_language": self.use_cot_language,
+            "lm_max_text_tokens": self.max_text_tokens,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,9 +148,8 @@ pub struct Normalized {
 }
 
 /// Keys of the official request files and `GenerationParams` that need parts of ACE-Step this
-/// runtime does not run yet (the 5 Hz LM, audio inputs, other tasks).
-const NOT_SUPPORTED_YET: [(&str, &str); 17] = [
-    ("description", "simple mode needs the 5 Hz LM"),
+/// runtime does not run yet (audio inputs, other tasks).
+const NOT_SUPPORTED_YET: [(&str, &str); 8] = [
     ("reference_audio", "audio inputs are not supported yet"),
     ("src_audio", "audio inputs are not supported yet"),
     ("repainting_start", "repainting is not supported yet"),
@@ -100,25 +157,18 @@ const NOT_SUPPORTED_YET: [(&str, &str); 17] = [
     ("audio_cover_strength", "cover tasks with source audio are not supported yet"),
     ("instruction", "custom DiT instructions are not supported yet"),
     ("use_adg", "ADG guidance is not supported yet"),
-    ("lm_temperature", "the 5 Hz LM is not supported yet"),
-    ("lm_cfg_scale", "the 5 Hz LM is not supported yet"),
-    ("lm_top_k", "the 5 Hz LM is not supported yet"),
-    ("lm_top_p", "the 5 Hz LM is not supported yet"),
-    ("lm_negative_prompt", "the 5 Hz LM is not supported yet"),
-    ("use_cot_metas", "the 5 Hz LM is not supported yet"),
-    ("use_cot_caption", "the 5 Hz LM is not supported yet"),
-    ("use_cot_language", "the 5 Hz LM is not supported yet"),
     ("use_random_seed", "give \"seeds\" (negative = random) instead"),
 ];
 
 /// Alias → canonical key (the official example files use the aliases).
 const ALIASES: [(&str, &str); 3] = [("language", "vocal_language"), ("seed", "seeds"), ("think", "thinking")];
 
-const KEYS: [&str; 23] = [
+const KEYS: [&str; 33] = [
     "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration",
     "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps", "guidance_scale",
     "guidance_type", "cfg_interval_start", "cfg_interval_end", "audio_codes", "noise_mode", "audio_format",
-    "thinking", "task_type",
+    "thinking", "task_type", "description", "lm_temperature", "lm_cfg_scale", "lm_top_p", "lm_top_k",
+    "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_language", "lm_max_text_tokens",
 ];
 
 /// Normalises a request for a package of the given kind (see the module documentation).
@@ -147,14 +197,17 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
     }
     let f = Fields(&map);
 
-    if f.bool_or("thinking", false)? {
-        notes.push(
-            "thinking: the 5 Hz LM is not supported yet; the DiT runs on the request's own caption, lyrics \
-             and metadata"
-                .into(),
-        );
-    }
+    let thinking = match f.get("thinking") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(f.bool_or("thinking", true)?),
+    };
+    let lm = f.lm_params()?;
+    let description = f.opt_str("description")?.map(str::to_string);
     let audio_codes = f.audio_codes(&mut notes)?;
+    if audio_codes.is_some() && (thinking == Some(true) || description.is_some()) {
+        let key = if description.is_some() { "description" } else { "thinking" };
+        return Err(field_error(key, "cannot be combined with audio_codes (the LM writes the codes)"));
+    }
     match f.opt_str("task_type")? {
         None | Some("text2music") => {}
         Some("cover") if audio_codes.is_some() => {}
@@ -324,6 +377,9 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
         audio_codes,
         noise_mode,
         audio_format,
+        thinking,
+        description,
+        lm,
     };
     // The prompt rules (language list, key scale and time signature forms) live in `prompt`.
     crate::prompt::PromptRequest::from_json(&request.prompt_json(false).to_string())?;
@@ -388,6 +444,37 @@ impl Fields<'_> {
                 _ => Err(field_error(key, format!("must be an integer in {lo}..={hi}, got {v}"))),
             },
         }
+    }
+
+    /// The LM settings, each checked against the range the sampler accepts.
+    fn lm_params(&self) -> Result<LmParams> {
+        let d = LmParams::default();
+        let temperature = self.finite("lm_temperature")?.unwrap_or(d.temperature);
+        if !(0.0..=100.0).contains(&temperature) {
+            return Err(field_error("lm_temperature", format!("must be in [0, 100] (0 = greedy), got {temperature}")));
+        }
+        let cfg_scale = self.finite("lm_cfg_scale")?.unwrap_or(d.cfg_scale);
+        if !(1.0..=100.0).contains(&cfg_scale) {
+            return Err(field_error("lm_cfg_scale", format!("must be in [1, 100] (1 = no CFG), got {cfg_scale}")));
+        }
+        let top_p = self.finite("lm_top_p")?.unwrap_or(d.top_p);
+        if !(0.0..=1.0).contains(&top_p) {
+            return Err(field_error("lm_top_p", format!("must be in [0, 1] (0 or 1 = off), got {top_p}")));
+        }
+        // The official code treats 0 (and None) as "no top-p".
+        let top_p = if top_p == 0.0 { 1.0 } else { top_p };
+        let top_k = self.uint_in("lm_top_k", 0, u64::from(u32::MAX))?.map_or(d.top_k, |k| k as u32);
+        Ok(LmParams {
+            temperature,
+            cfg_scale,
+            top_p,
+            top_k,
+            negative_prompt: self.string_or("lm_negative_prompt", &d.negative_prompt)?,
+            use_cot_metas: self.bool_or("use_cot_metas", d.use_cot_metas)?,
+            use_cot_caption: self.bool_or("use_cot_caption", d.use_cot_caption)?,
+            use_cot_language: self.bool_or("use_cot_language", d.use_cot_language)?,
+            max_text_tokens: self.uint_in("lm_max_text_tokens", 1, 1 << 20)?.map(|n| n as u32),
+        })
     }
 
     fn seeds(&self) -> Result<Vec<i64>> {
@@ -512,6 +599,17 @@ impl Request {
             "audio_codes": self.audio_codes,
             "noise_mode": self.noise_mode,
             "audio_format": self.audio_format,
+            "thinking": self.thinking,
+            "description": self.description,
+            "lm_temperature": self.lm.temperature,
+            "lm_cfg_scale": self.lm.cfg_scale,
+            "lm_top_p": self.lm.top_p,
+            "lm_top_k": self.lm.top_k,
+            "lm_negative_prompt": self.lm.negative_prompt,
+            "use_cot_metas": self.lm.use_cot_metas,
+            "use_cot_caption": self.lm.use_cot_caption,
+            "use_cot_language": self.lm.use_cot_language,
+            "lm_max_text_tokens": self.lm.max_text_tokens,
         })
     }
 }
@@ -544,7 +642,14 @@ mod tests {
             (r#"{"inference_steps": 1000000000000}"#, "request.inference_steps"),
             (r#"{"audio_codes": "hello"}"#, "request.audio_codes"),
             (r#"{"timesteps": [0.5, null]}"#, "request.timesteps[1]"),
-            (r#"{"description": "a song"}"#, "not supported yet: description"),
+            (r#"{"description": 3}"#, "request.description"),
+            (r#"{"lm_temperature": -1}"#, "request.lm_temperature"),
+            (r#"{"lm_cfg_scale": 0.5}"#, "request.lm_cfg_scale"),
+            (r#"{"lm_top_p": 1.5}"#, "request.lm_top_p"),
+            (r#"{"lm_top_k": -3}"#, "request.lm_top_k"),
+            (r#"{"thinking": "yes"}"#, "request.thinking"),
+            (r#"{"thinking": true, "audio_codes": [1]}"#, "request.thinking"),
+            (r#"{"src_audio": "a.wav"}"#, "not supported yet: src_audio"),
             (r#"{"colour": 1}"#, "request.colour: unknown key"),
             (r#"{"seed": 1, "seeds": [1]}"#, "request.seed"),
             (r#"{"caption": 1}"#, "request.caption"),
@@ -589,6 +694,7 @@ mod tests {
                          "keyscale": "C major", "language": "en", "timesignature": "4"}"#)
         .unwrap();
         assert_eq!(n.request.vocal_language, "en");
-        assert!(n.notes[0].starts_with("thinking"));
+        assert_eq!(n.request.thinking, Some(true));
+        assert!(n.notes.is_empty(), "{:?}", n.notes);
     }
 }

@@ -545,7 +545,7 @@ static class Tests
             using (var backend = new OrtBackend(null, "cpu", 1))
             using (var pipe = new Pipeline(package, backend))
             {
-                const string request = "{\"caption\": \"x\", \"duration\": 10, \"seed\": 5}";
+                const string request = "{\"thinking\": false, \"caption\": \"x\", \"duration\": 10, \"seed\": 5}"; // the DiT path (the tiny package has an LM)
                 var cts = new System.Threading.CancellationTokenSource();
                 var seen = new List<string>();
                 ProgressCallback cancelInDiffusion = (stage, done, total) =>

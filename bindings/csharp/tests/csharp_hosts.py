@@ -24,20 +24,25 @@ PACKAGE = Path(os.environ.get("ACESTEP_TEST_PACKAGE", ROOT / "fixtures" / "gener
 BASE_PACKAGE = (ROOT / "fixtures" / "generated" / "tiny-package-base").resolve()
 
 # The Python host's test cases (package, request), shared by the driver host's and the per-step
-# example's tests: the Python host runs each once per session.
+# example's tests: the Python host runs each once per session. The tiny package has a 5 Hz LM, which
+# a request runs by default: the DiT-path cases turn it off explicitly ("thinking": False).
 CASES = {
     # turbo ODE, one item, 10 s (one VAE window), metadata given
-    "turbo_ode": (PACKAGE, {"caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10,
+    "turbo_ode": (PACKAGE, {"thinking": False, "caption": "lofi hip hop, mellow piano", "lyrics": "[Verse]\nla la la", "duration": 10,
                             "seed": 42, "bpm": 90, "keyscale": "F# minor", "timesignature": "4"}),
     # SDE (core-seeded renoising) on a batch of 2, shift 2
-    "sde_batch2": (PACKAGE, {"caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8],
+    "sde_batch2": (PACKAGE, {"thinking": False, "caption": "ambient drone", "instrumental": True, "duration": 10, "seeds": [7, 8],
                              "batch_size": 2, "infer_method": "sde", "shift": 2.0}),
     # LM audio codes through the FSQ detokenizer (host-kept hints)
     "lm_codes": (PACKAGE, {"caption": "lo-fi hip hop beat", "lyrics": "[Verse]\nslow night", "vocal_language": "en",
                            "duration": 10, "audio_codes": [(i * 7919) % 64000 for i in range(20)], "seed": 11}),
     # 24 s = 600 frames: two VAE windows (tiled decode); custom timesteps; non-ASCII prompts
-    "tiled_24s": (PACKAGE, {"caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "vocal_language": "fr",
+    "tiled_24s": (PACKAGE, {"thinking": False, "caption": "chanson, accordéon", "lyrics": "[Chorus]\nça va — 日本語", "vocal_language": "fr",
                             "duration": 24, "seed": 3, "timesteps": [0.97, 0.76, 0.3, 0.0]}),
+    # the 5 Hz LM through the driver: CoT metadata, then 50 codes (LM prefill/decode with the KV cache
+    # kept by the host), then the DiT on them — the C# host runs it with no LM code of its own
+    "lm_think": (PACKAGE, {"caption": "synth pop", "lyrics": "[Chorus]\nneon", "duration": 10, "seed": 13,
+                           "thinking": True, "use_cot_caption": False}),
     # base model with classifier-free guidance (APG): conditional and unconditional DiT passes
     "guided_base": (BASE_PACKAGE, {"caption": "jazz trio, brushed drums", "instrumental": True, "duration": 10,
                                    "seed": 4, "inference_steps": 6, "guidance_scale": 5.0, "guidance_type": "apg"}),

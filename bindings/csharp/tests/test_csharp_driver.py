@@ -148,7 +148,7 @@ def test_cli_request_file_flags_and_no_silent_overwrite(tmp_path, python_host):
     assert again.returncode == 1 and "exists; pass --overwrite" in again.stderr, again.stderr
     assert paths[0].read_bytes() == before and paths[0].stat().st_ino == inode
     # The same request as flags, replacing the files: the same tracks (and a new file: written, renamed).
-    ok(cli("--caption", request["caption"], "--lyrics", request["lyrics"], "--duration", "10", "--seed", "42", "--bpm", "90",
+    ok(cli("--no-think", "--caption", request["caption"], "--lyrics", request["lyrics"], "--duration", "10", "--seed", "42", "--bpm", "90",
            "--keyscale", "F# minor", "--timesignature", "4", "--out", f"{out}/", "--format", "wav16", "--overwrite"))
     assert paths[0].read_bytes() == before and paths[0].stat().st_ino != inode
     check_tracks(paths, expect, "wav16")

@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+log = logging.getLogger("acestep_runtime")
+
 EXIT_CANCELLED = 130
 TINY_NOTE = (
     "note: no --model given, using {path} (built by tools.parity.fixtures or tools.demo_package). Its weights "
@@ -86,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance-scale", type=_finite, help="base/sft packages only")
     gen.add_argument("--guidance-type", choices=["apg", "cfg"])
     gen.add_argument("--audio-codes", help="LM codes: <|audio_code_N|> tokens or comma-separated ints")
+    lm = gen.add_argument_group("5 Hz LM (packages with an LM; defaults are the official ones)")
+    lm.add_argument("--think", dest="thinking", action="store_true", default=None,
+                    help="run the LM: CoT metadata, then audio codes (default when the package has an LM)")
+    lm.add_argument("--no-think", dest="thinking", action="store_false", help="DiT only, no LM")
+    lm.add_argument("--simple", dest="description", metavar="IDEA",
+                    help="simple mode: the LM writes caption, lyrics and metadata from a one-line idea")
+    lm.add_argument("--lm-temperature", type=_finite, help="default 0.85 (0 = greedy)")
+    lm.add_argument("--lm-cfg-scale", type=_finite, help="default 2.0 (1 = no CFG)")
+    lm.add_argument("--lm-top-p", type=_finite, help="default 0.9 (1 = off)")
+    lm.add_argument("--lm-top-k", type=int, help="default 0 (off)")
+    lm.add_argument("--lm-negative-prompt", help='default "NO USER INPUT"')
+    lm.add_argument("--lm-max-text-tokens", type=int, help="cap of each LM text phase (default: the LM's context - 64)")
     gen.add_argument("--noise", dest="noise_mode", choices=["torch_cpu", "torch_cuda"])
     gen.add_argument("--format", default=None,
                      help="flac, wav16, wav24, wav32f, mp3 (default: from the --out extension, else flac)")
@@ -111,7 +125,9 @@ def _request_from_args(args) -> dict:
         key: getattr(args, key)
         for key in ("caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature",
                     "duration", "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps",
-                    "guidance_scale", "guidance_type", "noise_mode", "audio_codes")
+                    "guidance_scale", "guidance_type", "noise_mode", "audio_codes", "thinking", "description",
+                    "lm_temperature", "lm_cfg_scale", "lm_top_p", "lm_top_k", "lm_negative_prompt",
+                    "lm_max_text_tokens")
         if getattr(args, key, None) is not None
     }
     if args.lyrics_file is not None:
@@ -175,8 +191,11 @@ def _generate(args) -> int:
         # Everything that can fail before generating fails here: the request, the format, the outputs.
         plan = pipe.plan(request)
         fmt = outputs.resolve_format(args.out, args.format or request.get("audio_format"))
-        paths = outputs.output_paths(args.out, plan["file_names"], fmt)
-        outputs.check_targets(paths, overwrite=args.overwrite, creating_dir=str(args.out).endswith(("/", "\\")))
+        creating_dir = str(args.out).endswith(("/", "\\"))
+        # With the LM, the file names (track ids) are known only after its phases: checked then.
+        if plan["file_names"]:
+            paths = outputs.output_paths(args.out, plan["file_names"], fmt)
+            outputs.check_targets(paths, overwrite=args.overwrite, creating_dir=creating_dir)
         for note in plan["notes"]:
             print(f"note: {note}", file=sys.stderr)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,6 +205,11 @@ def _generate(args) -> int:
             progress.close()
             if cancel.is_set():
                 raise Cancelled("generation cancelled")
+            if result.lm is not None:
+                _log_lm(result)
+                if not plan["file_names"]:
+                    paths = outputs.output_paths(args.out, result.file_names, fmt)
+                    outputs.check_targets(paths, overwrite=args.overwrite, creating_dir=creating_dir)
             paths = result.save(args.out, fmt, overwrite=args.overwrite, cancel=cancel)
         except (Cancelled, KeyboardInterrupt):
             progress.close()
@@ -206,6 +230,21 @@ def _generate(args) -> int:
     return 0
 
 
+def _log_lm(result) -> None:
+    """The LM's plan: one line on stderr, the details with -v."""
+    lm = result.lm
+    meta = lm.get("metadata") or {}
+    phases = ", ".join(f"{p['phase']} {p['tokens']} tokens" for p in lm["phases"])
+    print(f"lm: {phases}; {lm['code_count']} codes ({lm['code_count'] / 5:.1f} s)", file=sys.stderr)
+    log.info("lm metadata: %s", json.dumps(meta, ensure_ascii=False))
+    log.info("lm caption: %s", lm.get("caption"))
+    log.info("lm lyrics: %s", lm.get("lyrics"))
+    stats = result.lm_stats
+    if stats.get("tokens"):
+        log.info("lm: %d calls, onnxruntime %.2f ms/token, host %.2f ms/token", stats["tokens"],
+                 stats["ort_ms_per_token"], stats["host_ms_per_token"])
+
+
 def _info(args) -> int:
     from .package import ModelPackage
 
@@ -223,7 +262,10 @@ _FLAGS = {"vocal_language": "--language", "seeds": "--seed", "batch_size": "--ba
           "inference_steps": "--steps", "guidance_scale": "--guidance-scale", "guidance_type": "--guidance-type",
           "audio_codes": "--audio-codes", "noise_mode": "--noise", "caption": "--caption", "lyrics": "--lyrics",
           "bpm": "--bpm", "keyscale": "--keyscale", "timesignature": "--timesignature", "duration": "--duration",
-          "shift": "--shift", "timesteps": "--timesteps"}
+          "shift": "--shift", "timesteps": "--timesteps", "thinking": "--think/--no-think", "description": "--simple",
+          "lm_temperature": "--lm-temperature", "lm_cfg_scale": "--lm-cfg-scale", "lm_top_p": "--lm-top-p",
+          "lm_top_k": "--lm-top-k", "lm_negative_prompt": "--lm-negative-prompt",
+          "lm_max_text_tokens": "--lm-max-text-tokens"}
 
 
 def _with_flag(message: str) -> str:

@@ -60,6 +60,12 @@ class Generation(NativeHandle):
         self._package = package  # the core keeps the package alive too; this keeps the wrapper's info
         self.info = json.loads(call_string(lib.ace_generation_info_json, self.ptr))
 
+    def refresh_info(self) -> dict:
+        """Re-reads the plan: with the LM, frames, prompts and track ids are known only once its
+        phases have run."""
+        self.info = json.loads(call_string(lib.ace_generation_info_json, self.ptr))
+        return self.info
+
     def next(self) -> GraphCall | None:
         """The next graph run, or None when the audio is ready."""
         slot = ffi.new("const AceGraphCall **")

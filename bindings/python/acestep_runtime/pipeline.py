@@ -22,7 +22,8 @@ from .generation import Generation
 from .package import ModelPackage
 from .sessions import Sessions
 
-# progress(stage, done, total): stage is "load", "encode", "diffusion" or "decode"
+# progress(stage, done, total): stage is "load", an LM phase ("lm_simple", "lm_metadata", "lm_codes":
+# tokens written / the phase's token budget), "encode", "diffusion" or "decode"
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -48,6 +49,10 @@ class GenerationResult:
     prompts: dict = field(default_factory=dict)
     schedule: list[float] = field(default_factory=list)
     peaks: list[float] = field(default_factory=list)  # per item, before the peak guard
+    # What the 5 Hz LM planned (settings, per-phase token counts and text, metadata, caption, lyrics,
+    # code count, codes), or None when the LM did not run. Also in every sidecar under "lm".
+    lm: dict | None = None
+    lm_stats: dict = field(default_factory=dict)  # LM tokens, ORT seconds and host seconds per token
 
     def save(self, out, format: str | None = None, *, overwrite: bool = False, cancel=None) -> list[Path]:
         """Writes every item as an audio file plus its ``.json`` sidecar (see :func:`outputs.save`);
@@ -64,6 +69,7 @@ class Pipeline:
         self.package = package
         self.sessions = sessions
         self.kind = package.kind
+        self.last_lm_stats: dict = {}
 
     @classmethod
     def open(cls, path, *, device: str = "auto", threads: int | None = None, verify: bool = False) -> "Pipeline":
@@ -118,8 +124,10 @@ class Pipeline:
                 "timings_s": timings,
                 "ort_seconds": ort_seconds,
             }
+            info = gen.refresh_info()
+            if info.get("lm") is not None:
+                host["lm_stats"] = self.last_lm_stats
             sidecars = [gen.sidecar(i, host) for i in range(audio.shape[0])]
-            info = gen.info
         return GenerationResult(
             audio=audio,
             latents=latents,
@@ -135,15 +143,21 @@ class Pipeline:
             prompts=dict(info["prompts"]),
             schedule=[float(t) for t in info["schedule"]],
             peaks=[float(s["peak_before_guard"]) for s in sidecars],
+            lm=info.get("lm"),
+            lm_stats=dict(self.last_lm_stats) if info.get("lm") is not None else {},
         )
 
     def _run(self, gen: Generation, progress, cancel, timings: dict) -> None:
-        kept: dict[str, np.ndarray] = {}  # values the core asked the host to keep
+        # Values the core asked the host to keep, as ORT values: an LM KV cache goes from one
+        # decode call to the next without a copy through numpy; only submitted outputs become numpy.
+        kept: dict[str, object] = {}
         stage_start = time.perf_counter()
         stage = None
+        lm = {"tokens": 0, "seconds": 0.0, "ort_seconds": 0.0}
         while True:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("generation cancelled")
+            t_call = time.perf_counter()
             call = gen.next()
             if call is None:
                 break
@@ -152,17 +166,28 @@ class Pipeline:
                     timings[stage] = time.perf_counter() - stage_start
                 stage, stage_start = call.stage, time.perf_counter()
             feeds = {i.name: (kept[i.host_key] if i.host_key is not None else i.array) for i in call.inputs}
-            values = self.sessions.run(call.component, feeds, [o.name for o in call.outputs])
+            ort_before = self.sessions.stats.total
+            values = self.sessions.run_values(call.component, feeds, [o.name for o in call.outputs])
             submit = {}
             for out, value in zip(call.outputs, values):
                 if out.keep_as is not None:
                     kept[out.keep_as] = value
                 else:
-                    submit[out.name] = value
+                    submit[out.name] = value.numpy()
             gen.submit(submit)
+            if call.component.startswith("lm_"):
+                lm["tokens"] += 1
+                lm["seconds"] += time.perf_counter() - t_call
+                lm["ort_seconds"] += self.sessions.stats.total - ort_before
             for key in call.release:
                 kept.pop(key, None)
             if progress:
                 progress(call.stage, call.stage_done + 1, call.stage_total)
         if stage is not None:
             timings[stage] = time.perf_counter() - stage_start
+        if lm["tokens"]:
+            # Per LM call (one token each): ORT time, and everything else (the core's CFG, mask and
+            # draw, the feeds, the logits copy) as host time.
+            lm["ort_ms_per_token"] = 1000 * lm["ort_seconds"] / lm["tokens"]
+            lm["host_ms_per_token"] = 1000 * (lm["seconds"] - lm["ort_seconds"]) / lm["tokens"]
+        self.last_lm_stats = lm

@@ -110,6 +110,24 @@ class Sessions:
         self.stats.add(name, time.perf_counter() - start)
         return outputs
 
+    def run_values(self, name: str, feeds: dict, output_names: list[str]) -> list:
+        """Like :meth:`run`, on ``onnxruntime.OrtValue``\\s: a feed may be a numpy array (wrapped
+        without a copy) or an OrtValue an earlier run returned; the outputs stay OrtValues, so a
+        value the host keeps (an LM KV cache) goes from one run to the next without numpy."""
+        sess = self.session(name)
+        expected = self._input_names[name]
+        if feeds.keys() != expected:
+            raise PackageError(
+                f"{name}: host feeds {sorted(feeds)} but the graph takes {sorted(expected)} "
+                "(package exported by an incompatible exporter version?)"
+            )
+        wrap = self._ort.OrtValue.ortvalue_from_numpy
+        values = {k: v if isinstance(v, self._ort.OrtValue) else wrap(np.ascontiguousarray(v)) for k, v in feeds.items()}
+        start = time.perf_counter()
+        outputs = sess.run_with_ort_values(output_names, values)
+        self.stats.add(name, time.perf_counter() - start)
+        return outputs
+
     def runtime_info(self, components=None) -> dict:
         """Versions and the execution provider of each of ``components`` (default: every session
         loaded so far), for sidecars."""

@@ -12,6 +12,7 @@ differ by design: ours is COMPLETED, the official one keeps counting codes).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 
 import numpy as np
@@ -262,3 +263,142 @@ def test_fsm_matches_official_processor(official, ours, example_requests):
         assert s in seen_all, f"no run took the path {s}"
     assert total_steps > 3000
     print(f"{len(runs)} runs, {total_steps} steps compared")
+
+
+# ---- the generation driver's LM phases (issue 15) ----
+
+class Recorder:
+    """A host loop that records each LM call's inputs and submitted logits."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.calls = []
+        run_values = pipe.sessions.run_values
+
+        def recording(name, feeds, output_names):
+            out = run_values(name, feeds, output_names)
+            if name.startswith("lm_"):
+                ids = feeds["input_ids"]
+                ids = ids.numpy() if hasattr(ids, "numpy") else np.array(ids)
+                self.calls.append((name, ids.copy(), out[0].numpy().copy()))
+            return out
+
+        pipe.sessions.run_values = recording
+
+    def close(self):
+        del self.pipe.sessions.run_values
+
+
+def configure(proc, phase_setup: dict):
+    """Sets the official processor up as the driver documents its phase (genres stay skipped in
+    these phases, so its packaged genres vocabulary plays no part)."""
+    proc.reset()
+    proc.set_max_duration(600)
+    proc.set_target_duration(phase_setup.get("target_duration"))
+    proc.set_user_metadata(phase_setup.get("user_metadata"))
+    proc.set_stop_at_reasoning(phase_setup.get("stop_at_reasoning", False))
+    proc.set_skip_genres(phase_setup.get("skip_genres", True))
+    proc.set_skip_caption(phase_setup.get("skip_caption", False))
+    proc.set_skip_language(phase_setup.get("skip_language", False))
+    proc.set_generation_phase(phase_setup["phase"])
+    return proc
+
+
+def replay_phase(hf, proc, calls, prompt_ids, seed, first_draw, cfg_scale, fsm_config, tok):
+    """Replays one phase: official allowed set vs ours (LmFsm with the driver's documented
+    config), and the core's sampler + FSM must draw exactly the driver's tokens."""
+    import torch
+
+    from acestep_runtime.fsm import LmFsm
+    from acestep_runtime.sampling import Sampler
+
+    beyond = np.arange(151669 + 64000, 151669 + 65535)
+    sampler = Sampler(seed, temperature=0.85, top_p=0.9, top_k=0, cfg_scale=cfg_scale)
+    fsm = LmFsm(tok, fsm_config)
+    fsm.reset(prompt_ids)
+    mirror = LmFsm(tok, fsm_config)  # stepped by step_with_fsm
+    mirror.reset(prompt_ids)
+    ids = list(prompt_ids)
+    tokens = []
+    for k, (_, _, logits) in enumerate(calls):
+        cond = logits[0]
+        uncond = logits[1] if logits.shape[0] == 2 else None
+        combined = sampler.cfg(cond, uncond)
+        off = proc(torch.tensor([ids]), torch.from_numpy(combined.copy()).unsqueeze(0))[0].numpy()
+        off_ok = np.isfinite(off)
+        if proc.state.name == "CODES_GENERATION":
+            off_ok[beyond] = False  # docs/lm_fsm.md divergence 1
+        mine_ok = np.isfinite(fsm.masked(combined))
+        assert np.array_equal(off_ok, mine_ok), f"draw {k}: allowed sets differ (state {proc.state.name})"
+        token = sampler.step_with_fsm(mirror, cond, uncond, first_draw + k)
+        assert off_ok[token], f"draw {k}: token {token} is not allowed by the official processor"
+        tokens.append(token)
+        ids.append(token)
+        proc.update_state(token)
+        fsm.accept(token)
+    return tokens
+
+
+def test_driver_lm_phases_match_the_official_processor(official, ours, lm_tokenizer_dir):
+    """The generation driver on the tiny package (random-weight LM, same tokenizer file as the
+    harness's): along the sequences it actually generated, the official processor's allowed sets
+    on the CFG-combined logits the host saw equal our FSM's, every drawn token is allowed, and the
+    core's public sampler + FSM (`ace_lm_step`) redraw exactly the driver's tokens."""
+    from acestep_runtime.pipeline import Pipeline
+    from tools.parity.fixtures import tiny_package_dir
+
+    hf, proc = official
+    tok = ours
+    package_tok = tiny_package_dir() / "tokenizer" / "lm" / "tokenizer.json"
+    assert package_tok.read_bytes() == (lm_tokenizer_dir / "tokenizer.json").read_bytes()
+    pipe = Pipeline.open(tiny_package_dir(), device="cpu", threads=1)
+    rec = Recorder(pipe)
+    try:
+        # The official defaults (thinking on a package with an LM, CoT caption on, CFG 2, T 0.85, top-p
+        # 0.9); with random weights the caption may run long, so the text phase is capped.
+        req = {"caption": "a bright synth pop song", "lyrics": "[chorus]\nla", "duration": 10, "seed": 5,
+               "lm_max_text_tokens": 80}
+        result = pipe.generate(req)
+    finally:
+        rec.close()
+        pipe.close()
+    lm = result.lm
+    assert lm["settings"]["thinking"] is True
+    assert lm["settings"]["lm_temperature"] == 0.85 and lm["settings"]["lm_cfg_scale"] == 2.0
+    assert lm["settings"]["lm_top_p"] == 0.9 and lm["settings"]["lm_top_k"] == 0
+    assert lm["phases"][0]["text"].startswith("<think>\nbpm: ") and lm["phases"][0]["tokens"] <= 80
+    caption = lm["metadata"].get("caption")
+    if caption:
+        assert f"# Caption\n{caption}\n" in result.prompts["dit_caption"]
+    assert lm["code_count"] == 50 and all(0 <= c <= 63999 for c in lm["audio_codes"])
+    calls = rec.calls
+    n1 = lm["phases"][0]["tokens"]
+    phase1, phase2 = calls[:n1], calls[n1:]
+    assert phase1[0][0] == "lm_prefill" and phase2[0][0] == "lm_prefill" and len(phase2) == lm["code_count"] + 1
+    # Each decode call feeds the token drawn from the previous call's logits, to both rows.
+    for calls_of_phase in (phase1, phase2):
+        for (_, _, _), (_, ids, _) in zip(calls_of_phase, calls_of_phase[1:]):
+            assert ids.shape == (2, 1) and ids[0, 0] == ids[1, 0]
+    # Row 0 of the prefill is the cond prompt, left-padded: drop the pad ids in front.
+    pad = 151643
+    row0 = phase1[0][1][0].tolist()
+    while row0 and row0[0] == pad:
+        row0.pop(0)
+    seed = result.seeds[0]
+    tokens1 = replay_phase(
+        hf, configure(proc, {"phase": "cot", "stop_at_reasoning": True,
+                                    "user_metadata": {"duration": 10}}),
+        phase1, row0, seed, 0, 2.0,
+        {"phase": "cot", "stop_at_reasoning": True, "user_metadata": {"duration": 10}}, tok)
+    decoded1 = [int(c[1][0, 0]) for c in phase1[1:]]
+    assert tokens1[:-1] == decoded1 and len(tokens1) == n1
+    assert (tokens1[-1] == 151645) == (lm["phases"][0]["stopped_by"] == "eos")
+    row0 = phase2[0][1][0].tolist()
+    while row0 and row0[0] == pad:
+        row0.pop(0)
+    assert 151668 in row0  # </think> in the phase-2 prompt: the FSM starts in CODES_GENERATION
+    tokens2 = replay_phase(hf, configure(proc, {"phase": "codes", "target_duration": 10}),
+                           phase2, row0, seed, n1, 2.0, {"phase": "codes", "target_duration": 10}, tok)
+    assert [t - 151669 for t in tokens2[:-1]] == lm["audio_codes"] and tokens2[-1] == 151645
+
+

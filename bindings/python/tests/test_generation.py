@@ -20,6 +20,9 @@ from acestep_runtime.package import ModelPackage, PackageError
 from tools.parity.fixtures import tiny_package_dir
 
 REPO = Path(__file__).resolve().parents[3]
+# The tiny package has an LM, which a request runs by default ("thinking"); these tests are
+# about the DiT path, so their requests turn it off explicitly.
+NO_LM = {"thinking": False}
 HOP = 1920
 K = 0.25  # stand-in DiT: v = K·x
 
@@ -127,7 +130,7 @@ def expected_audio(latents: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("duration", [12, 31])  # 31 s: 775 frames, two VAE tiles with crops
 def test_turbo_ode_loop_matches_closed_form(package, duration):
-    with Generation(package, {"caption": "x", "duration": duration, "seeds": [3, 4], "batch_size": 2}) as gen:
+    with Generation(package, NO_LM | {"caption": "x", "duration": duration, "seeds": [3, 4], "batch_size": 2}) as gen:
         calls = drive(gen, StandIns(package))
         info, latents, audio = gen.info, gen.latents(), gen.audio()
     assert [c.component for c in calls][:3] == ["text_encoder", "lyric_embedding", "condition_encoder"]
@@ -148,7 +151,7 @@ def test_turbo_ode_loop_matches_closed_form(package, duration):
 
 def test_lm_codes_take_the_detokenizer_path_and_pad_with_silence(package):
     codes = [1000, 2000, 3000]  # 15 frames of hints, padded with silence to the 128-frame minimum
-    with Generation(package, {"caption": "x", "audio_codes": codes, "seed": 1}) as gen:
+    with Generation(package, NO_LM | {"caption": "x", "audio_codes": codes, "seed": 1}) as gen:
         seen = {}
         stand_ins = StandIns(package)
         original = stand_ins.__call__
@@ -181,7 +184,7 @@ def test_guided_batch_applies_guidance_inside_the_interval(guided_package, guida
     shift = 0.125  # the uncond half's velocity differs by this constant
     request = {"caption": "x", "duration": 10, "seed": 9, "inference_steps": 6, "guidance_scale": 3.0,
                "guidance_type": guidance_type, "cfg_interval_start": 0.3, "cfg_interval_end": 0.8}
-    with Generation(package, request) as gen:
+    with Generation(package, NO_LM | request) as gen:
         inputs = []
         stand_ins = StandIns(package, uncond_shift=shift)
         while (call := gen.next()) is not None:
@@ -214,7 +217,7 @@ def test_guided_batch_applies_guidance_inside_the_interval(guided_package, guida
 
 
 def test_misuse_is_reported_not_crashed(package):
-    gen = Generation(package, {"caption": "x", "duration": 10, "seed": 1})
+    gen = Generation(package, NO_LM | {"caption": "x", "duration": 10, "seed": 1})
     with pytest.raises(AceError, match="no call is pending"):
         gen.submit({})
     with pytest.raises(AceError, match="not finished"):
@@ -257,12 +260,12 @@ def test_misuse_is_reported_not_crashed(package):
 
 def test_oversized_batch_is_refused_before_allocating(package):
     with pytest.raises(AceError, match="exceed the limit of 120000 batch × frames"):
-        Generation(package, {"caption": "x", "duration": 600, "batch_size": 64})
+        Generation(package, NO_LM | {"caption": "x", "duration": 600, "batch_size": 64})
 
 
 def test_free_in_the_middle_is_a_clean_cancel(package):
     for _ in range(3):
-        gen = Generation(package, {"caption": "x", "duration": 10})
+        gen = Generation(package, NO_LM | {"caption": "x", "duration": 10})
         gen.next()
         gen.close()  # nothing to flush, nothing written
 
@@ -275,7 +278,7 @@ def test_package_missing_a_component_names_it(tmp_path):
     (pkg / "manifest.json").write_text(json.dumps(manifest))
     with ModelPackage.open(pkg) as package:
         with pytest.raises(AceError, match="no component \"vae_decoder\""):
-            Generation(package, {"caption": "x", "duration": 10})
+            Generation(package, NO_LM | {"caption": "x", "duration": 10})
 
 
 @pytest.mark.parametrize(
@@ -323,7 +326,8 @@ def test_manifest_that_is_not_json(tmp_path):
         ({"vocal_language": "xx"}, "language"),
         ({"infer_method": "euler"}, "request.infer_method"),
         ({"durration": 12}, "request.durration: unknown key"),
-        ({"description": "a song"}, "not supported yet: description"),
+        ({"src_audio": "a.wav"}, "not supported yet: src_audio"),
+        ({"description": 3}, "request.description"),
         ({"task_type": "repaint"}, "not supported yet: task_type"),
         ({"audio_format": "ogg"}, "request.audio_format"),
     ],
@@ -347,34 +351,33 @@ def test_int_and_float_forms_give_one_track_id(package):
     for request in ({"caption": "x", "duration": 12, "seed": 7, "bpm": 90},
                     {"caption": "x", "duration": 12.0, "seeds": [7.0], "bpm": 90.0},
                     {"caption": "x", "duration": 12.04, "seed": 7, "bpm": 90}):  # same frames, same prompt
-        with Generation(package, request) as gen:
+        with Generation(package, NO_LM | request) as gen:
             ids.append(gen.info["track_ids"][0])
     assert ids[0] == ids[1] == ids[2]
-    with Generation(package, {"caption": "x", "duration": 13, "seed": 7, "bpm": 90}) as gen:
+    with Generation(package, NO_LM | {"caption": "x", "duration": 13, "seed": 7, "bpm": 90}) as gen:
         assert gen.info["track_ids"][0] != ids[0]
 
 
 def test_ignored_values_are_notes_and_leave_the_track_id(package):
     base = {"caption": "x", "duration": 10, "seed": 1}
-    with Generation(package, base) as gen:
+    with Generation(package, NO_LM | base) as gen:
         plain = gen.info
     for extra, note in [({"inference_steps": 20}, "inference_steps=20 ignored"),
                         ({"guidance_scale": 3, "guidance_type": "cfg"}, "guidance_scale=3"),
-                        ({"shift": 2.5}, "shift 2.5 is not a turbo shift; using 2"),
-                        ({"think": True}, "thinking: the 5 Hz LM is not supported yet")]:
-        with Generation(package, {**base, **extra}) as gen:
+                        ({"shift": 2.5}, "shift 2.5 is not a turbo shift; using 2")]:
+        with Generation(package, NO_LM | {**base, **extra}) as gen:
             info = gen.info
         assert any(note in n for n in info["notes"]), (extra, info["notes"])
         if "shift" not in extra:
             assert info["track_ids"] == plain["track_ids"], extra
-    with Generation(package, {**base, "shift": 2.5}) as a, Generation(package, {**base, "shift": 2}) as b:
+    with Generation(package, NO_LM | {**base, "shift": 2.5}) as a, Generation(package, NO_LM | {**base, "shift": 2}) as b:
         assert a.info["track_ids"] == b.info["track_ids"]  # 2.5 snaps to 2: same schedule, same song
 
 
 def test_batch_seeds_continue_from_the_given_one(package):
-    with Generation(package, {"caption": "x", "duration": 10, "seed": 3, "batch_size": 3}) as gen:
+    with Generation(package, NO_LM | {"caption": "x", "duration": 10, "seed": 3, "batch_size": 3}) as gen:
         assert gen.info["seeds"] == [3, 4, 5]
-    with Generation(package, {"caption": "x", "duration": 10, "batch_size": 2}) as gen:
+    with Generation(package, NO_LM | {"caption": "x", "duration": 10, "batch_size": 2}) as gen:
         first, second = gen.info["seeds"]
         assert second == first + 1 and gen.info["request"]["seeds"] == [first, second]
 
@@ -387,6 +390,8 @@ def test_official_example_files_normalise(package):
     for path in text2music:
         request, notes = package.normalize(json.loads(path.read_text(encoding="utf-8")))
         assert request["caption"] and request["duration"] is not None
-    for path in simple:  # simple mode plans with the LM, which this runtime does not run yet
-        with pytest.raises(AceError, match="not supported yet: description"):
-            package.normalize(json.loads(path.read_text(encoding="utf-8")))
+    for path in simple:  # simple mode: the LM plans from the description
+        example = json.loads(path.read_text(encoding="utf-8"))
+        request, notes = package.normalize(example)
+        assert request["description"] == example["description"] and request["instrumental"] == example["instrumental"]
+        assert request["vocal_language"] == example["vocal_language"] and not notes

@@ -47,7 +47,7 @@ def test_generating_imports_no_torch(package, tmp_path):
     code = f"""
 import sys
 from acestep_runtime.cli import main
-status = main(["generate", "--model", {str(package)!r}, "--caption", "calm piano", "--duration", "10",
+status = main(["generate", "--model", {str(package)!r}, "--no-think", "--caption", "calm piano", "--duration", "10",
                "--seed", "3", "--out", {str(tmp_path) + '/'!r}, "--no-progress"])
 banned = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "diffusers"))
 print("BANNED", banned)
@@ -63,7 +63,7 @@ sys.exit(status)
 def test_same_seed_same_bytes_and_track_id(package, tmp_path):
     outs = []
     for run in ("a", "b"):
-        proc = run_cli("generate", "--model", package, "--caption", "dub techno", "--lyrics", "[Instrumental]",
+        proc = run_cli("generate", "--model", package, "--no-think", "--caption", "dub techno", "--lyrics", "[Instrumental]",
                        "--duration", "10.04", "--seed", "11", "--format", "wav32f", "--out", as_dir(tmp_path / run),
                        "--no-progress")
         assert proc.returncode == 0, proc.stderr
@@ -71,7 +71,7 @@ def test_same_seed_same_bytes_and_track_id(package, tmp_path):
     (a,), (b,) = outs
     assert a.name == b.name  # named by track id
     assert a.read_bytes() == b.read_bytes()
-    other = run_cli("generate", "--model", package, "--caption", "dub techno", "--lyrics", "[Instrumental]",
+    other = run_cli("generate", "--model", package, "--no-think", "--caption", "dub techno", "--lyrics", "[Instrumental]",
                     "--duration", "10.04", "--seed", "12", "--format", "wav32f", "--out", as_dir(tmp_path / "c"),
                     "--no-progress")
     assert other.returncode == 0, other.stderr
@@ -83,7 +83,7 @@ def test_batch_items_equal_single_runs(package):
     from acestep_runtime.pipeline import Pipeline
 
     with Pipeline.open(package, device="cpu") as pipe:
-        base = {"caption": "synthwave", "lyrics": "[Verse]\nneon lights", "duration": 11.0}
+        base = {"thinking": False, "caption": "synthwave", "lyrics": "[Verse]\nneon lights", "duration": 11.0}
         both = pipe.generate({**base, "seeds": [5, 6], "batch_size": 2})
         one = pipe.generate({**base, "seeds": [5]})
         two = pipe.generate({**base, "seeds": [6]})
@@ -95,7 +95,7 @@ def test_batch_items_equal_single_runs(package):
 
 @pytest.mark.parametrize("fmt,ext", [("wav16", ".wav"), ("wav24", ".wav"), ("wav32f", ".wav"), ("flac", ".flac"), ("mp3", ".mp3")])
 def test_every_format_reads_back_at_48k_stereo(package, tmp_path, fmt, ext):
-    proc = run_cli("generate", "--model", package, "--caption", "ambient", "--duration", "10", "--seed", "1",
+    proc = run_cli("generate", "--model", package, "--no-think", "--caption", "ambient", "--duration", "10", "--seed", "1",
                    "--format", fmt, "--out", tmp_path / "track", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     path = tmp_path / f"track{ext}"
@@ -120,7 +120,7 @@ def test_a_signal_in_any_stage_writes_nothing_and_exits_130(package, tmp_path, s
     env = dict(os.environ, PYTHONPATH=PYTHONPATH)
     # A long track so the DiT loop and the decode take several seconds on the tiny model.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "acestep_runtime", "generate", "--model", str(package), "--caption", "x",
+        [sys.executable, "-m", "acestep_runtime", "generate", "--model", str(package), "--no-think", "--caption", "x",
          "--duration", "300", "--seed", "1", "--out", str(tmp_path) + "/"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -163,7 +163,7 @@ def test_corrupted_graph_is_detected(package, tmp_path):
     target.write_bytes(bytes(data))
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_cli("generate", "--model", pkg, "--duration", "10", "--seed", "1", "--verify", "--out", as_dir(out))
+    proc = run_cli("generate", "--model", pkg, "--no-think", "--duration", "10", "--seed", "1", "--verify", "--out", as_dir(out))
     assert proc.returncode == 2
     assert "dit_decoder.onnx" in proc.stderr and "sha256" in proc.stderr
     assert list(out.iterdir()) == []
@@ -175,7 +175,7 @@ def test_truncated_graph_is_detected_without_verify(package, tmp_path):
     data = target.read_bytes()
     target.unlink()
     target.write_bytes(data[: len(data) // 2])
-    proc = run_cli("generate", "--model", pkg, "--duration", "10", "--out", tmp_path / "x.wav")
+    proc = run_cli("generate", "--model", pkg, "--no-think", "--duration", "10", "--out", tmp_path / "x.wav")
     assert proc.returncode == 2
     assert "vae_decoder.onnx" in proc.stderr and "size" in proc.stderr
 
@@ -194,7 +194,7 @@ def test_truncated_graph_is_detected_without_verify(package, tmp_path):
 def test_bad_input_is_a_clear_error(package, tmp_path, args, message):
     out = tmp_path / "out"
     out.mkdir()
-    full = ["generate", "--model", package, "--duration", "10", "--out", as_dir(out), "--no-progress"]
+    full = ["generate", "--model", package, "--no-think", "--duration", "10", "--out", as_dir(out), "--no-progress"]
     # later flags win with argparse
     proc = run_cli(*full, *args)
     assert proc.returncode == 2, proc.stderr
@@ -206,7 +206,7 @@ def test_bad_input_is_a_clear_error(package, tmp_path, args, message):
 def test_unwritable_output_path_leaves_nothing(package, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    proc = run_cli("generate", "--model", package, "--duration", "10", "--out", blocker / "x.wav", "--no-progress")
+    proc = run_cli("generate", "--model", package, "--no-think", "--duration", "10", "--out", blocker / "x.wav", "--no-progress")
     assert proc.returncode == 2
     assert "output directory does not exist" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
@@ -215,20 +215,20 @@ def test_unwritable_output_path_leaves_nothing(package, tmp_path):
 def test_request_file_with_unknown_key_is_rejected(package, tmp_path):
     request = tmp_path / "r.json"
     request.write_text(json.dumps({"caption": "x", "durration": 12}))
-    proc = run_cli("generate", "--model", package, "--request", request, "--out", as_dir(tmp_path / "o"))
+    proc = run_cli("generate", "--model", package, "--no-think", "--request", request, "--out", as_dir(tmp_path / "o"))
     assert proc.returncode == 2
     assert "request.durration: unknown key" in proc.stderr
 
 
 def test_sidecar_reproduces_a_random_seed_track_bit_for_bit(package, tmp_path):
-    first = run_cli("generate", "--model", package, "--caption", "glitch", "--duration", "10", "--format", "wav32f",
+    first = run_cli("generate", "--model", package, "--no-think", "--caption", "glitch", "--duration", "10", "--format", "wav32f",
                     "--out", as_dir(tmp_path / "a"), "--no-progress")
     assert first.returncode == 0, first.stderr
     (audio,) = sorted((tmp_path / "a").glob("*.wav"))
     sidecar = json.loads(audio.with_name(audio.name + ".json").read_text())
     assert sidecar["request"]["seeds"] == [sidecar["seed"]] and sidecar["seed"] >= 0  # resolved, not []
     assert sidecar["host"]["audio_sha256"] and sidecar["runtime"]["core_abi"] == 1
-    again = run_cli("generate", "--model", package, "--request", audio.with_name(audio.name + ".json"),
+    again = run_cli("generate", "--model", package, "--no-think", "--request", audio.with_name(audio.name + ".json"),
                     "--format", "wav32f", "--out", as_dir(tmp_path / "b"), "--no-progress")
     assert again.returncode == 0, again.stderr
     (copy,) = sorted((tmp_path / "b").glob("*.wav"))
@@ -236,7 +236,7 @@ def test_sidecar_reproduces_a_random_seed_track_bit_for_bit(package, tmp_path):
 
 
 def test_existing_output_is_not_overwritten_without_the_flag(package, tmp_path):
-    args = ["generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+    args = ["generate", "--model", package, "--no-think", "--caption", "x", "--duration", "10", "--seed", "4",
             "--out", tmp_path / "song.flac", "--no-progress"]
     assert run_cli(*args).returncode == 0
     before = (tmp_path / "song.flac").stat().st_mtime_ns
@@ -247,16 +247,16 @@ def test_existing_output_is_not_overwritten_without_the_flag(package, tmp_path):
 
 
 def test_format_follows_the_out_extension_and_wav_variants_get_distinct_names(package, tmp_path):
-    mp3 = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+    mp3 = run_cli("generate", "--model", package, "--no-think", "--caption", "x", "--duration", "10", "--seed", "4",
                   "--out", tmp_path / "song.mp3", "--no-progress")
     assert mp3.returncode == 0, mp3.stderr
     assert (tmp_path / "song.mp3").is_file() and not list(tmp_path.glob("*.flac"))
-    clash = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+    clash = run_cli("generate", "--model", package, "--no-think", "--caption", "x", "--duration", "10", "--seed", "4",
                     "--out", tmp_path / "other.mp3", "--format", "flac", "--no-progress")
     assert clash.returncode == 2 and "does not match format flac" in clash.stderr
     names = set()
     for fmt in ("wav16", "wav24", "wav32f"):
-        proc = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+        proc = run_cli("generate", "--model", package, "--no-think", "--caption", "x", "--duration", "10", "--seed", "4",
                        "--format", fmt, "--out", as_dir(tmp_path / "d"), "--no-progress")
         assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "d").glob("*.wav"))
@@ -264,9 +264,9 @@ def test_format_follows_the_out_extension_and_wav_variants_get_distinct_names(pa
 
 
 def test_ignored_flags_are_announced_and_do_not_rename_the_track(package, tmp_path):
-    plain = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+    plain = run_cli("generate", "--model", package, "--no-think", "--caption", "x", "--duration", "10", "--seed", "4",
                     "--out", as_dir(tmp_path / "a"), "--no-progress")
-    noisy = run_cli("generate", "--model", package, "--caption", "x", "--duration", "10", "--seed", "4",
+    noisy = run_cli("generate", "--model", package, "--no-think", "--caption", "x", "--duration", "10", "--seed", "4",
                     "--steps", "20", "--guidance-scale", "3", "--out", as_dir(tmp_path / "b"), "--no-progress")
     assert plain.returncode == 0 and noisy.returncode == 0, noisy.stderr
     assert "note: inference_steps=20, guidance_scale=3 ignored" in noisy.stderr
@@ -276,7 +276,7 @@ def test_ignored_flags_are_announced_and_do_not_rename_the_track(package, tmp_pa
 def test_request_file_with_several_seeds_sets_the_batch(package, tmp_path):
     request = tmp_path / "r.json"
     request.write_text(json.dumps({"caption": "x", "duration": 10}))
-    proc = run_cli("generate", "--model", package, "--request", request, "--seed", "1,2", "--out",
+    proc = run_cli("generate", "--model", package, "--no-think", "--request", request, "--seed", "1,2", "--out",
                    as_dir(tmp_path / "o"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "o").glob("*.flac"))) == 2
@@ -285,5 +285,5 @@ def test_request_file_with_several_seeds_sets_the_batch(package, tmp_path):
 def test_version_and_bad_codes(package, tmp_path):
     proc = run_cli("--version")
     assert proc.returncode == 0 and "acestep-runtime 0.1.0" in proc.stdout and "ABI v1" in proc.stdout
-    bad = run_cli("generate", "--model", package, "--audio-codes", "hello", "--out", as_dir(tmp_path / "o"))
+    bad = run_cli("generate", "--model", package, "--no-think", "--audio-codes", "hello", "--out", as_dir(tmp_path / "o"))
     assert bad.returncode == 2 and "request.audio_codes" in bad.stderr and "invalid literal" not in bad.stderr

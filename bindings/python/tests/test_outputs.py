@@ -19,7 +19,7 @@ from tools.parity.fixtures import tiny_package_dir
 @pytest.fixture(scope="module")
 def result():
     with Pipeline.open(tiny_package_dir(), device="cpu") as pipe:
-        return pipe.generate({"caption": "x", "duration": 10, "seeds": [1, 2], "batch_size": 2})
+        return pipe.generate({"thinking": False, "caption": "x", "duration": 10, "seeds": [1, 2], "batch_size": 2})
 
 
 def test_pairs_are_published_together_with_the_audio_hash(result, tmp_path):
@@ -102,7 +102,7 @@ sys.path[:0] = [{str(repo / 'bindings' / 'python')!r}, {str(repo)!r}]
 from acestep_runtime.pipeline import Pipeline
 seed = int(sys.argv[1])
 with Pipeline.open({str(tiny_package_dir())!r}, device="cpu") as pipe:
-    result = pipe.generate({{"caption": "x", "duration": 10, "seed": seed}})
+    result = pipe.generate({{"thinking": False, "caption": "x", "duration": 10, "seed": seed}})
 for _ in range(15):
     result.save({str(tmp_path / 'same.wav')!r}, "wav32f", overwrite=True)
 """

@@ -61,8 +61,9 @@ pub struct AceGraphCall {
     /// Host-kept keys no later call needs: drop those values after this run.
     pub release: *const *const c_char,
     pub num_release: usize,
-    /// Progress: "encode", "diffusion" or "decode"; calls of this stage done before this one;
-    /// the stage's total number of calls.
+    /// Progress: "lm_simple", "lm_metadata", "lm_codes" (LM phases: tokens written so far and
+    /// the phase's token budget; the phase usually ends earlier, at `<|im_end|>`), "encode",
+    /// "diffusion" or "decode" (calls of this stage done before this one; the stage's total).
     pub stage: *const c_char,
     pub stage_done: u32,
     pub stage_total: u32,

@@ -13,6 +13,10 @@ pub enum Phase {
     Cot,
     /// Phase 2: audio codes; starts in CODES_GENERATION when the prompt contains `</think>`.
     Codes,
+    /// The official "understand" phase (simple mode's sample creation): the CoT block, then
+    /// `</think>` leads to COMPLETED, where free text (the lyrics) follows with every audio code
+    /// banned, until EOS.
+    Understand,
 }
 
 /// A user-provided metadata value: a string, or an integer (written in decimal).

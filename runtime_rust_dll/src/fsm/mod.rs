@@ -173,8 +173,10 @@ struct Vocab {
     pad: Option<u32>,
     digits: [Option<u32>; 10],
     think_end: Vec<u32>,
-    /// Every `<|audio_code_N|>` token (banned in the caption).
+    /// Every `<|audio_code_N|>` token and the backtick (banned in the caption).
     caption_ban: IdRanges,
+    /// Every `<|audio_code_N|>` token (banned in the understand phase's free text).
+    all_codes: IdRanges,
     /// Valid audio codes (N < valid_audio_codes) plus EOS: the codes-phase whitelist.
     codes_and_eos: IdRanges,
     /// (state, char position) → the token a fixed-string state allows there.
@@ -217,6 +219,7 @@ impl Vocab {
                 }
             }
         }
+        let all_codes_ranges = IdRanges::from_ids(all_codes.clone());
         let mut caption_ban = all_codes;
         caption_ban.extend(backtick);
         valid_codes.push(eos);
@@ -260,6 +263,7 @@ impl Vocab {
             digits,
             think_end: tok.encode("</think>", false)?,
             caption_ban: IdRanges::from_ids(caption_ban),
+            all_codes: all_codes_ranges,
             codes_and_eos: IdRanges::from_ids(valid_codes),
             fixed,
             bpm: ValueTrie::build(tok, "bpm", &numbers(BPM_RANGE.0, BPM_RANGE.1), newline, true, None)?,
@@ -309,6 +313,8 @@ pub struct Fsm {
     caption_ending: bool,
     pending_field_name: String,
     tokens_accepted: u64,
+    /// EOS or pad was accepted (in the understand phase COMPLETED is reached before that).
+    ended: bool,
 }
 
 impl Fsm {
@@ -368,6 +374,7 @@ impl Fsm {
             caption_ending: false,
             pending_field_name: String::new(),
             tokens_accepted: 0,
+            ended: false,
         };
         fsm.reset_with_prompt(&[])?;
         Ok(fsm)
@@ -401,6 +408,7 @@ impl Fsm {
         self.caption_ending = false;
         self.pending_field_name.clear();
         self.tokens_accepted = 0;
+        self.ended = false;
         let needle = &self.vocab.think_end;
         if self.cfg.phase == Phase::Codes
             && !needle.is_empty()
@@ -419,6 +427,10 @@ impl Fsm {
     }
     pub fn is_completed(&self) -> bool {
         self.state == State::Completed
+    }
+    /// EOS or pad was accepted: the sequence takes no more tokens.
+    pub fn is_ended(&self) -> bool {
+        self.ended
     }
     pub fn codes_count(&self) -> u64 {
         self.codes_count
@@ -451,6 +463,7 @@ impl Fsm {
             return Err(Error::invalid_argument(format!("logits[{i}] is NaN")));
         }
         match self.state {
+            State::Completed if self.cfg.phase == Phase::Understand => self.vocab.all_codes.ban(logits),
             State::Completed => {}
             State::CodesGeneration => self.mask_codes(logits),
             _ => self.mask_metadata(logits)?,
@@ -654,7 +667,7 @@ impl Fsm {
     /// (`InvalidArgument`), or the sequence already completed (`InvalidState`).
     pub fn accept(&mut self, token: u32) -> Result<()> {
         self.tok.check_id(token)?;
-        if self.state == State::Completed {
+        if self.ended || (self.state == State::Completed && self.cfg.phase != Phase::Understand) {
             return Err(Error::invalid_state(format!(
                 "accept({token}): the sequence is already complete (EOS was accepted); reset it first"
             )));
@@ -662,6 +675,11 @@ impl Fsm {
         self.tokens_accepted += 1;
         if token == self.vocab.eos || Some(token) == self.vocab.pad {
             self.set_state(State::Completed);
+            self.ended = true;
+            return Ok(());
+        }
+        if self.state == State::Completed {
+            // Understand phase: free text after `</think>`.
             return Ok(());
         }
         if self.state == State::CodesGeneration {
@@ -784,6 +802,7 @@ impl Fsm {
         Some(match state {
             ThinkTag => NewlineAfterThink,
             NewlineAfterThink => BpmName,
+            ThinkEndTag if self.cfg.phase == Phase::Understand => Completed,
             ThinkEndTag => CodesGeneration,
             CodesGeneration => Completed,
             BpmName => BpmValue,

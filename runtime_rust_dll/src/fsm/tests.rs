@@ -302,3 +302,29 @@ fn genres_trie_from_config() {
     assert_eq!(follow_until(&tok, &mut f, State::KeyscaleValue), "keyscale:");
 }
 
+
+#[test]
+fn understand_phase_frees_the_text_after_think_but_bans_codes() {
+    let Some((tok, mut f)) = fsm(
+        r#"{"phase": "understand", "skip_caption": true, "skip_language": true,
+            "user_metadata": {"bpm": 90, "duration": 30, "keyscale": "C major", "timesignature": "4"}}"#,
+    ) else {
+        return;
+    };
+    // The CoT block runs as in phase 1, then `</think>` (no EOS in its place) leads to COMPLETED.
+    let text = follow_forced(&tok, &mut f);
+    assert_eq!(text, "<think>\nbpm: 90\nduration: 30\nkeyscale: C major\ntimesignature: 4\n</think>");
+    assert_eq!(f.state(), State::Completed);
+    assert!(!f.is_ended());
+    // Free text: everything but the audio codes (the official audio_code_mask).
+    let a = allowed(&mut f, &flat(tok.vocab_size()));
+    let first_code = tok.token_to_id("<|audio_code_0|>").unwrap();
+    let last_code = tok.token_to_id("<|audio_code_65534|>").unwrap();
+    assert!(!a.contains(&first_code) && !a.contains(&last_code) && !a.contains(&(first_code + 123)));
+    assert_eq!(a.len(), tok.vocab_size() - 65535);
+    accept_text(&tok, &mut f, "[Verse]\nla la");
+    assert!(!f.is_ended());
+    f.accept(f.eos_token()).unwrap();
+    assert!(f.is_ended());
+    assert_eq!(f.accept(198).unwrap_err().kind, ErrorKind::InvalidState);
+}

@@ -19,9 +19,18 @@
 //! Inputs that the core does not need to read (the text encoder's states, say, or a future LM KV
 //! cache) are named as "the host's value kept under key K": they never cross the boundary.
 //!
+//! With the 5 Hz LM (`lm`), the LM phases run first (`lm_prefill`, then `lm_decode` per token;
+//! the KV cache is host-kept) and the DiT run above is built from what they wrote
+//! ([`Generation`] in `driver` chains the two).
+//!
 //! Cancelling is dropping the generation: nothing is written anywhere by the core.
 
+mod driver;
+mod lm;
 mod params;
+
+pub use driver::Generation;
+pub use lm::package_has_lm;
 
 use std::sync::Arc;
 
@@ -47,6 +56,10 @@ pub const MAX_BATCH_FRAMES: usize = 8 * frames::MAX_FRAMES as usize;
 /// Stages a host can show progress for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// LM phases: progress counts tokens against the phase's budget.
+    LmSimple,
+    LmMetadata,
+    LmCodes,
     Encode,
     Diffusion,
     Decode,
@@ -55,6 +68,9 @@ pub enum Stage {
 impl Stage {
     pub fn name(self) -> &'static str {
         match self {
+            Stage::LmSimple => "lm_simple",
+            Stage::LmMetadata => "lm_metadata",
+            Stage::LmCodes => "lm_codes",
             Stage::Encode => "encode",
             Stage::Diffusion => "diffusion",
             Stage::Decode => "decode",
@@ -89,6 +105,9 @@ pub enum Buffer {
     GuidedContext,
     GuidedEncoder,
     Tile,
+    LmIds,
+    LmMask,
+    LmPositions,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,8 +166,8 @@ const KEY_LYRIC: &str = "lyric_hidden_states";
 const KEY_ENCODER: &str = "encoder_hidden_states";
 const KEY_CONTEXT: &str = "context_latents";
 
-/// One generation; see the module documentation.
-pub struct Generation {
+/// The DiT part of a generation (encoders, diffusion, VAE); see the module documentation.
+pub struct DitRun {
     package: Arc<Package>,
     request: Request,
     notes: Vec<String>,
@@ -198,12 +217,11 @@ pub struct Generation {
     finished_reported: bool,
 }
 
-impl Generation {
-    /// Normalises the request for `package`, resolves seeds, length, prompts and schedule, and
+impl DitRun {
+    /// Resolves seeds, length, prompts and schedule of a normalised request for `package`, and
     /// checks that the package has every graph this run needs with the inputs the core feeds.
-    pub fn new(package: Arc<Package>, request_json: &str) -> Result<Self> {
+    pub fn new(package: Arc<Package>, normalized: request::Normalized) -> Result<Self> {
         let kind = package.kind();
-        let normalized = request::normalize(request_json, kind)?;
         let request = normalized.request;
         let mut notes = normalized.notes;
         let batch = request.batch_size;
@@ -568,6 +586,7 @@ impl Generation {
             Buffer::GuidedContext => bytes(&self.guided_context),
             Buffer::GuidedEncoder => bytes(&self.guided_encoder),
             Buffer::Tile => bytes(&self.tile),
+            Buffer::LmIds | Buffer::LmMask | Buffer::LmPositions => &[],
         }
     }
 

@@ -10,12 +10,12 @@
 
 use serde_json::{json, Value};
 
-use super::Generation;
+use super::DitRun;
 
 /// Version of this parameter set; bump it when what goes in changes.
 pub const TRACK_ID_SCHEME: u32 = 2;
 
-pub fn track_params(generation: &Generation, item: usize) -> Value {
+pub fn track_params(generation: &DitRun, item: usize) -> Value {
     let request = generation.request();
     let (caption, lyrics) = generation.dit_prompts();
     let guidance = match request.guidance {

@@ -727,8 +727,9 @@ static void test_full_run(const AcePackage *pkg, int duration_s, int batch) {
     if (!run_init(&r, pkg, TURBO))
         return;
     char request[256];
+    /* The tiny package has an LM, which runs by default; this test drives the DiT path. */
     snprintf(request, sizeof request,
-             "{\"caption\": \"calm piano\", \"lyrics\": \"[Instrumental]\", \"duration\": %d, "
+             "{\"thinking\": false, \"caption\": \"calm piano\", \"lyrics\": \"[Instrumental]\", \"duration\": %d, "
              "\"batch_size\": %d, \"seeds\": [42], \"infer_method\": \"ode\", \"shift\": 3}",
              duration_s, batch);
     AceGeneration *gen = NULL;
@@ -944,7 +945,7 @@ static void test_guided_run(const char *dir) {
     Run r;
     AceGeneration *gen = NULL;
     char *info = NULL;
-    const char *request = "{\"caption\": \"x\", \"duration\": 10, \"batch_size\": 2, \"seeds\": [5], "
+    const char *request = "{\"thinking\": false, \"caption\": \"x\", \"duration\": 10, \"batch_size\": 2, \"seeds\": [5], "
                           "\"inference_steps\": 5, \"guidance_scale\": 3, \"guidance_type\": \"cfg\", "
                           "\"cfg_interval_start\": 0.5, \"cfg_interval_end\": 1}";
     if (run_init(&r, pkg, "{\"model\": \"base\", \"steps\": 5}") &&
@@ -988,7 +989,7 @@ static void test_guided_run(const char *dir) {
 
 /* ---------- bad use ---------- */
 
-static const char *SHORT_REQUEST = "{\"caption\": \"x\", \"duration\": 10, \"seeds\": [1]}";
+static const char *SHORT_REQUEST = "{\"thinking\": false, \"caption\": \"x\", \"duration\": 10, \"seeds\": [1]}";
 
 static void test_bad_submits(const AcePackage *pkg) {
     Run r;

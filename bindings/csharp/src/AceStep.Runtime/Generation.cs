@@ -122,6 +122,13 @@ namespace AceStep.Runtime
             AceGenerationHandle h;
             AceException.Check(NativeMethods.ace_generation_create(package.Handle, Utf8.Encode(requestJson), out h));
             Handle = h;
+            RefreshInfo();
+        }
+
+        /// <summary>Re-reads the plan. Values the run decides on the way (with the 5 Hz LM: frames,
+        /// prompts, track ids) are known once it has finished.</summary>
+        public void RefreshInfo()
+        {
             InfoJson = Ace.CallString((out IntPtr r) => NativeMethods.ace_generation_info_json(Handle, out r));
             Info = Json.ParseObject(InfoJson);
         }

@@ -95,6 +95,7 @@ namespace AceStep.Runtime
                 if (progress != null) progress("load", needed.Length, needed.Length);
                 timings["load"] = clock.Elapsed.TotalSeconds;
                 double runSeconds = Run(gen, progress, cancel, timings);
+                gen.RefreshInfo();
 
                 var result = new GenerationResult();
                 int[] shape;

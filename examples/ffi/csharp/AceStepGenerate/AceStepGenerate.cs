@@ -25,13 +25,15 @@ static class AceStepGenerate
         "usage: AceStepGenerate.exe --model PKG (--request FILE | --caption TEXT) [--lyrics TEXT] [--duration S] [--seed N[,N...]]\n" +
         "       [--batch-size N] [--out DIR/|FILE.wav] [--format wav16|wav24|wav32f] [--overwrite] [--instrumental]\n" +
         "       [--language L] [--bpm N] [--keyscale K] [--timesignature T] [--shift X] [--method ode|sde] [--steps N]\n" +
-        "       [--guidance-scale X] [--device auto|cpu|cuda] [--threads N] [--ort-lib PATH] [--verify] [--timeout S] [--quiet]";
+        "       [--guidance-scale X] [--think|--no-think] [--simple IDEA] [--device auto|cpu|cuda] [--threads N] [--ort-lib PATH]\n" +
+        "       [--verify] [--timeout S] [--quiet]";
 
-    static readonly HashSet<string> Switches = new HashSet<string> { "overwrite", "instrumental", "verify", "quiet" };
+    static readonly HashSet<string> Switches = new HashSet<string> { "overwrite", "instrumental", "verify", "quiet", "think", "no-think" };
     static readonly HashSet<string> Valued = new HashSet<string>
     {
         "model", "request", "caption", "lyrics", "duration", "seed", "batch-size", "out", "format", "language", "bpm",
         "keyscale", "timesignature", "shift", "method", "steps", "guidance-scale", "device", "threads", "ort-lib", "timeout",
+        "simple",
     };
 
     static int Main(string[] args)
@@ -81,7 +83,8 @@ static class AceStepGenerate
                 return name != null && Valued.Contains(name) ? "--" + name + " needs a value" : "unknown argument: " + args[i];
         }
         if (!opts.ContainsKey("model")) return "--model is required";
-        if (!opts.ContainsKey("request") && !opts.ContainsKey("caption")) return "give --request FILE or --caption TEXT";
+        if (!opts.ContainsKey("request") && !opts.ContainsKey("caption") && !opts.ContainsKey("simple"))
+            return "give --request FILE, --caption TEXT or --simple IDEA";
         return null;
     }
 
@@ -119,6 +122,11 @@ static class AceStepGenerate
         if (o.TryGetValue("steps", out v)) request["inference_steps"] = integer(v);
         if (o.TryGetValue("guidance-scale", out v)) request["guidance_scale"] = num(v);
         if (o.TryGetValue("batch-size", out v)) request["batch_size"] = integer(v);
+        // The 5 Hz LM is the core's: these only set request keys (the core runs it by default when the
+        // package has one).
+        if (o.ContainsKey("think")) { request.Remove("think"); request["thinking"] = true; }
+        if (o.ContainsKey("no-think")) { request.Remove("think"); request["thinking"] = false; }
+        if (o.TryGetValue("simple", out v)) request["description"] = v;
         if (o.TryGetValue("seed", out v))
         {
             // --seed 1,2 means two items, with or without --request.
@@ -144,10 +152,13 @@ static class AceStepGenerate
         {
             // Everything that can fail before generating fails here: the request, the format, the targets.
             var plan = Json.ParseObject(pipe.Plan(requestJson));
-            foreach (string path in Outputs.Paths(output, AceStep.Runtime.Generation.FileNamesOf(plan), format))
-                foreach (string target in new[] { path, Outputs.SidecarPath(path) })
-                    if (File.Exists(target) && !overwrite)
-                        throw new OutputException(target + " exists; pass --overwrite to replace it");
+            var fileNames = AceStep.Runtime.Generation.FileNamesOf(plan);
+            // With the 5 Hz LM the names (track ids) are known only after its phases; Save checks then.
+            if (fileNames.Count > 0)
+                foreach (string path in Outputs.Paths(output, fileNames, format))
+                    foreach (string target in new[] { path, Outputs.SidecarPath(path) })
+                        if (File.Exists(target) && !overwrite)
+                            throw new OutputException(target + " exists; pass --overwrite to replace it");
             foreach (object note in (List<object>)plan["notes"])
                 Console.Error.WriteLine("note: " + note);
 
