@@ -17,7 +17,7 @@ rebuilds a working package from the skeleton with numpy alone:
 Rebuilding draws each large tensor as `mean + std * N(0, 1)` from a numpy generator seeded by the
 tensor's name, writes the data files, and writes a `manifest.json` (format_version 1) with the size and
 sha256 of every file it wrote and `"random_weights": true`. The package holds the text encoder, lyric
-embedding, condition encoder, DiT, audio detokenizer and VAE decoder: everything text2music needs;
+embedding, condition encoder, DiT (cross K/V and step graphs), audio detokenizer and VAE decoder: everything text2music needs;
 no LM, no VAE encoder or audio tokenizer (cover/repaint need real audio and real weights anyway).
 
     python -m tools.demo_package [--out DIR] [--force]   # numpy only; rebuilt when the skeleton changes
@@ -55,8 +55,8 @@ SKELETON_FORMAT = 1
 EXTERNAL_MIN_ELEMENTS = 1024
 ALIGN = 64  # byte alignment of each tensor in a .onnx.data file
 # What text2music runs; the LM, VAE encoder and audio tokenizer are left out.
-COMPONENTS = ("text_encoder", "lyric_embedding", "condition_encoder", "dit_decoder", "audio_detokenizer",
-              "vae_decoder")
+COMPONENTS = ("text_encoder", "lyric_embedding", "condition_encoder", "dit_cross_kv", "dit_decoder",
+              "audio_detokenizer", "vae_decoder")
 TEXT_TOKENIZER = "tokenizer/text"
 
 

@@ -77,11 +77,12 @@ def stage_diffs(package_dir: Path, ref: dict) -> dict[str, float]:
     x = ref["noise"].astype(np.float32).copy()
     sched = ref["schedule"]
     dit = get("dit_decoder")
+    # cross-attention K/V of the reference encoder states, once for every step (as the driver does)
+    (cross_kv,) = get("dit_cross_kv").run(None, {"encoder_hidden_states": ref["encoder_hidden_states"]})
     for i, t in enumerate(sched):
         tt = np.full(batch, t, dtype=np.float32)
         (v,) = dit.run(None, {"hidden_states": x, "timestep": tt, "timestep_r": tt,
-                              "context_latents": ref["context_latents"],
-                              "encoder_hidden_states": ref["encoder_hidden_states"]})
+                              "context_latents": ref["context_latents"], "cross_kv": cross_kv})
         if i == len(sched) - 1:
             x = x - v * np.float32(t)
         else:

@@ -23,6 +23,7 @@ depend on its thread count, so compare runs made with the same `Package(..., thr
 Stages (spec §3.1): request → frames (`ace_frames_*`) → LM hints (`audio_detokenizer`, padded with the
 first silence frames) → prompts (`ace_build_prompts`) → tokens (`ace_tokenizer_encode`, HF-style
 truncation) → `text_encoder`, `lyric_embedding`, `condition_encoder` → noise per item (`ace_noise_fill`)
+→ `dit_cross_kv` once
 → schedule and steps (`ace_create_context`, `ace_context_timestep_input`, `ace_scheduler_step_inplace`)
 with the guided [cond | uncond] batch for base/sft (`ace_guidance_cfg_interval_active`, `ace_apg_apply`
 or `ace_guidance_cfg`) → tiled `vae_decoder` (`ace_vae_tile_plan`) → `ace_peak_guard` → per-item
@@ -260,6 +261,8 @@ def run(package, request: dict) -> dict:
         context = np.concatenate([context, context])
         enc = np.concatenate([enc, null]).astype(np.float32, copy=False)
     apg = Apg() if guided and req["guidance_type"] == "apg" else None
+    # The encoder side of every DiT layer's cross-attention, once: the steps only read it.
+    (cross_kv,) = pkg.run("dit_cross_kv", {"encoder_hidden_states": np.ascontiguousarray(enc)})
 
     # 8. The DiT loop: velocity at the context's model timestep, then the core's step, in place.
     try:
@@ -270,7 +273,7 @@ def run(package, request: dict) -> dict:
                 x_in = np.concatenate([x, x]) if guided else x
                 times = np.full(x_in.shape[0], t, dtype=np.float32)
                 (v,) = pkg.run("dit_decoder", {"hidden_states": x_in, "timestep": times, "timestep_r": times,
-                                               "context_latents": context, "encoder_hidden_states": enc})
+                                               "context_latents": context, "cross_kv": cross_kv})
                 if guided:
                     v_cond, v_uncond = np.ascontiguousarray(v[:batch]), np.ascontiguousarray(v[batch:])
                     if not cfg_interval_active(schedule[i], req["cfg_interval_start"], req["cfg_interval_end"]):

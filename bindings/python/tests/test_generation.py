@@ -82,8 +82,11 @@ class StandIns:
             context = np.concatenate([feeds["src_latents"], feeds["chunk_masks"]], axis=-1)
             return {"encoder_hidden_states": enc, "context_latents": context,
                     "encoder_attention_mask": np.ones(enc.shape[:2], np.int64)}
+        if component == "dit_cross_kv":
+            # [B, L, H] → a [B, 1, 1, L, H] "cache" that is the encoder states themselves
+            return {"cross_kv": np.ascontiguousarray(feeds["encoder_hidden_states"][:, None, None])}
         if component == "dit_decoder":
-            x, enc = feeds["hidden_states"], feeds["encoder_hidden_states"]
+            x, enc = feeds["hidden_states"], feeds["cross_kv"][:, 0, 0]
             # The uncond half of a guided batch sees null_condition_emb: let it shift the velocity.
             is_uncond = (np.abs(enc[:, :1, :1] - 0.5) > 1e-6).astype(np.float32)
             return {"velocity": (K * x + self.uncond_shift * is_uncond).astype(np.float32)}
@@ -133,7 +136,9 @@ def test_turbo_ode_loop_matches_closed_form(package, duration):
     with Generation(package, NO_LM | {"caption": "x", "duration": duration, "seeds": [3, 4], "batch_size": 2}) as gen:
         calls = drive(gen, StandIns(package))
         info, latents, audio = gen.info, gen.latents(), gen.audio()
-    assert [c.component for c in calls][:3] == ["text_encoder", "lyric_embedding", "condition_encoder"]
+    assert [c.component for c in calls][:5] == ["text_encoder", "lyric_embedding", "condition_encoder",
+                                                "dit_cross_kv", "dit_decoder"]
+    assert sum(c.component == "dit_cross_kv" for c in calls) == 1  # once per generation, not per step
     frames = info["frames"]
     assert latents.shape == (2, frames, 64) and audio.shape == (2, 2, HOP * frames)
     # Initial noise is torch's randn per item (checked elsewhere); re-create it with the core's noise.
@@ -185,21 +190,30 @@ def test_guided_batch_applies_guidance_inside_the_interval(guided_package, guida
     request = {"caption": "x", "duration": 10, "seed": 9, "inference_steps": 6, "guidance_scale": 3.0,
                "guidance_type": guidance_type, "cfg_interval_start": 0.3, "cfg_interval_end": 0.8}
     with Generation(package, NO_LM | request) as gen:
-        inputs = []
+        inputs, cross_kv_feeds = [], []
         stand_ins = StandIns(package, uncond_shift=shift)
+        kept = {}
         while (call := gen.next()) is not None:
             feeds = {i.name: i.array.copy() for i in call.inputs if i.host_key is None}
-            feeds.update({i.name: np.zeros((1, 3, stand_ins.text_dim), np.float32) for i in call.inputs if i.host_key})
+            feeds.update({i.name: kept.get(i.host_key, np.zeros((1, 3, stand_ins.text_dim), np.float32))
+                          for i in call.inputs if i.host_key})
             if call.component == "dit_decoder":
                 inputs.append(feeds)
+            if call.component == "dit_cross_kv":
+                cross_kv_feeds.append(feeds)
             outs = stand_ins(call.component, feeds)
+            kept.update({o.keep_as: outs[o.name] for o in call.outputs if o.keep_as})
             gen.submit({o.name: outs[o.name] for o in call.outputs if o.keep_as is None})
         info, latents = gen.info, gen.latents()
+    # the cross K/V are computed once, from the core's [cond | uncond] encoder batch
+    assert len(cross_kv_feeds) == 1 and cross_kv_feeds[0]["encoder_hidden_states"].shape[0] == 2
     assert info["guided"] and info["num_steps"] == 6
     first = inputs[0]
     assert first["hidden_states"].shape[0] == 2  # [cond | uncond]
     np.testing.assert_array_equal(first["hidden_states"][0], first["hidden_states"][1])
-    np.testing.assert_array_equal(first["encoder_hidden_states"][1], np.broadcast_to(null[0], first["encoder_hidden_states"][1].shape))
+    enc = cross_kv_feeds[0]["encoder_hidden_states"]
+    np.testing.assert_array_equal(enc[1], np.broadcast_to(null[0], enc[1].shape))
+    np.testing.assert_array_equal(first["cross_kv"][:, 0, 0], enc)  # every step reads the kept cache
     np.testing.assert_array_equal(first["context_latents"][0], first["context_latents"][1])
     if guidance_type == "apg":
         return  # APG's own math is tested against numpy in test_guidance.py

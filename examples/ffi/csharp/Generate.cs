@@ -86,6 +86,7 @@ static class Generate
         using (var text = ort.Open("text_encoder", pkg.ComponentPath("text_encoder")))
         using (var lyric = ort.Open("lyric_embedding", pkg.ComponentPath("lyric_embedding")))
         using (var cond = ort.Open("condition_encoder", pkg.ComponentPath("condition_encoder")))
+        using (var crossKv = ort.Open("dit_cross_kv", pkg.ComponentPath("dit_cross_kv")))
         using (var dit = ort.Open("dit_decoder", pkg.ComponentPath("dit_decoder")))
         using (var vae = ort.Open("vae_decoder", pkg.ComponentPath("vae_decoder")))
         {
@@ -132,6 +133,8 @@ static class Generate
                 { "src_latents", Tensor.Float(RepeatFrames(silence, T, batch), batch, T, Channels) },
                 { "chunk_masks", Tensor.Float(Fill(batch * T * Channels, 1f), batch, T, Channels) } });
             Tensor enc = encoded[0], context = encoded[2]; // outputs: encoder states, their mask, context latents
+            // Every DiT layer's cross-attention K/V of the encoder states: computed once, read by every step.
+            Tensor kv = crossKv.Run(new Dictionary<string, Tensor> { { "encoder_hidden_states", enc } })[0];
 
             // 4. Noise (core, torch-compatible): one generator per item, [1, T, 64] each.
             long[] shape = { batch, T, Channels };
@@ -164,7 +167,7 @@ static class Generate
                     Tensor v = dit.Run(new Dictionary<string, Tensor> {
                         { "hidden_states", Tensor.Float(x, shape) },
                         { "timestep", Tensor.Float(t, batch) }, { "timestep_r", Tensor.Float(t, batch) },
-                        { "context_latents", context }, { "encoder_hidden_states", enc } })[0];
+                        { "context_latents", context }, { "cross_kv", kv } })[0];
                     ctx.Step(i, x, v.Floats, shape, next);
                     var swap = x; x = next; next = swap;
                     Console.Error.WriteLine("diffusion " + (i + 1) + "/" + steps + " (" + plan["update"] + ", t=" + tInput.ToString("R", CultureInfo.InvariantCulture) + ")");

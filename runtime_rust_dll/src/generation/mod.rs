@@ -13,8 +13,10 @@
 //! 2. `text_encoder`, `lyric_embedding` — their outputs stay in the host ("keep as");
 //! 3. `condition_encoder` — encoder states and context latents (kept by the host when unguided;
 //!    read by the core when guided, which builds the [cond | uncond] batch once);
-//! 4. `dit_decoder` once per step — the core applies guidance and the solver step in place;
-//! 5. `vae_decoder` once per tile — the core crops and concatenates, then applies the peak guard.
+//! 4. `dit_cross_kv` once — every DiT layer's cross-attention K/V of those encoder states, kept by
+//!    the host for all steps (they do not change between steps) and released after the last;
+//! 5. `dit_decoder` once per step — the core applies guidance and the solver step in place;
+//! 6. `vae_decoder` once per tile — the core crops and concatenates, then applies the peak guard.
 //!
 //! Inputs that the core does not need to read (the text encoder's states, say, or a future LM KV
 //! cache) are named as "the host's value kept under key K": they never cross the boundary.
@@ -155,6 +157,7 @@ enum Step {
     TextEncoder,
     LyricEmbedding,
     ConditionEncoder,
+    CrossKv,
     Dit(usize),
     Vae(usize),
     Finished,
@@ -165,6 +168,7 @@ const KEY_TEXT: &str = "text_hidden_states";
 const KEY_LYRIC: &str = "lyric_hidden_states";
 const KEY_ENCODER: &str = "encoder_hidden_states";
 const KEY_CONTEXT: &str = "context_latents";
+const KEY_CROSS_KV: &str = "cross_kv";
 
 /// The DiT part of a generation (encoders, diffusion, VAE); see the module documentation.
 pub struct DitRun {
@@ -336,7 +340,7 @@ impl DitRun {
         if !self.codes.is_empty() {
             names.push("audio_detokenizer");
         }
-        names.extend(["text_encoder", "lyric_embedding", "condition_encoder", "dit_decoder", "vae_decoder"]);
+        names.extend(["text_encoder", "lyric_embedding", "condition_encoder", "dit_cross_kv", "dit_decoder", "vae_decoder"]);
         names
     }
 
@@ -384,7 +388,8 @@ impl DitRun {
                 "src_latents",
                 "chunk_masks",
             ],
-            "dit_decoder" => vec!["hidden_states", "timestep", "timestep_r", "context_latents", "encoder_hidden_states"],
+            "dit_cross_kv" => vec!["encoder_hidden_states"],
+            "dit_decoder" => vec!["hidden_states", "timestep", "timestep_r", "context_latents", "cross_kv"],
             "vae_decoder" => vec!["latents"],
             _ => Vec::new(),
         }
@@ -396,6 +401,7 @@ impl DitRun {
             "text_encoder" => vec!["last_hidden_state"],
             "lyric_embedding" => vec!["token_embeddings"],
             "condition_encoder" => vec!["encoder_hidden_states", "context_latents"],
+            "dit_cross_kv" => vec!["cross_kv"],
             "dit_decoder" => vec!["velocity"],
             "vae_decoder" => vec!["audio"],
             _ => Vec::new(),
@@ -447,7 +453,7 @@ impl DitRun {
         let host = |name, dtype, shape: Vec<i64>, key| Input { name, dtype, shape, source: Source::Host(key) };
         let submit = |name| Output { name, keep_as: None };
         let keep = |name, key| Output { name, keep_as: Some(key) };
-        let encode_total = if self.codes.is_empty() { 3 } else { 4 };
+        let encode_total = if self.codes.is_empty() { 4 } else { 5 };
         let encode_done = |i: usize| if self.codes.is_empty() { i - 1 } else { i };
         let (lc, ll) = ((self.caption_ids.len() / self.batch) as i64, (self.lyric_ids.len() / self.batch) as i64);
         let call = |component, inputs, outputs, release: Vec<&'static str>, stage, done, total| Call {
@@ -517,19 +523,22 @@ impl DitRun {
                     encode_total,
                 )
             }
+            Step::CrossKv => {
+                let (input, release) = self.cross_kv_input();
+                call("dit_cross_kv", vec![input], vec![keep("cross_kv", KEY_CROSS_KV)], release, Stage::Encode, encode_done(4), encode_total)
+            }
             Step::Dit(i) => {
                 let n = self.ctx.num_steps();
                 let last = i + 1 == n;
+                let rows = if self.guided { 2 * b } else { b };
+                let cross_kv = host("cross_kv", DType::F32, vec![rows, -1, -1, -1, -1], KEY_CROSS_KV);
                 let inputs = if self.guided {
-                    let b2 = 2 * b;
-                    let enc_len = self.guided_encoder_len as i64;
-                    let hidden = self.guided_encoder.len() as i64 / (b2 * enc_len.max(1));
                     vec![
-                        core("hidden_states", DType::F32, vec![b2, t, c], Buffer::GuidedLatents),
-                        core("timestep", DType::F32, vec![b2], Buffer::Timestep),
-                        core("timestep_r", DType::F32, vec![b2], Buffer::Timestep),
-                        core("context_latents", DType::F32, vec![b2, t, 2 * c], Buffer::GuidedContext),
-                        core("encoder_hidden_states", DType::F32, vec![b2, enc_len, hidden], Buffer::GuidedEncoder),
+                        core("hidden_states", DType::F32, vec![rows, t, c], Buffer::GuidedLatents),
+                        core("timestep", DType::F32, vec![rows], Buffer::Timestep),
+                        core("timestep_r", DType::F32, vec![rows], Buffer::Timestep),
+                        core("context_latents", DType::F32, vec![rows, t, 2 * c], Buffer::GuidedContext),
+                        cross_kv,
                     ]
                 } else {
                     vec![
@@ -537,10 +546,14 @@ impl DitRun {
                         core("timestep", DType::F32, vec![b], Buffer::Timestep),
                         core("timestep_r", DType::F32, vec![b], Buffer::Timestep),
                         host("context_latents", DType::F32, vec![b, t, 2 * c], KEY_CONTEXT),
-                        host("encoder_hidden_states", DType::F32, vec![b, -1, -1], KEY_ENCODER),
+                        cross_kv,
                     ]
                 };
-                let release = if last && !self.guided { vec![KEY_CONTEXT, KEY_ENCODER] } else { vec![] };
+                let release = match (last, self.guided) {
+                    (false, _) => vec![],
+                    (true, true) => vec![KEY_CROSS_KV],
+                    (true, false) => vec![KEY_CONTEXT, KEY_CROSS_KV],
+                };
                 call("dit_decoder", inputs, vec![submit("velocity")], release, Stage::Diffusion, i, n)
             }
             Step::Vae(k) => call(
@@ -553,6 +566,22 @@ impl DitRun {
                 self.plan.len(),
             ),
             Step::Finished => unreachable!("describe is not called once finished"),
+        }
+    }
+
+    /// The `dit_cross_kv` input, and the host values it is the last reader of: unguided, the encoder
+    /// states the host kept; guided, the core's [cond | uncond] encoder batch.
+    fn cross_kv_input(&self) -> (Input, Vec<&'static str>) {
+        let b = self.batch as i64;
+        if self.guided {
+            let rows = 2 * b;
+            let enc_len = self.guided_encoder_len as i64;
+            let hidden = self.guided_encoder.len() as i64 / (rows * enc_len.max(1));
+            let shape = vec![rows, enc_len, hidden];
+            (Input { name: "encoder_hidden_states", dtype: DType::F32, shape, source: Source::Core(Buffer::GuidedEncoder) }, vec![])
+        } else {
+            let shape = vec![b, -1, -1];
+            (Input { name: "encoder_hidden_states", dtype: DType::F32, shape, source: Source::Host(KEY_ENCODER) }, vec![KEY_ENCODER])
         }
     }
 
@@ -669,7 +698,7 @@ impl DitRun {
             Step::ConditionEncoder if self.guided => {
                 self.take_guided_condition(get("encoder_hidden_states"), get("context_latents"))?
             }
-            Step::ConditionEncoder => {}
+            Step::ConditionEncoder | Step::CrossKv => {}
             Step::Dit(i) => self.take_velocity(i, get("velocity"))?,
             Step::Vae(k) => self.take_audio(k, get("audio"))?,
             Step::Finished => unreachable!("pending is false once finished"),
@@ -679,7 +708,12 @@ impl DitRun {
             Step::Detokenize => Step::TextEncoder,
             Step::TextEncoder => Step::LyricEmbedding,
             Step::LyricEmbedding => Step::ConditionEncoder,
-            Step::ConditionEncoder => Step::Dit(0),
+            Step::ConditionEncoder => Step::CrossKv,
+            Step::CrossKv => {
+                // The steps read the host's cross K/V: the guided encoder batch is no longer needed.
+                self.guided_encoder = Vec::new();
+                Step::Dit(0)
+            }
             Step::Dit(i) if i + 1 < self.ctx.num_steps() => Step::Dit(i + 1),
             Step::Dit(_) => Step::Vae(0),
             Step::Vae(k) if k + 1 < self.plan.len() => Step::Vae(k + 1),

@@ -283,7 +283,7 @@ static long sig_last_dim(const char *info, const char *component, const char *ou
 
 typedef struct {
     int32_t dtype;
-    int64_t shape[4];
+    int64_t shape[5];
     size_t rank;
     void *data;
     size_t bytes;
@@ -297,7 +297,7 @@ static size_t numel(const int64_t *shape, size_t rank) {
 }
 
 static Tensor tensor_f32(size_t rank, int64_t d0, int64_t d1, int64_t d2) {
-    Tensor t = {ACE_DTYPE_FLOAT32, {d0, d1, d2, 0}, rank, NULL, 0};
+    Tensor t = {ACE_DTYPE_FLOAT32, {d0, d1, d2, 0, 0}, rank, NULL, 0};
     t.bytes = numel(t.shape, rank) * sizeof(float);
     t.data = calloc(1, t.bytes);
     if (!t.data) {
@@ -538,13 +538,28 @@ static bool run_graph(Run *r, const AceGraphCall *call, Tensor *outs) {
         }
         return true;
     }
+    if (strcmp(comp, "dit_cross_kv") == 0) {
+        /* stand-in: the encoder states themselves as a [rows, 1, 1, L, width] "cache" */
+        const float *enc = input_data(r, call, "encoder_hidden_states", ACE_DTYPE_FLOAT32, s3, 3);
+        if (!enc)
+            return false;
+        CHECK(r->dit_seen == 0, "dit_cross_kv: called after a DiT step");
+        outs[0] = tensor_f32(3, s3[0], s3[1], s3[2]);
+        memcpy(outs[0].data, enc, outs[0].bytes);
+        int64_t shape5[5] = {s3[0], 1, 1, s3[1], s3[2]};
+        memcpy(outs[0].shape, shape5, sizeof shape5);
+        outs[0].rank = 5;
+        return true;
+    }
     if (strcmp(comp, "dit_decoder") == 0) {
-        int64_t cl[3], el[3], ts[1], tr[1];
+        int64_t cl[3], el[3], kv[5], ts[1], tr[1];
         const float *x = input_data(r, call, "hidden_states", ACE_DTYPE_FLOAT32, s3, 3);
         const float *tstep = input_data(r, call, "timestep", ACE_DTYPE_FLOAT32, ts, 1);
         const float *tstep_r = input_data(r, call, "timestep_r", ACE_DTYPE_FLOAT32, tr, 1);
         const float *ctx = input_data(r, call, "context_latents", ACE_DTYPE_FLOAT32, cl, 3);
-        const float *enc = input_data(r, call, "encoder_hidden_states", ACE_DTYPE_FLOAT32, el, 3);
+        /* the host-kept cross K/V of the stand-in above: the encoder states the DiT attends to */
+        const float *enc = input_data(r, call, "cross_kv", ACE_DTYPE_FLOAT32, kv, 5);
+        el[0] = kv[0], el[1] = kv[3], el[2] = kv[4];
         if (!x || !tstep || !tstep_r || !ctx || !enc)
             return false;
         int i = r->dit_seen;

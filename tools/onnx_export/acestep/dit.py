@@ -55,12 +55,14 @@ class DiTLayer(nn.Module):
         self.mlp = SwiGLU(h, cfg.intermediate_size)
         self.scale_shift_table = nn.Parameter(torch.zeros(1, 6, h))
 
-    def forward(self, x, tproj, rope, self_mask, enc):
+    def forward(self, x, tproj, rope, self_mask, enc=None, cross_kv=None):
+        """enc: embedded encoder states [B, L, H], or cross_kv: their (k, v) from `cross_attn.project_kv`."""
         m = self.scale_shift_table + tproj  # [B, 6, H]
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = m.chunk(6, dim=1)
         n = self.self_attn_norm(x) * (1 + scale_sa) + shift_sa
         x = x + self.self_attn(n, mask=self_mask, rope=rope) * gate_sa
-        x = x + self.cross_attn(self.cross_attn_norm(x), context=enc)  # no RoPE, no mask, no gate
+        # no RoPE, no mask, no gate
+        x = x + self.cross_attn(self.cross_attn_norm(x), context=enc, kv=cross_kv)
         n = self.mlp_norm(x) * (1 + scale_ff) + shift_ff
         return x + self.mlp(n) * gate_ff
 
@@ -81,9 +83,28 @@ class DiTDecoder(nn.Module):
                                       _Transpose12())
         self.scale_shift_table = nn.Parameter(torch.zeros(1, 2, h))
 
+    def cross_kv(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        """enc [B, L, H] -> every layer's cross-attention k and v, [B, 2·layers, kv_heads, L, head_dim]:
+        index 2i is layer i's k (k_norm applied), 2i+1 its v. They depend on the encoder states only, so
+        a generation computes them once instead of at every step (spec §1.6, last paragraph)."""
+        enc = self.condition_embedder(encoder_hidden_states)
+        kv = []
+        for layer in self.layers:
+            kv.extend(layer.cross_attn.project_kv(enc))
+        return torch.stack(kv, dim=1)
+
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, timestep_r: torch.Tensor,
                 context_latents: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         """x_t [B,T,64], t [B], r [B], context [B,T,128], enc [B,L,H] -> v [B,T,64]."""
+        return self._run(hidden_states, timestep, timestep_r, context_latents,
+                         enc=self.condition_embedder(encoder_hidden_states))
+
+    def forward_cached(self, hidden_states: torch.Tensor, timestep: torch.Tensor, timestep_r: torch.Tensor,
+                       context_latents: torch.Tensor, cross_kv: torch.Tensor) -> torch.Tensor:
+        """As `forward`, with the encoder side given as `cross_kv(encoder_hidden_states)`."""
+        return self._run(hidden_states, timestep, timestep_r, context_latents, cross_kv=cross_kv)
+
+    def _run(self, hidden_states, timestep, timestep_r, context_latents, enc=None, cross_kv=None):
         cfg = self.cfg
         p = cfg.patch_size
         temb_t, tproj_t = self.time_embed(timestep)
@@ -98,13 +119,13 @@ class DiTDecoder(nn.Module):
         # length-dependent branch or slice in the graph.
         x = F.pad(x, (0, 0, 0, p - 1))
         x = self.proj_in(x)  # [B, S = ceil(T/p), H]
-        enc = self.condition_embedder(encoder_hidden_states)
 
         rope = rope_tables(x, cfg.head_dim, cfg.rope_theta)
         sliding_mask = additive_mask(band_keep(x, cfg.sliding_window))[None, None] if cfg.use_sliding_window else None
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             sliding = cfg.layer_types[layer.layer_idx] == "sliding_attention"
-            x = layer(x, tproj, rope, sliding_mask if sliding else None, enc)
+            kv = None if cross_kv is None else (cross_kv[:, 2 * i], cross_kv[:, 2 * i + 1])
+            x = layer(x, tproj, rope, sliding_mask if sliding else None, enc, kv)
 
         shift, scale = (self.scale_shift_table + temb[:, None, :]).chunk(2, dim=1)
         x = self.norm_out(x) * (1 + scale) + shift

@@ -16,6 +16,7 @@ from .model import AceStepModel
 OPSET = 18
 GRAPH_FILES = {
     "condition_encoder": "condition_encoder.onnx",
+    "dit_cross_kv": "dit_cross_kv.onnx",
     "dit_decoder": "dit_decoder.onnx",
     "audio_detokenizer": "audio_detokenizer.onnx",
     "audio_tokenizer": "audio_tokenizer.onnx",
@@ -41,13 +42,26 @@ class ConditionGraph(nn.Module):
         return enc, mask, context
 
 
-class DiTGraph(nn.Module):
+class CrossKVGraph(nn.Module):
+    """encoder_hidden_states -> every DiT layer's cross-attention k/v (run once per generation)."""
+
     def __init__(self, model: AceStepModel):
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(self, hidden_states, timestep, timestep_r, context_latents, encoder_hidden_states):
-        return self.decoder(hidden_states, timestep, timestep_r, context_latents, encoder_hidden_states)
+    def forward(self, encoder_hidden_states):
+        return self.decoder.cross_kv(encoder_hidden_states)
+
+
+class DiTGraph(nn.Module):
+    """One DiT step; the encoder side comes in as `cross_kv` (the output of CrossKVGraph)."""
+
+    def __init__(self, model: AceStepModel):
+        super().__init__()
+        self.decoder = model.decoder
+
+    def forward(self, hidden_states, timestep, timestep_r, context_latents, cross_kv):
+        return self.decoder.forward_cached(hidden_states, timestep, timestep_r, context_latents, cross_kv)
 
 
 class DetokenizerGraph(nn.Module):
@@ -92,12 +106,15 @@ def example_inputs(model: AceStepModel, b: int = 2, t: int = 251, lt: int = 7, l
             torch.randn(b, ll, cfg.text_hidden_dim, generator=g), lm, ref, order,
             torch.randn(b, t, c, generator=g), torch.ones(b, t, c))
     tt = torch.rand(b, generator=g)
-    dit = (torch.randn(b, t, c, generator=g), tt, tt.clone(), torch.randn(b, t, 2 * c, generator=g),
-           torch.randn(b, ll + 1 + lt, cfg.hidden_size, generator=g))
+    enc = torch.randn(b, ll + 1 + lt, cfg.hidden_size, generator=g)
+    with torch.no_grad():
+        cross_kv = model.decoder.cross_kv(enc)
+    dit = (torch.randn(b, t, c, generator=g), tt, tt.clone(), torch.randn(b, t, 2 * c, generator=g), cross_kv)
     n_codes = model.tokenizer.quantizer.codebook_size
     detok = (torch.randint(0, n_codes, (b, t5), generator=g, dtype=torch.int64),)
     tok = (torch.randn(b, t5 * cfg.pool_window_size, c, generator=g),)
-    return {"condition_encoder": cond, "dit_decoder": dit, "audio_detokenizer": detok, "audio_tokenizer": tok}
+    return {"condition_encoder": cond, "dit_cross_kv": (enc,), "dit_decoder": dit, "audio_detokenizer": detok,
+            "audio_tokenizer": tok}
 
 
 IO_NAMES = {
@@ -105,8 +122,8 @@ IO_NAMES = {
         ["text_hidden_states", "text_attention_mask", "lyric_hidden_states", "lyric_attention_mask",
          "refer_audio_packed", "refer_audio_order_mask", "src_latents", "chunk_masks"],
         ["encoder_hidden_states", "encoder_attention_mask", "context_latents"]),
-    "dit_decoder": (["hidden_states", "timestep", "timestep_r", "context_latents", "encoder_hidden_states"],
-                    ["velocity"]),
+    "dit_cross_kv": (["encoder_hidden_states"], ["cross_kv"]),
+    "dit_decoder": (["hidden_states", "timestep", "timestep_r", "context_latents", "cross_kv"], ["velocity"]),
     "audio_detokenizer": (["audio_codes"], ["lm_hints"]),
     "audio_tokenizer": (["latents"], ["audio_codes", "quantized"]),
 }
@@ -126,7 +143,9 @@ def _dynamic_shapes(name: str):
     if name == "dit_decoder":
         # S = ceil(T/2) >= 2 and L >= 2 keep the exporter from specialising size-1 broadcasts
         TD = torch.export.Dim("latent_frames", min=3, max=15000)
-        return ({0: B, 1: TD}, {0: B}, {0: B}, {0: B, 1: TD}, {0: B, 1: L})
+        return ({0: B, 1: TD}, {0: B}, {0: B}, {0: B, 1: TD}, {0: B, 3: L})
+    if name == "dit_cross_kv":
+        return ({0: B, 1: L},)
     if name == "audio_detokenizer":
         return ({0: B, 1: T5},)
     if name == "audio_tokenizer":
@@ -135,7 +154,7 @@ def _dynamic_shapes(name: str):
 
 
 def _wrapper(name: str, model: AceStepModel) -> nn.Module:
-    return {"condition_encoder": ConditionGraph, "dit_decoder": DiTGraph,
+    return {"condition_encoder": ConditionGraph, "dit_cross_kv": CrossKVGraph, "dit_decoder": DiTGraph,
             "audio_detokenizer": DetokenizerGraph, "audio_tokenizer": TokenizerGraph}[name](model).eval()
 
 
@@ -156,7 +175,7 @@ def export_graph(name: str, model: AceStepModel, path: Path, *, opset: int = OPS
 
 def export_acestep_graphs(model: AceStepModel, out_dir: Path, *, opset: int = OPSET,
                           components: tuple[str, ...] | None = None) -> dict[str, str]:
-    """Export condition_encoder, dit_decoder, audio_detokenizer, audio_tokenizer; also writes
+    """Export condition_encoder, dit_cross_kv, dit_decoder, audio_detokenizer, audio_tokenizer; also writes
     `null_condition_emb.npy` ([1, 1, H] float32, used by base/sft CFG). Returns name -> file (relative)."""
     if opset != OPSET:
         raise ValueError(f"opset={opset}: the ACE-Step graphs are pinned to opset {OPSET}")

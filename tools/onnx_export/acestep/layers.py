@@ -128,13 +128,21 @@ class Attention(nn.Module):
         b, kv, l, d = x.shape
         return x[:, :, None].expand(b, kv, self.group, l, d).reshape(b, kv * self.group, l, d)
 
+    def project_kv(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k (k_norm applied, no RoPE) and v, [B, kv_heads, L, D] each: what cross-attention caches."""
+        return self.k_norm(self._heads(self.k_proj(src), self.n_kv)), self._heads(self.v_proj(src), self.n_kv)
+
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        src = context if self.cross else x
+                context: Optional[torch.Tensor] = None,
+                kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """Self-attention over x, or cross-attention over `context` — or over its precomputed
+        `project_kv(context)` given as `kv`."""
         q = self.q_norm(self._heads(self.q_proj(x), self.n_heads))
-        k = self.k_norm(self._heads(self.k_proj(src), self.n_kv))
-        v = self._heads(self.v_proj(src), self.n_kv)
+        if kv is not None:
+            k, v = kv
+        else:
+            k, v = self.project_kv(context if self.cross else x)
         if rope is not None:
             q = apply_rope(q, *rope)
             k = apply_rope(k, *rope)

@@ -37,7 +37,8 @@ def sessions(exported):
 
 def test_export_files_and_io(exported):
     model, out, files = exported
-    assert files == {"condition_encoder": "condition_encoder.onnx", "dit_decoder": "dit_decoder.onnx",
+    assert files == {"condition_encoder": "condition_encoder.onnx", "dit_cross_kv": "dit_cross_kv.onnx",
+                     "dit_decoder": "dit_decoder.onnx",
                      "audio_detokenizer": "audio_detokenizer.onnx", "audio_tokenizer": "audio_tokenizer.onnx"}
     np.testing.assert_array_equal(np.load(out / "null_condition_emb.npy"), model.null_condition_emb.detach().numpy())
     int64 = onnx.TensorProto.INT64
@@ -58,7 +59,8 @@ def test_export_files_and_io(exported):
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-@pytest.mark.parametrize("graph", ["condition_encoder", "dit_decoder", "audio_detokenizer", "audio_tokenizer"])
+@pytest.mark.parametrize("graph", ["condition_encoder", "dit_cross_kv", "dit_decoder", "audio_detokenizer",
+                                   "audio_tokenizer"])
 def test_torch_vs_ort(exported, sessions, graph, case):
     model, out, files = exported
     sess = sessions[graph]
@@ -79,6 +81,34 @@ def test_torch_vs_ort(exported, sessions, graph, case):
         n_ref = c.get("n_ref", c["b"])
         m = max(sum(1 for n in range(n_ref) if n % c["b"] == b) for b in range(c["b"]))
         assert got[0].shape[1] == c["ll"] + m + c["lt"]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_cached_cross_kv_path_matches_full_dit(exported, sessions, case):
+    """dit_cross_kv once, then dit_decoder (the driver's path) against the torch DiT that projects the
+    encoder states itself at every call (the official forward): the cache changes no result."""
+    model, _, _ = exported
+    x, t, r, ctx, _ = example_inputs(model, **CASES[case])["dit_decoder"]
+    (enc,) = example_inputs(model, **CASES[case])["dit_cross_kv"]
+    with torch.no_grad():
+        ref = model.decoder(x, t, r, ctx, enc).numpy()
+    (kv,) = sessions["dit_cross_kv"].run(None, {"encoder_hidden_states": enc.numpy()})
+    cfg = model.config
+    assert kv.shape == (x.shape[0], 2 * cfg.num_hidden_layers, cfg.num_key_value_heads, enc.shape[1], cfg.head_dim)
+    for step_t in (t, 0.5 * t):  # the same cache serves every step
+        with torch.no_grad():
+            ref = model.decoder(x, step_t, step_t, ctx, enc).numpy()
+        (v,) = sessions["dit_decoder"].run(None, {"hidden_states": x.numpy(), "timestep": step_t.numpy(),
+                                                   "timestep_r": step_t.numpy(), "context_latents": ctx.numpy(),
+                                                   "cross_kv": kv})
+        assert np.abs(ref).max() > 1e-2
+        assert float(np.abs(v - ref).max()) <= 1e-4, float(np.abs(v - ref).max())
+    # the cache really carries the encoder side: another encoder state gives another velocity
+    (kv2,) = sessions["dit_cross_kv"].run(None, {"encoder_hidden_states": (enc + 1.0).numpy()})
+    (v2,) = sessions["dit_decoder"].run(None, {"hidden_states": x.numpy(), "timestep": (0.5 * t).numpy(),
+                                                "timestep_r": (0.5 * t).numpy(), "context_latents": ctx.numpy(),
+                                                "cross_kv": kv2})
+    assert float(np.abs(v2 - v).max()) > 1e-3
 
 
 def test_host_config(exported):
