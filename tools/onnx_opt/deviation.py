@@ -10,6 +10,7 @@ Metrics (worst over the requests is what a profile is judged by):
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def measure(ref_pkg: Path, pkg: Path, requests=REQUESTS, *, threads: int | None 
             ref_outputs=None) -> dict:
     """Deviation of `pkg` from `ref_pkg` on `requests`: per request and the worst of each metric."""
     ref = ref_outputs if ref_outputs is not None else run_requests(ref_pkg, requests, threads=threads)
+    gc.collect()  # the fp32 sessions are gone before the profile's open (full size: 13 GB of weights)
     got = run_requests(pkg, requests, threads=threads)
     rows = [compare(rl, gl, ra, ga) for (rl, ra), (gl, ga) in zip(ref, got)]
     return {

@@ -142,9 +142,13 @@ def _left_fp32(path: Path, profile: str) -> list[dict]:
                       "Gather": "embedding lookup: the table stays fp32",
                       }.get(node.op_type, f"{node.op_type} is not converted by this profile")
             left.append({"node": node.name, "op": node.op_type, "weights": big, "reason": reason})
-        elif profile == "int8" and node.op_type == "MatMul" and not any(i in consts for i in node.input):
-            left.append({"node": node.name, "op": node.op_type,
-                         "reason": "both operands are activations (attention scores / values): no weight to quantize"})
+        elif profile == "int8" and node.op_type in ("MatMul", "Gemm"):
+            if any(i in consts for i in node.input):
+                reason = (f"constant operand under {_LISTED_WEIGHT_ELEMENTS} elements (e.g. rotary frequencies): "
+                          "not a weight GEMM")
+            else:
+                reason = "both operands are activations (attention scores / values): no weight to quantize"
+            left.append({"node": node.name, "op": node.op_type, "reason": reason})
     return left
 
 
@@ -254,14 +258,14 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
             entry["left_fp32"] = _left_fp32(dst_path, profile)
             entry["seconds"] = round(time.perf_counter() - start, 2)
             report[name] = entry
-            attention = [i for i in entry["left_fp32"] if "weights" not in i]
+            small = [i for i in entry["left_fp32"] if "weights" not in i]
             for item in entry["left_fp32"]:
                 if "weights" in item:
                     log(f"  {name}: left fp32: {item['op']} {item['node']} ({', '.join(item['weights'])}): "
                         f"{item['reason']}")
-            if attention:
-                log(f"  {name}: left fp32: {len(attention)} MatMul(s) of two activations (attention), "
-                    f"listed in the manifest")
+            if small:
+                log(f"  {name}: left fp32: {len(small)} MatMul(s) without a weight (attention, rotary "
+                    f"frequencies), listed in the manifest")
 
         manifest = copy.deepcopy(source)
         for name, comp in convert.items():

@@ -168,7 +168,11 @@ def test_python_host_cli_runs_the_int8_package_unchanged(int8_package, tmp_path)
                                        env=env, capture_output=True, text=True, timeout=600)
     info = run("info", int8_package, "--verify")
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["precision"] == "int8"
+    summary = json.loads(info.stdout)
+    assert summary["precision"] == "int8"
+    recorded = json.loads((int8_package / "manifest.json").read_text(encoding="utf-8"))["profile"]
+    assert summary["profile"]["name"] == "int8" and summary["profile"]["deviation_passed"] is True
+    assert summary["profile"]["deviation_from_fp32"] == recorded["deviation"]["worst"]
     gen = run("generate", "--model", int8_package, "--caption", "calm piano", "--duration", "10", "--seed", "3",
               "--out", f"{tmp_path}/", "--no-progress")
     assert gen.returncode == 0, gen.stderr
@@ -193,7 +197,8 @@ def test_fp16_package_keeps_float32_io_and_float16_weights(fp16_package, fp32_pa
     for name in ("dit_decoder", "vae_decoder", "condition_encoder", "text_encoder"):
         assert manifest["profile"]["components"][name]["precision"] == "fp16"
         graph = _graph(fp16_package, name).graph
-        kinds = {t.data_type for t in graph.initializer if len(t.dims) >= 2}
+        floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+        kinds = {t.data_type for t in graph.initializer if len(t.dims) >= 2} & floats
         assert kinds == {onnx.TensorProto.FLOAT16}, (name, kinds)
         assert not manifest["profile"]["components"][name]["left_fp32"]
     assert manifest["profile"]["components"]["lm_decode"]["precision"] == "fp32"
