@@ -126,9 +126,9 @@ def _left_fp32(path: Path, profile: str) -> list[dict]:
     model = onnx.load(str(path), load_external_data=False)
     consts = {t.name for t in model.graph.initializer}
     consts |= {o for node in model.graph.node if node.op_type == "Constant" for o in node.output}
-    floats = {}
+    floats = {}  # float weights: ≥ 2-D (a 1-D float tensor is a bias, a norm gain or a quantization scale)
     for t in model.graph.initializer:
-        if t.data_type == onnx.TensorProto.FLOAT:
+        if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2:
             n = 1
             for d in t.dims:
                 n *= d

@@ -183,6 +183,35 @@ def test_python_host_cli_runs_the_int8_package_unchanged(int8_package, tmp_path)
     assert rate == 48000 and audio.shape == (480000, 2) and np.abs(audio).max() > 0
 
 
+def test_left_fp32_lists_weights_and_weightless_matmuls_but_not_quantization_scales(tmp_path):
+    """On a hand-built graph: an fp32 weight MatMul and an attention MatMul are listed with their reasons;
+    an int8 MatMulInteger and the 1-D fp32 per-channel scale of its dequantizing Mul (8192 channels, above
+    the size limit) are not."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])
+    xq = helper.make_tensor_value_info("xq", TensorProto.UINT8, [4, 64])
+    y = [helper.make_tensor_value_info(n, t, None) for n, t in
+         (("y1", TensorProto.FLOAT), ("y2", TensorProto.FLOAT), ("y3", TensorProto.FLOAT))]
+    inits = [numpy_helper.from_array(np.ones((64, 64), np.float32), "w_fp32"),
+             numpy_helper.from_array(np.ones((64, 8192), np.int8), "w_int8"),
+             numpy_helper.from_array(np.ones(8192, np.float32), "scale")]
+    nodes = [helper.make_node("MatMul", ["x", "w_fp32"], ["y1"], name="weight_mm"),
+             helper.make_node("MatMul", ["x", "x_t"], ["y2"], name="attention_mm"),
+             helper.make_node("Transpose", ["x"], ["x_t"], name="t"),
+             helper.make_node("MatMulInteger", ["xq", "w_int8"], ["acc"], name="int8_mm"),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT, name="cast"),
+             helper.make_node("Mul", ["accf", "scale"], ["y3"], name="dequant")]
+    graph = helper.make_graph(nodes, "g", [x, xq], y, inits)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    left = {i["node"]: i for i in profiles._left_fp32(path, "int8")}
+    assert set(left) == {"weight_mm", "attention_mm"}
+    assert left["weight_mm"]["weights"] == ["w_fp32"] and "left this constant-weight MatMul" in left["weight_mm"]["reason"]
+    assert "activations" in left["attention_mm"]["reason"]
+
+
 # --- fp16 ----------------------------------------------------------------------------------------------
 
 def test_fp16_package_keeps_float32_io_and_float16_weights(fp16_package, fp32_package):
