@@ -51,6 +51,8 @@ THRESHOLDS = {
     "fp16": {"latent_cosine_min": 0.999, "stft_cosine_min": 0.995},
 }
 
+# Ops that carry weights int8 could apply to; the int8 report lists these when they keep fp32 weights.
+_INT8_CANDIDATES = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Einsum"}
 # A float initializer at least this large that a graph still uses in fp32 is listed as "left in fp32".
 _LISTED_WEIGHT_ELEMENTS = 4096
 
@@ -136,6 +138,8 @@ def _left_fp32(path: Path, profile: str) -> list[dict]:
     left = []
     for node in model.graph.node:
         big = [i for i in node.input if floats.get(i, 0) >= _LISTED_WEIGHT_ELEMENTS]
+        if profile == "int8" and node.op_type not in _INT8_CANDIDATES:
+            big = []  # an elementwise op's parameter (e.g. an AdaLN table added) is no GEMM weight
         if big:
             reason = {"MatMul": "the quantizer left this constant-weight MatMul in fp32",
                       "Gemm": "Gemm is not quantized by this profile (MatMul only)",

@@ -185,8 +185,8 @@ def test_python_host_cli_runs_the_int8_package_unchanged(int8_package, tmp_path)
 
 def test_left_fp32_lists_weights_and_weightless_matmuls_but_not_quantization_scales(tmp_path):
     """On a hand-built graph: an fp32 weight MatMul and an attention MatMul are listed with their reasons;
-    an int8 MatMulInteger and the 1-D fp32 per-channel scale of its dequantizing Mul (8192 channels, above
-    the size limit) are not."""
+    an int8 MatMulInteger, the 1-D fp32 per-channel scale of its dequantizing Mul (8192 channels, above
+    the size limit) and a 2-D table added elementwise (no GEMM) are not."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -196,13 +196,15 @@ def test_left_fp32_lists_weights_and_weightless_matmuls_but_not_quantization_sca
          (("y1", TensorProto.FLOAT), ("y2", TensorProto.FLOAT), ("y3", TensorProto.FLOAT))]
     inits = [numpy_helper.from_array(np.ones((64, 64), np.float32), "w_fp32"),
              numpy_helper.from_array(np.ones((64, 8192), np.int8), "w_int8"),
-             numpy_helper.from_array(np.ones(8192, np.float32), "scale")]
+             numpy_helper.from_array(np.ones(8192, np.float32), "scale"),
+             numpy_helper.from_array(np.ones((4, 8192), np.float32), "table")]
     nodes = [helper.make_node("MatMul", ["x", "w_fp32"], ["y1"], name="weight_mm"),
              helper.make_node("MatMul", ["x", "x_t"], ["y2"], name="attention_mm"),
              helper.make_node("Transpose", ["x"], ["x_t"], name="t"),
              helper.make_node("MatMulInteger", ["xq", "w_int8"], ["acc"], name="int8_mm"),
              helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT, name="cast"),
-             helper.make_node("Mul", ["accf", "scale"], ["y3"], name="dequant")]
+             helper.make_node("Mul", ["accf", "scale"], ["y3q"], name="dequant"),
+             helper.make_node("Add", ["y3q", "table"], ["y3"], name="adaln_add")]
     graph = helper.make_graph(nodes, "g", [x, xq], y, inits)
     path = tmp_path / "g.onnx"
     onnx.save(helper.make_model(graph), str(path))
