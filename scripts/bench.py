@@ -61,12 +61,26 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
     precision = pipe.package.summary().get("precision")
     pipe.generate({**REQUEST, "duration": WARMUP_DURATION, "seed": SEED})
     stats = pipe.sessions.stats
+    cpu: dict[str, float] = {}  # process CPU seconds per component: robust to a loaded machine, unlike wall
+    run = pipe.sessions.run
+
+    def timed_run(name, feeds, output_names=None):
+        start = time.process_time()
+        try:
+            return run(name, feeds, output_names)
+        finally:
+            cpu[name] = cpu.get(name, 0.0) + time.process_time() - start
+
+    pipe.sessions.run = timed_run
     rows = []
     for duration in durations:
         runs = []
         for _ in range(repeats):
             before = (dict(stats.seconds), dict(stats.calls))
+            cpu.clear()
+            cpu_start = time.process_time()
             result = pipe.generate({**REQUEST, "duration": duration, "seed": SEED})
+            cpu_total = time.process_time() - cpu_start
             sec = {k: v - before[0].get(k, 0.0) for k, v in stats.seconds.items()}
             calls = {k: v - before[1].get(k, 0) for k, v in stats.calls.items()}
             total = result.timings["total"]
@@ -79,6 +93,11 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
                 "total": total,
                 "ort": result.ort_seconds,
                 "overhead": total - result.ort_seconds,
+                "text_cpu": cpu.get("text_encoder", 0.0) + cpu.get("lyric_embedding", 0.0),
+                "condition_cpu": cpu.get("condition_encoder", 0.0),
+                "dit_step_cpu": cpu["dit_decoder"] / calls["dit_decoder"],
+                "vae_cpu": cpu["vae_decoder"],
+                "total_cpu": cpu_total,
                 "load_avg": load_avg(),
             })
         rows.append(_row(duration, result.frames, runs))
@@ -102,13 +121,16 @@ def _torch_worker(ckpt: Path, durations: list[float], repeats: int, threads: int
         runs = []
         for _ in range(repeats):
             timings: dict = {}
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = run_reference(ckpt, {**REQUEST, "duration": duration}, seeds=[SEED], timings=timings)
-            total = time.perf_counter() - start
+            total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
             runs.append({
                 "text": timings["text"], "condition": timings["condition"],
                 "dit_step": statistics.median(timings["dit_steps"]), "dit_steps": len(timings["dit_steps"]),
                 "vae": timings["vae"], "total": total, "load_avg": load_avg(),
+                "text_cpu": timings["text_cpu"], "condition_cpu": timings["condition_cpu"],
+                "dit_step_cpu": statistics.median(timings["dit_steps_cpu"]), "vae_cpu": timings["vae_cpu"],
+                "total_cpu": cpu_total,
             })
         rows.append(_row(duration, out["frames"], runs))
     return {"load_s": load_s, "precision": "fp32", "rows": rows, "peak_rss_mb": peak_rss_mb(),
@@ -144,7 +166,8 @@ def print_backend(name: str, res: dict) -> None:
             extra = f"; ORT {r['ort']:.2f} s, host overhead {r['overhead'] * 1000:.0f} ms"
         print(f"    {r['duration_s']:5.0f} s audio (T={r['frames']}): text {r['text']:.3f} s, condition "
               f"{r['condition']:.3f} s, DiT {r['dit_step']:.3f} s/step × {r['dit_steps']:.0f}, VAE {r['vae']:.3f} s, "
-              f"total {r['total']:.2f} s (RTF {r['rtf']:.2f}){extra} | GEMM {res['gemm_gflops']:.0f} GFLOP/s, "
+              f"total {r['total']:.2f} s (RTF {r['rtf']:.2f}){extra}; CPU s: DiT {r['dit_step_cpu']:.2f}/step, "
+              f"VAE {r['vae_cpu']:.2f}, total {r['total_cpu']:.1f} | GEMM {res['gemm_gflops']:.0f} GFLOP/s, "
               f"load {r['load_avg_max']:.2f}")
 
 
@@ -169,6 +192,16 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
             for r in res["rows"]:
                 ref = ref_rows[r["duration_s"]]
                 cells = " | ".join(f"{r[k] / ref[k]:.2f}×" if ref[k] > 0 else "–" for k in (*STAGES, "total"))
+                lines.append(f"| {name} | {r['duration_s']:.0f} s | {cells} |")
+        lines += ["", "The same ratios in process CPU seconds (less sensitive to other jobs on the machine):", "",
+                  "| backend | audio | text | condition | DiT / step | VAE | total |", "|---|---|---|---|---|---|---|"]
+        for name, res in results.items():
+            if name == reference:
+                continue
+            for r in res["rows"]:
+                ref = ref_rows[r["duration_s"]]
+                cells = " | ".join(f"{r[k + '_cpu'] / ref[k + '_cpu']:.2f}×" if ref.get(k + "_cpu") else "–"
+                                   for k in (*STAGES, "total"))
                 lines.append(f"| {name} | {r['duration_s']:.0f} s | {cells} |")
     return "\n".join(lines) + "\n"
 

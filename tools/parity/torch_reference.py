@@ -261,8 +261,8 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
 # --- the pipeline ------------------------------------------------------------------------------------
 
 class _StageClock:
-    """clock(stage) is a context manager adding the wall time of its block to timings[stage]
-    (a list for "dit_steps"); a no-op without a timings dict."""
+    """clock(stage) is a context manager adding the wall time of its block to timings[stage] and its
+    process CPU time to timings[stage + "_cpu"] (lists for "dit_steps"); a no-op without a timings dict."""
 
     def __init__(self, timings: dict | None):
         self.timings = timings
@@ -272,13 +272,15 @@ class _StageClock:
         if self.timings is None:
             yield
             return
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         yield
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         if stage == "dit_steps":
             self.timings.setdefault(stage, []).append(elapsed)
+            self.timings.setdefault(stage + "_cpu", []).append(cpu)
         else:
             self.timings[stage] = self.timings.get(stage, 0.0) + elapsed
+            self.timings[stage + "_cpu"] = self.timings.get(stage + "_cpu", 0.0) + cpu
 
 
 def _check_request(request: dict) -> None:
@@ -301,7 +303,8 @@ def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit
     and the intermediates (prompts, ids, text/lyric hidden states, encoder states, context, noise, hints).
     T is the DiT length, max(128, requested frames); the audio is not cropped back (as the official code).
     `timings`, when given, receives wall seconds per stage (scripts/bench.py): text (text encoder + lyric
-    embedding), condition (condition encoder), dit_steps (one entry per step), vae (tiled decode).
+    embedding), condition (condition encoder), dit_steps (one entry per step), vae (tiled decode); and the
+    process CPU seconds of each under `<stage>_cpu`.
     """
     clock = _StageClock(timings)
     _check_request(request)
