@@ -151,8 +151,8 @@ def run_worker(kind: str, target: str, args) -> dict:
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench worker {kind} {target} failed with status {proc.returncode}")
+    if proc.returncode != 0:  # e.g. -9: killed by the kernel's OOM killer; the other backends still count
+        return {"error": f"worker exited with status {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -247,6 +247,9 @@ def main() -> int:
         gemm, load = gemm_gflops(), load_avg()
         print(f"[{name}] {target} | GEMM {gemm:.0f} GFLOP/s, load {load:.2f} before", flush=True)
         res = run_worker(kind, target, args)
+        if "error" in res:
+            print(f"  {name}: FAILED, {res['error']}; left out of the tables", flush=True)
+            continue
         res.update(gemm_gflops=gemm, load_before=load, target=target)
         results[name] = res
         print_backend(name, res)
