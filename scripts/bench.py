@@ -1,90 +1,266 @@
 #!/usr/bin/env python3
-"""Benchmark of the Python host on a model package (not a test).
+"""Benchmark of the Python host on model packages, against the PyTorch reference in the same run (not a test).
 
-Reports per-stage wall times, the time spent inside ONNX Runtime, the host overhead
-(total − Σ ORT run time, i.e. everything the host and the core do between graph runs), peak RSS and
-the real-time factor (generation time / audio duration), for each requested duration.
+For each backend — every `--model` package on ONNX Runtime through the Python host, and with `--torch CKPT`
+the project's PyTorch reference modules (tools/parity/torch_reference.py, fp32, the checkpoints the
+packages were exported from) — it reports per duration: session/model load, per-stage times (text = text
+encoder + lyric embedding, condition encoder, DiT per step, VAE decode), total, peak RSS, and for the ORT
+host the time inside ONNX Runtime and the host overhead. Each backend runs in its own worker process
+(one after the other, so memory is freed in between and peak RSS is per backend). The machine's fp32
+GEMM rate is measured before each backend and the load average is printed beside every figure: the
+machine is shared, and a ratio is only meaningful between figures of the same run.
 
-    python3 scripts/bench.py [--model PKG] [--durations 10,30] [--repeats 3] [--threads N]
+    python3 scripts/bench.py [--model [NAME=]PKG ...] [--torch CKPT] [--durations 10,30] [--repeats 3]
+        [--threads N] [--json FILE] [--markdown FILE]
 
-Without --model it uses the tiny package (fixtures/generated/tiny-package; built by
-scripts/make_tiny_package.sh).
+Without --model it uses the tiny package (fixtures/generated/tiny-package). NAME defaults to the package's
+precision (fp32, int8, fp16). Full-size runs need ~14 GiB per backend: run them under
+`flock /work/bigmem.lock` on shared machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bindings" / "python"))
-
-from acestep_runtime.pipeline import Pipeline  # noqa: E402
-
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_machine import machine_line  # noqa: E402
+from bench_machine import gemm_gflops  # noqa: E402
+
+REQUEST = {"caption": "an energetic pop track with bright synths", "lyrics": "[Verse]\nla la la"}
+SEED = 1
+WARMUP_DURATION = 10.0  # the shortest request the core accepts: allocates the arenas
+STAGES = ("text", "condition", "dit_step", "vae")
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "fixtures" / "generated" / "tiny-package")
-    parser.add_argument("--durations", default="10,30")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+def load_avg() -> float:
+    return os.getloadavg()[0]
 
-    print(machine_line())
-    durations = [float(d) for d in args.durations.split(",")]
+
+# --- workers (one process per backend) ------------------------------------------------------------------
+
+def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None) -> dict:
+    sys.path.insert(0, str(ROOT / "bindings" / "python"))
+    from acestep_runtime.pipeline import Pipeline
+
     t0 = time.perf_counter()
-    pipe = Pipeline.open(args.model, device="cpu", threads=args.threads)
+    pipe = Pipeline.open(model, device="cpu", threads=threads)
     pipe.sessions.warm(["text_encoder", "lyric_embedding", "condition_encoder", "dit_decoder", "vae_decoder"])
     load_s = time.perf_counter() - t0
-    print(f"package {args.model} ({pipe.package.variant}), session load {load_s:.2f} s, RSS {peak_rss_mb():.0f} MB")
+    precision = pipe.package.summary().get("precision")
+    pipe.generate({**REQUEST, "duration": WARMUP_DURATION, "seed": SEED})
+    stats = pipe.sessions.stats
+    cpu: dict[str, float] = {}  # process CPU seconds per component: robust to a loaded machine, unlike wall
+    run = pipe.sessions.run
 
-    results = []
-    request = {"caption": "an energetic pop track with bright synths", "lyrics": "[Verse]\nla la la", "seeds": [1]}
-    pipe.generate({**request, "duration": 10.0})  # warm-up: first runs allocate ORT arenas
+    def timed_run(name, feeds, output_names=None):
+        start = time.process_time()
+        try:
+            return run(name, feeds, output_names)
+        finally:
+            cpu[name] = cpu.get(name, 0.0) + time.process_time() - start
+
+    pipe.sessions.run = timed_run
+    rows = []
     for duration in durations:
         runs = []
-        for _ in range(args.repeats):
-            result = pipe.generate({**request, "duration": duration})
+        for _ in range(repeats):
+            before = (dict(stats.seconds), dict(stats.calls))
+            cpu.clear()
+            cpu_start = time.process_time()
+            result = pipe.generate({**REQUEST, "duration": duration, "seed": SEED})
+            cpu_total = time.process_time() - cpu_start
+            sec = {k: v - before[0].get(k, 0.0) for k, v in stats.seconds.items()}
+            calls = {k: v - before[1].get(k, 0) for k, v in stats.calls.items()}
             total = result.timings["total"]
             runs.append({
-                **{k: result.timings[k] for k in ("encode", "diffusion", "decode")},
+                "text": sec.get("text_encoder", 0.0) + sec.get("lyric_embedding", 0.0),
+                "condition": sec.get("condition_encoder", 0.0),
+                "dit_step": sec["dit_decoder"] / calls["dit_decoder"],
+                "dit_steps": calls["dit_decoder"],
+                "vae": sec["vae_decoder"],
                 "total": total,
                 "ort": result.ort_seconds,
                 "overhead": total - result.ort_seconds,
+                "text_cpu": cpu.get("text_encoder", 0.0) + cpu.get("lyric_embedding", 0.0),
+                "condition_cpu": cpu.get("condition_encoder", 0.0),
+                "dit_step_cpu": cpu["dit_decoder"] / calls["dit_decoder"],
+                "vae_cpu": cpu["vae_decoder"],
+                "total_cpu": cpu_total,
+                "load_avg": load_avg(),
             })
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        audio_s = result.audio.shape[-1] / result.sample_rate
-        row = {
-            "duration_s": duration,
-            "frames": result.frames,
-            **{f"{k}_s": round(v, 4) for k, v in med.items()},
-            "host_overhead_pct": round(100.0 * med["overhead"] / med["total"], 2),
-            "rtf": round(med["total"] / audio_s, 4),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-        }
-        results.append(row)
-        print(
-            f"{duration:6.1f} s audio (T={result.frames}): total {med['total']:.3f} s = encode {med['encode']:.3f} + "
-            f"diffusion {med['diffusion']:.3f} + decode {med['decode']:.3f}; ORT {med['ort']:.3f} s; host overhead "
-            f"{med['overhead'] * 1000:.1f} ms ({row['host_overhead_pct']:.2f} %); RTF {row['rtf']:.3f}; "
-            f"peak RSS {row['peak_rss_mb']:.0f} MB"
-        )
+        rows.append(_row(duration, result.frames, runs))
     pipe.close()
+    return {"load_s": load_s, "precision": precision, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def _torch_worker(ckpt: Path, durations: list[float], repeats: int, threads: int | None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from tools.parity.torch_reference import load_models, run_reference
+
+    torch.set_num_threads(threads or os.cpu_count())
+    t0 = time.perf_counter()
+    load_models(str(ckpt))
+    load_s = time.perf_counter() - t0
+    run_reference(ckpt, {**REQUEST, "duration": WARMUP_DURATION}, seeds=[SEED])
+    rows = []
+    for duration in durations:
+        runs = []
+        for _ in range(repeats):
+            timings: dict = {}
+            start, cpu_start = time.perf_counter(), time.process_time()
+            out = run_reference(ckpt, {**REQUEST, "duration": duration}, seeds=[SEED], timings=timings)
+            total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
+            runs.append({
+                "text": timings["text"], "condition": timings["condition"],
+                "dit_step": statistics.median(timings["dit_steps"]), "dit_steps": len(timings["dit_steps"]),
+                "vae": timings["vae"], "total": total, "load_avg": load_avg(),
+                "text_cpu": timings["text_cpu"], "condition_cpu": timings["condition_cpu"],
+                "dit_step_cpu": statistics.median(timings["dit_steps_cpu"]), "vae_cpu": timings["vae_cpu"],
+                "total_cpu": cpu_total,
+            })
+        rows.append(_row(duration, out["frames"], runs))
+    return {"load_s": load_s, "precision": "fp32", "rows": rows, "peak_rss_mb": peak_rss_mb(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def _row(duration: float, frames: int, runs: list[dict]) -> dict:
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    med["load_avg_max"] = max(r["load_avg"] for r in runs)
+    med.update(duration_s=duration, frames=frames, rtf=med["total"] / duration)
+    return med
+
+
+def run_worker(kind: str, target: str, args) -> dict:
+    """Runs one backend in a fresh process of this script; returns its JSON result."""
+    cmd = [sys.executable, __file__, "--_worker", kind, target, "--durations", args.durations,
+           "--repeats", str(args.repeats)]
+    if args.threads is not None:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:  # e.g. -9: killed by the kernel's OOM killer; the other backends still count
+        return {"error": f"worker exited with status {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+def print_backend(name: str, res: dict) -> None:
+    print(f"  {name}: load {res['load_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB")
+    for r in res["rows"]:
+        extra = ""
+        if "ort" in r:
+            extra = f"; ORT {r['ort']:.2f} s, host overhead {r['overhead'] * 1000:.0f} ms"
+        print(f"    {r['duration_s']:5.0f} s audio (T={r['frames']}): text {r['text']:.3f} s, condition "
+              f"{r['condition']:.3f} s, DiT {r['dit_step']:.3f} s/step × {r['dit_steps']:.0f}, VAE {r['vae']:.3f} s, "
+              f"total {r['total']:.2f} s (RTF {r['rtf']:.2f}){extra}; CPU s: DiT {r['dit_step_cpu']:.2f}/step, "
+              f"VAE {r['vae_cpu']:.2f}, total {r['total_cpu']:.1f} | GEMM {res['gemm_gflops']:.0f} GFLOP/s, "
+              f"load {r['load_avg_max']:.2f}")
+
+
+def markdown(results: dict[str, dict], reference: str | None) -> str:
+    lines = ["| backend | audio | load | text | condition | DiT / step | VAE | total | RTF | peak RSS | "
+             "GEMM GFLOP/s | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        for r in res["rows"]:
+            lines.append(
+                f"| {name} | {r['duration_s']:.0f} s | {res['load_s']:.1f} s | {r['text']:.2f} s | "
+                f"{r['condition']:.2f} s | {r['dit_step']:.2f} s | {r['vae']:.2f} s | {r['total']:.1f} s | "
+                f"{r['rtf']:.2f} | {res['peak_rss_mb'] / 1024:.1f} GiB | {res['gemm_gflops']:.0f} | "
+                f"{r['load_avg_max']:.1f} |")
+    if reference:
+        lines += ["", f"Ratios to `{reference}` (same run; < 1 is faster):", "",
+                  "| backend | audio | text | condition | DiT / step | VAE | total |", "|---|---|---|---|---|---|---|"]
+        ref_rows = {r["duration_s"]: r for r in results[reference]["rows"]}
+        for name, res in results.items():
+            if name == reference:
+                continue
+            for r in res["rows"]:
+                ref = ref_rows[r["duration_s"]]
+                cells = " | ".join(f"{r[k] / ref[k]:.2f}×" if ref[k] > 0 else "–" for k in (*STAGES, "total"))
+                lines.append(f"| {name} | {r['duration_s']:.0f} s | {cells} |")
+        lines += ["", "The same ratios in process CPU seconds (less sensitive to other jobs on the machine):", "",
+                  "| backend | audio | text | condition | DiT / step | VAE | total |", "|---|---|---|---|---|---|---|"]
+        for name, res in results.items():
+            if name == reference:
+                continue
+            for r in res["rows"]:
+                ref = ref_rows[r["duration_s"]]
+                cells = " | ".join(f"{r[k + '_cpu'] / ref[k + '_cpu']:.2f}×" if ref.get(k + "_cpu") else "–"
+                                   for k in (*STAGES, "total"))
+                lines.append(f"| {name} | {r['duration_s']:.0f} s | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", default=None, metavar="[NAME=]PKG",
+                        help="model package (repeatable); default: the tiny package")
+    parser.add_argument("--torch", type=Path, metavar="CKPT",
+                        help="also time the PyTorch reference on these checkpoints (the packages' source)")
+    parser.add_argument("--durations", default="10,30")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ORT intra-op threads and torch threads (default: ORT's default / all CPUs)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--markdown", type=Path, help="also write the tables here")
+    parser.add_argument("--_worker", nargs=2, metavar=("KIND", "TARGET"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    durations = [float(d) for d in args.durations.split(",")]
+
+    if args._worker:
+        kind, target = args._worker
+        fn = _ort_worker if kind == "ort" else _torch_worker
+        print(json.dumps(fn(Path(target), durations, args.repeats, args.threads)))
+        return 0
+
+    backends: list[tuple[str, str, str]] = []  # (name, kind, target)
+    for spec in args.model or [str(ROOT / "fixtures" / "generated" / "tiny-package")]:
+        name, _, path = spec.rpartition("=")
+        if not name:
+            manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
+            name = manifest.get("precision", "ort")
+        backends.append((f"ort-{name}", "ort", path))
+    if args.torch:
+        backends.append(("torch-fp32", "torch", str(args.torch)))
+    names = [b[0] for b in backends]
+    if len(set(names)) != len(names):
+        parser.error(f"two backends share a name ({names}); name them with --model NAME=PKG")
+
+    print(f"{os.cpu_count()} CPUs, threads {args.threads or 'default'}, durations {durations}, repeats {args.repeats}")
+    results: dict[str, dict] = {}
+    for name, kind, target in backends:
+        gemm, load = gemm_gflops(), load_avg()
+        print(f"[{name}] {target} | GEMM {gemm:.0f} GFLOP/s, load {load:.2f} before", flush=True)
+        res = run_worker(kind, target, args)
+        if "error" in res:
+            print(f"  {name}: FAILED, {res['error']}; left out of the tables", flush=True)
+            continue
+        res.update(gemm_gflops=gemm, load_before=load, target=target)
+        results[name] = res
+        print_backend(name, res)
+    reference = "torch-fp32" if "torch-fp32" in results else None
+    table = markdown(results, reference)
+    print()
+    print(table)
     if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "load_s": load_s, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
+    if args.markdown:
+        args.markdown.write_text(table)
     return 0
 
 

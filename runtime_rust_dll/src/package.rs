@@ -354,6 +354,7 @@ impl Package {
             "model_kind": self.kind.name(),
             "random_weights": self.random_weights(),
             "precision": self.manifest.get("precision"),
+            "profile": profile_summary(&self.manifest),
             "opset": self.manifest.get("opset"),
             "components": components,
             "total_bytes": total,
@@ -362,6 +363,21 @@ impl Package {
             "manifest_sha256": self.manifest_sha256,
         })
         .to_string()
+    }
+}
+
+/// The precision profile in short (tools/onnx_opt writes the full section): name, method, thresholds
+/// and the measured worst-case deviation from fp32; null for an exporter fp32 package.
+fn profile_summary(manifest: &Value) -> Value {
+    match manifest.get("profile") {
+        Some(p) if p.is_object() => json!({
+            "name": p.get("name"),
+            "method": p.get("method"),
+            "thresholds": p.get("thresholds"),
+            "deviation_from_fp32": p.pointer("/deviation/worst"),
+            "deviation_passed": p.pointer("/deviation/passed"),
+        }),
+        _ => Value::Null,
     }
 }
 

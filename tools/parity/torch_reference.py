@@ -14,8 +14,10 @@ All float32 on CPU under `torch.no_grad()`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +260,29 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
 
 # --- the pipeline ------------------------------------------------------------------------------------
 
+class _StageClock:
+    """clock(stage) is a context manager adding the wall time of its block to timings[stage] and its
+    process CPU time to timings[stage + "_cpu"] (lists for "dit_steps"); a no-op without a timings dict."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        if self.timings is None:
+            yield
+            return
+        start, cpu_start = time.perf_counter(), time.process_time()
+        yield
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        if stage == "dit_steps":
+            self.timings.setdefault(stage, []).append(elapsed)
+            self.timings.setdefault(stage + "_cpu", []).append(cpu)
+        else:
+            self.timings[stage] = self.timings.get(stage, 0.0) + elapsed
+            self.timings[stage + "_cpu"] = self.timings.get(stage + "_cpu", 0.0) + cpu
+
+
 def _check_request(request: dict) -> None:
     unknown = set(request) - REQUEST_KEYS
     if unknown:
@@ -270,13 +295,18 @@ def _check_request(request: dict) -> None:
 
 
 @torch.no_grad()
-def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit_dir: str = DIT_DIR) -> dict:
+def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit_dir: str = DIT_DIR,
+                  timings: dict | None = None) -> dict:
     """Run the turbo text2music DiT path for one request and len(seeds) batch items (one seed per item).
 
     Returns numpy arrays: latents [B,T,64] (final x0), audio [B,2,1920·T] (tiled decode + peak guard),
     and the intermediates (prompts, ids, text/lyric hidden states, encoder states, context, noise, hints).
     T is the DiT length, max(128, requested frames); the audio is not cropped back (as the official code).
+    `timings`, when given, receives wall seconds per stage (scripts/bench.py): text (text encoder + lyric
+    embedding), condition (condition encoder), dit_steps (one entry per step), vae (tiled decode); and the
+    process CPU seconds of each under `<stage>_cpu`.
     """
+    clock = _StageClock(timings)
     _check_request(request)
     if not seeds:
         raise ValueError("seeds must hold one seed per batch item")
@@ -298,8 +328,9 @@ def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit
     lyr = torch.tensor([lyric_ids] * batch, dtype=torch.int64)
 
     # text encoder: input_ids only, as the official handler (identical items → no padding)
-    text_hidden = text_encoder(input_ids=cap).last_hidden_state.float()
-    lyric_hidden = text_encoder.embed_tokens(lyr).float()
+    with clock("text"):
+        text_hidden = text_encoder(input_ids=cap).last_hidden_state.float()
+        lyric_hidden = text_encoder.embed_tokens(lyr).float()
 
     # context: silence (text2music) or detokenized LM hints padded with silence[:pad] / cropped (cover)
     hints = None
@@ -317,8 +348,9 @@ def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit
 
     # condition encoder: timbre = silence[:, :750], one clip per item, order arange(B)
     timbre = silence[:, :TIMBRE_FRAMES].expand(batch, -1, -1).contiguous()
-    enc, enc_mask = acestep.encoder(text_hidden, torch.ones_like(cap), lyric_hidden, torch.ones_like(lyr),
-                                    timbre, torch.arange(batch, dtype=torch.int64))
+    with clock("condition"):
+        enc, enc_mask = acestep.encoder(text_hidden, torch.ones_like(cap), lyric_hidden, torch.ones_like(lyr),
+                                        timbre, torch.arange(batch, dtype=torch.int64))
 
     # noise and solver loop
     shift = request.get("shift")
@@ -329,7 +361,8 @@ def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit
     x0 = None
     for i, t in enumerate(schedule):
         tt = torch.full((batch,), t, dtype=torch.float32)
-        v = acestep.decoder(x, tt, tt, context, enc)
+        with clock("dit_steps"):
+            v = acestep.decoder(x, tt, tt, context, enc)
         if i == len(schedule) - 1:
             x0 = x - v * t
             break
@@ -341,7 +374,8 @@ def run_reference(checkpoints_dir: Path, request: dict, *, seeds: list[int], dit
             x = t_next * sde_noise(seeds, i, frames) + (1.0 - t_next) * x0_hat
 
     # VAE: decode x0ᵀ, tiled; peak guard
-    audio = tiled_decode(lambda z: vae_decode(vae, z), x0.transpose(1, 2).contiguous()).float()
+    with clock("vae"):
+        audio = tiled_decode(lambda z: vae_decode(vae, z), x0.transpose(1, 2).contiguous()).float()
     audio, peaks = peak_guard(audio)
 
     return {
