@@ -86,7 +86,7 @@ class CSharpHost:
 
 def cold_cli(model: Path, duration: float, threads: int) -> tuple[float, float]:
     """Wall seconds of one CLI run per host (fresh process each)."""
-    common = ["--model", str(model), "--caption", "lofi hip hop", "--duration", str(duration), "--seed", "42",
+    common = ["--model", str(model), "--caption", "lofi hip hop", "--duration", str(duration), "--seed", "42", "--no-think",
               "--device", "cpu", "--threads", str(threads), "--format", "wav16"]
     times = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,7 +122,7 @@ def main() -> int:
         sys.exit(f"{BIN / 'AceStep.Runtime.dll'} missing: run bindings/csharp/build.sh")
     os.environ.setdefault("ACESTEP_ORT_LIB", ort_library())
     model = args.model.resolve()
-    request = {"caption": "lofi hip hop, mellow piano", "duration": args.duration, "seed": 42}
+    request = {"caption": "lofi hip hop, mellow piano", "duration": args.duration, "seed": 42, "thinking": False}
 
     print(machine_line())
     print(f"model {model.name}, {args.duration:g} s of audio, turbo ODE, batch 1, {args.threads} ORT thread(s), "

@@ -86,7 +86,7 @@ def main() -> int:
     args = parser.parse_args()
     print(machine_line())
     duration = args.frames * 1920 / 48000
-    base = {"caption": "x", "duration": duration, "seed": 1, "batch_size": args.batch}
+    base = {"caption": "x", "duration": duration, "seed": 1, "batch_size": args.batch, "thinking": False}
     with tempfile.TemporaryDirectory() as tmp, ModelPackage.open(args.model) as turbo, \
             ModelPackage.open(guided_copy(args.model, Path(tmp) / "guided")) as guided:
         for name, package, request in [
