@@ -8,18 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import sin_cos
+
 NEG = torch.finfo(torch.float32).min
 LN_EPS = 1e-5
 
 
-def rel_pos_table(length_like: torch.Tensor, d_model: int) -> torch.Tensor:
+def rel_pos_div(d_model: int) -> torch.Tensor:
+    """w_i = exp(-(2i)·ln(10000)/d), computed by torch in fp32 (a buffer, see layers.rope_inv_freq)."""
+    return torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * -(math.log(10000.0) / d_model))
+
+
+def rel_pos_table(length_like: torch.Tensor, div: torch.Tensor) -> torch.Tensor:
     """[2L-1, d] for relative positions L-1, L-2, …, -(L-1): even channels sin(p·w_i), odd cos(p·w_i),
     w_i = exp(-(2i)·ln(10000)/d) (EspnetRelPositionalEncoding, spec §3.2)."""
     n = length_like.shape[1]
     pos = torch.arange(n - 1, -n, -1, device=length_like.device).to(torch.float32)  # L-1 … -(L-1)
-    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.int64).to(torch.float32) * (-math.log(10000.0) / d_model))
-    arg = pos[:, None] * div[None, :]
-    return torch.stack([torch.sin(arg), torch.cos(arg)], dim=-1).reshape(2 * n - 1, d_model)
+    sin, cos = sin_cos(pos[:, None] * div[None, :])
+    return torch.stack([sin, cos], dim=-1).reshape(2 * n - 1, 2 * div.shape[0])
 
 
 def rel_shift_index(length_like: torch.Tensor) -> torch.Tensor:
@@ -100,11 +106,12 @@ class ConformerEncoder(nn.Module):
         self.embed = _Embed(d_in, d_model)
         self.encoders = nn.ModuleList([ConformerBlock(d_model, heads, units) for _ in range(blocks)])
         self.after_norm = nn.LayerNorm(d_model, eps=LN_EPS)
+        self.register_buffer("pos_div", rel_pos_div(d_model), persistent=False)
 
     def forward(self, x, mask, q_scale):
         """x [B, L, d_in]; mask [B, L] (1 = valid); q_scale [blocks] (ERG, 1.0 = off) -> [B, L, d]."""
         x = self.embed.out(x) * math.sqrt(self.d_model)
-        pos_emb = rel_pos_table(x, self.d_model)
+        pos_emb = rel_pos_table(x, self.pos_div)
         keep = (mask != 0)[:, None, None, :]
         for i, block in enumerate(self.encoders):
             x = block(x, pos_emb, keep, q_scale[i])

@@ -15,21 +15,41 @@ NEG = torch.finfo(torch.float32).min
 LINEAR_ATTN_EPS = 1e-15
 
 
+# 2π split for Cody-Waite reduction: k·C1 and k·C2 are exact in fp32 for |k| < 4096 (C1 has 8, C2 12
+# significant bits), so arg − 2πk keeps the accuracy of the fp32 argument itself.
+_TWO_PI = (6.28125, 0.0019354820251464844, -1.7484555314695172e-07)
+
+
+def sin_cos(arg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sin/cos of large fp32 arguments (timesteps up to 1000 rad, positions up to thousands), reduced to
+    [-π, π] first: ONNX Runtime's Sin/Cos lose ~1e-4 absolute at |x| ~ 1000, torch's do not."""
+    k = torch.round(arg * (1.0 / (2 * math.pi)))
+    r = ((arg - k * _TWO_PI[0]) - k * _TWO_PI[1]) - k * _TWO_PI[2]
+    return torch.sin(r), torch.cos(r)
+
+
 def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """diffusers RMSNorm without affine: statistics in fp32 (spec §3.3)."""
     h = x.float()
     return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def rope_table(length_like: torch.Tensor, dim: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Qwen2-style cos/sin [S, head_dim] for positions 0..S-1 (S = length_like.shape[dim]):
-    inv_freq_j = theta^(-2j/head_dim), j < head_dim/2, table = cat(freqs, freqs) (the half-split layout)."""
+def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    """inv_freq_j = theta^(-2j/head_dim), j < head_dim/2, computed by torch in fp32 like the official code.
+    Kept as a buffer: a constant folded by the exporter can differ from torch's by an ulp, which at
+    position ~1000 is ~1e-4 rad."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(torch.float32) / head_dim))
+
+
+def rope_table(length_like: torch.Tensor, dim: int, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qwen2-style cos/sin [S, head_dim] for positions 0..S-1 (S = length_like.shape[dim]); the table is
+    cat(freqs, freqs) (the half-split layout)."""
     n = length_like.shape[dim]
     pos = torch.arange(n, device=length_like.device).to(torch.float32)
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(torch.float32) / head_dim))
     freqs = pos[:, None] * inv_freq[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos(), emb.sin()
+    sin, cos = sin_cos(emb)
+    return cos, sin
 
 
 def apply_rope_v1(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -53,6 +73,9 @@ class LinearSelfAttention(nn.Module):
         self.to_k = nn.Linear(dim, dim)
         self.to_v = nn.Linear(dim, dim)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+        # A buffer, not a Python float: onnxscript's optimizer drops `x + 1e-15` written as a literal
+        # (treats it as adding zero), which turns 0/0 on masked frames into NaN.
+        self.register_buffer("eps", torch.tensor([LINEAR_ATTN_EPS]), persistent=False)
 
     def forward(self, x, frame_mask, rope, q_scale):
         b, t, _ = x.shape
@@ -68,7 +91,7 @@ class LinearSelfAttention(nn.Module):
         v_pad = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)           # [B,H,T,d+1]
         vk = torch.matmul(v_pad.transpose(-1, -2), k)                         # [B,H,d+1,d]
         out = torch.matmul(vk, q.transpose(-1, -2))                           # [B,H,d+1,T]
-        out = out[:, :, :-1] / (out[:, :, -1:] + LINEAR_ATTN_EPS)             # [B,H,d,T]
+        out = out[:, :, :-1] / (out[:, :, -1:] + self.eps)             # [B,H,d,T]
         out = out.permute(0, 3, 1, 2).reshape(b, t, self.heads * self.head_dim).to(x.dtype)
         return self.to_out[0](out)
 
@@ -144,12 +167,17 @@ class LinearTransformerBlock(nn.Module):
         return x + gate_mlp * self.ff(h)
 
 
-def timestep_sinusoid(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
-    """diffusers Timesteps(dim, flip_sin_to_cos=True, shift=0): [cos(t·f), sin(t·f)], f_i = 10000^(-i/half)."""
+def timestep_freqs(dim: int = 256) -> torch.Tensor:
+    """f_i = exp(-ln(10000)·i/half), i < half (diffusers get_timestep_embedding, shift 0), by torch in fp32."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    return torch.exp(-math.log(10000.0) * torch.arange(0, half, dtype=torch.float32) / half)
+
+
+def timestep_sinusoid(t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """diffusers Timesteps(256, flip_sin_to_cos=True, shift=0): [cos(t·f), sin(t·f)]."""
     arg = t.float()[:, None] * freqs[None, :]
-    return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
+    sin, cos = sin_cos(arg)
+    return torch.cat([cos, sin], dim=-1)
 
 
 class TimestepEmbedding(nn.Module):

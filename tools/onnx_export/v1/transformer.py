@@ -10,7 +10,8 @@ from torch import nn
 from ..common import load_safetensors_fp32, load_state_dict_strict, require_dir, require_file
 from .config import DIFFUSERS_WEIGHTS, V1Config
 from .conformer import ConformerEncoder
-from .layers import NEG, FinalLayer, LinearTransformerBlock, PatchEmbed, TimestepEmbedding, rope_table, timestep_sinusoid
+from .layers import (NEG, FinalLayer, LinearTransformerBlock, PatchEmbed, TimestepEmbedding, rope_inv_freq, rope_table,
+                     timestep_freqs, timestep_sinusoid)
 
 
 class V1Transformer(nn.Module):
@@ -36,6 +37,9 @@ class V1Transformer(nn.Module):
         self.projectors = nn.ModuleList([
             nn.Sequential(nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, 2 * d), nn.SiLU(), nn.Linear(2 * d, ssl))
             for ssl in cfg.ssl_latent_dims])
+        # fp32 constants computed by torch, as the official code does (not in the checkpoint)
+        self.register_buffer("rope_inv_freq", rope_inv_freq(cfg.attention_head_dim, cfg.rope_theta), persistent=False)
+        self.register_buffer("timestep_freqs", timestep_freqs(256), persistent=False)
 
     def encode(self, text_hidden_states, text_attention_mask, speaker_embeds, lyric_token_ids,
                lyric_attention_mask, lyric_q_scale):
@@ -55,12 +59,11 @@ class V1Transformer(nn.Module):
         attn.to_q and cross_attn.to_q of each block (1.0 = off)."""
         cfg = self.config
         b, _, _, t = hidden_states.shape
-        embedded_timestep = self.timestep_embedder(timestep_sinusoid(timestep).to(hidden_states.dtype))
+        embedded_timestep = self.timestep_embedder(timestep_sinusoid(timestep, self.timestep_freqs).to(hidden_states.dtype))
         temb = self.t_block(embedded_timestep)
         x = self.proj_in(hidden_states)
-        hd = cfg.attention_head_dim
-        rope_x = rope_table(x, 1, hd, cfg.rope_theta)
-        rope_enc = rope_table(encoder_hidden_states, 1, hd, cfg.rope_theta)
+        rope_x = rope_table(x, 1, self.rope_inv_freq)
+        rope_enc = rope_table(encoder_hidden_states, 1, self.rope_inv_freq)
         keep = (attention_mask != 0)[:, :, None] & (encoder_attention_mask != 0)[:, None, :]   # [B,T,S]
         cross_mask = torch.where(keep, torch.zeros((), dtype=x.dtype), torch.full((), NEG, dtype=x.dtype))[:, None]
         for i, block in enumerate(self.transformer_blocks):
