@@ -44,12 +44,45 @@ def build_dcae(config: dict, source: str = "DCAE config"):
     return AutoencoderDC(**kwargs).float().eval()
 
 
+def pin_attention_eps(dcae) -> None:
+    """The EfficientViT linear attention divides by (Σ φ(k)ᵀφ(q) + 1e-15) with a Python float eps, which
+    onnxscript's optimizer drops as "adding zero" — an all-zero φ(q) then gives 0/0 = NaN in the graph
+    instead of 0. A tensor buffer survives export."""
+    from diffusers.models.attention_processor import SanaMultiscaleLinearAttention
+
+    for module in dcae.modules():
+        if isinstance(module, SanaMultiscaleLinearAttention) and not isinstance(module.eps, torch.Tensor):
+            eps = float(module.eps)
+            del module.eps
+            module.register_buffer("eps", torch.tensor([eps], dtype=torch.float32), persistent=False)
+
+
+class _ContiguousConv2d(nn.Conv2d):
+    """Conv2d on a contiguous input. The EfficientViT blocks feed convs with permuted (channels-last
+    strided) tensors; for those, torch's fake conv kernel picks a memory format by asking `batch > 1`,
+    a guard that breaks the ONNX export with a symbolic batch (torch 2.9). Same arithmetic."""
+
+    def forward(self, x):
+        return super().forward(x.contiguous())
+
+
+def contiguous_conv_inputs(dcae) -> int:
+    """Make every Conv2d of the DCAE a `_ContiguousConv2d` (same parameters and keys); return how many."""
+    n = 0
+    for module in dcae.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = _ContiguousConv2d
+            n += 1
+    return n
+
+
 def load_dcae(ckpt_dir: Path):
     ckpt_dir = require_dir(Path(ckpt_dir), "v1 DCAE checkpoint directory")
     path = ckpt_dir / CONFIG_FILE
     model = build_dcae(read_json(path, "v1 DCAE config"), str(path))
     weights = require_file(ckpt_dir / DIFFUSERS_WEIGHTS, "v1 DCAE weights")
     load_state_dict_strict(model, load_safetensors_fp32(weights, "v1 DCAE weights"), str(weights))
+    pin_attention_eps(model)
     return model
 
 
@@ -58,6 +91,7 @@ class DcaeDecoderGraph(nn.Module):
 
     def __init__(self, dcae):
         super().__init__()
+        contiguous_conv_inputs(dcae)
         self.decoder = dcae.decoder
 
     def forward(self, latents):
@@ -70,6 +104,7 @@ class DcaeEncoderGraph(nn.Module):
 
     def __init__(self, dcae):
         super().__init__()
+        contiguous_conv_inputs(dcae)
         self.encoder = dcae.encoder
 
     def forward(self, mel):

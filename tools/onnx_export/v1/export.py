@@ -159,8 +159,10 @@ def _dims():
     return {"batch": D("batch", min=1, max=64), "text": D("text_length", min=2, max=4096),
             "lyric": D("lyric_length", min=2, max=8192), "frames": D("frames", min=2, max=16384),
             "enc": D("encoder_length", min=3, max=16384), "n": D("n", min=1, max=128),
-            "mel8": D("mel_frames_8", min=1, max=16384), "mel": D("mel_frames", min=2, max=131072),
-            "chunks": D("chunks", min=1, max=4096)}
+            "mel": D("mel_frames", min=2, max=131072),
+            "chunks": D("chunks", min=1, max=4096),
+            # DCAE: diffusers picks linear attention iff 16·frames > attention_head_dim (32): frames >= 3
+            "dcae_frames": D("frames", min=3, max=16384), "mel8": D("mel_frames_8", min=3, max=16384)}
 
 
 def _spec(name: str, models: dict):
@@ -184,7 +186,7 @@ def _spec(name: str, models: dict):
                  "timestep": {0: B}, "erg_q_scale": {}},
                 {"velocity": ["batch", cfg.out_channels, cfg.max_height, "frames"]})
     if name == "dcae_decoder":
-        return ({"latents": {0: B, 3: d["frames"]}}, {"mel": ["batch", 2, 128, "8*frames"]})
+        return ({"latents": {0: B, 3: d["dcae_frames"]}}, {"mel": ["batch", 2, 128, "8*frames"]})
     if name == "dcae_encoder":
         return ({"mel": {0: B, 3: 8 * d["mel8"]}}, {"latents": ["batch", 8, 16, "mel_frames_8"]})
     if name == "vocoder":

@@ -55,11 +55,15 @@ class LogMel(nn.Module):
         self.register_buffer("fb", torch.tensor(slaney_mel_fb(sample_rate, n_fft, n_mels, f_min, f_max),
                                                 dtype=torch.float32), persistent=False)
         self.n_freq = n_freq
+        # a buffer, not a literal: the exporter's optimizer drops tiny additive constants (see layers.py)
+        self.register_buffer("mag_eps", torch.tensor([1e-6]), persistent=False)
 
     def forward(self, audio):  # [N, S] -> [N, n_mels, S/hop]
-        x = F.pad(audio[:, None], (self.pad, self.pad), mode="reflect")
+        p = self.pad
+        # reflect padding written out (F.pad reflect adds an n != 1 guard in the exporter)
+        x = torch.cat([audio[:, 1:p + 1].flip(-1), audio, audio[:, -p - 1:-1].flip(-1)], dim=-1)[:, None]
         spec = F.conv1d(x, self.basis, stride=self.hop)                        # [N, 2F, frames]
         re, im = spec[:, :self.n_freq], spec[:, self.n_freq:]
-        mag = torch.sqrt(re * re + im * im + 1e-6)
-        mel = torch.matmul(mag.transpose(1, 2), self.fb).transpose(1, 2)
+        mag = torch.sqrt(re * re + im * im + self.mag_eps)
+        mel = F.conv1d(mag, self.fb.t()[:, :, None])                           # [N, n_mels, frames]
         return torch.log(torch.clamp(mel, min=1e-5))
