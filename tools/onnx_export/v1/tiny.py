@@ -63,7 +63,8 @@ def _init(name: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor
     if leaf == "gamma":
         return 0.5 + randn(0.1)
     if leaf == "weight_g":
-        return 0.5 + torch.rand(shape, generator=g)
+        # conv_post: a larger gain so the tiny vocoder's tanh output is not near zero
+        return (8.0 if name.startswith("head.conv_post") else 0.5) + torch.rand(shape, generator=g)
     if leaf == "bias":
         return randn(0.05)
     if len(shape) == 1:  # norm weights
