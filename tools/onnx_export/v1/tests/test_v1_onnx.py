@@ -124,6 +124,9 @@ def test_manifest(v1_package):
     assert dit["erg_q_scale"]["shape"] == [m["config"]["transformer"]["num_layers"]]
     cfg = m["config"]
     assert cfg["scheduler"]["sigma_min"] == pytest.approx(0.0029940119, abs=1e-9)
+    # the grid shifts sigma_min once more (spec §6.2): terminal non-zero sigma 0.0089286
+    s, smin = cfg["scheduler"]["shift"], np.float32(cfg["scheduler"]["sigma_min"])
+    assert np.float32(s * smin / (1 + (s - 1) * smin)) == pytest.approx(0.0089286, abs=1e-7)
     assert cfg["scheduler"]["shift"] == 3.0 and cfg["defaults"]["infer_steps"] == 60
     assert cfg["defaults"]["guidance_scale"] == 15.0 and cfg["defaults"]["omega_scale"] == 10.0
     assert cfg["audio"]["samples_per_latent"] == 4096 and cfg["audio"]["output_sample_rate"] == 48000
@@ -149,3 +152,23 @@ def test_report_max_abs():
     """Prints the per-graph max_abs of the parity tests above (run with -s to see it)."""
     if MAX_ABS:
         print("\nv1 parity max_abs:", json.dumps({k: float(f"{v:.3g}") for k, v in sorted(MAX_ABS.items())}))
+
+
+def test_no_lyrics_request_shapes(sessions, v1_models):
+    """No lyrics: lyric ids [[0]] with mask [[0]] (spec §4), a one-token prompt; the exporter's dims start at
+    2, the graphs must still run at length 1 (and frames = 2) and match torch."""
+    models, mods = v1_models
+    cond = (torch.randn(1, 1, models["transformer"].config.text_embedding_dim), torch.ones(1, 1, dtype=torch.int64),
+            torch.zeros(1, models["transformer"].config.speaker_embedding_dim), torch.zeros(1, 1, dtype=torch.int64),
+            torch.zeros(1, 1, dtype=torch.int64), torch.ones(models["transformer"].config.lyric_encoder["num_blocks"]))
+    got, ref = _run(sessions, v1_models, "condition_encoder", cond)
+    assert got[0].shape == (1, 3, models["transformer"].config.inner_dim) and got[1].tolist() == [[1, 1, 0]]
+    assert np.abs(got[0] - ref[0]).max() <= TOL
+    text = (torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.int64), torch.ones(models["text_encoder"].config.num_layers))
+    got, ref = _run(sessions, v1_models, "text_encoder", text)
+    assert np.abs(got[0] - ref[0]).max() <= TOL
+    dit = (torch.randn(1, 8, 16, 2), torch.ones(1, 2, dtype=torch.int64),
+           torch.randn(1, 3, models["transformer"].config.inner_dim), torch.tensor([[1, 1, 0]]),
+           torch.tensor([1000.0]), torch.ones(models["transformer"].config.num_layers))
+    got, ref = _run(sessions, v1_models, "dit_decoder", dit)
+    assert np.isfinite(got[0]).all() and np.abs(got[0] - ref[0]).max() <= TOL
