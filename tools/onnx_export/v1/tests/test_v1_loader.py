@@ -92,3 +92,12 @@ def test_tiny_lyric_tokenizer_official_ids(v1_checkpoints):
     ids = tok.encode("[en]la[SPACE]la[SPACE]love").ids
     assert ids[0] == 259 and ids.count(2) == 2 and 1 not in ids
     assert tok.encode("[verse]").ids == [6683]
+
+
+def test_main_cli_delegates_on_the_v1_layout(tmp_path, capsys):
+    from tools.onnx_export.__main__ import main
+
+    (tmp_path / "ckpt" / TRANSFORMER_DIR).mkdir(parents=True)
+    assert main(["--checkpoints", str(tmp_path / "ckpt"), "--out", str(tmp_path / "pkg")]) == 2
+    err = capsys.readouterr().err
+    assert "missing v1 checkpoint component directories" in err and "umt5-base" in err
