@@ -73,6 +73,15 @@ def export_with_profile(opts: ExportOptions, profile: str) -> Path:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--checkpoints", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    if known.checkpoints is not None and (known.checkpoints / "ace_step_transformer").is_dir():
+        # ACE-Step v1 checkpoints (HF layout): the v1 exporter, tools/onnx_export/v1
+        from .v1.__main__ import main as v1_main
+
+        return v1_main(argv)
     profile, opts = parse_args(argv)
     start = time.perf_counter()
     try:
