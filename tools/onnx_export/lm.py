@@ -108,6 +108,29 @@ def tiny_lm_config() -> dict:
     }
 
 
+# Spec §5.1: the official LMs' widths (the rest of the config is `tiny_lm_config`'s, which are the
+# official shared values). Used to write full-size random-weight checkpoints for measurements.
+LM_SIZES = {
+    "0.6B": {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+             "num_key_value_heads": 8, "head_dim": 128},
+    "1.7B": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28, "num_attention_heads": 16,
+             "num_key_value_heads": 8, "head_dim": 128},
+}
+
+
+def lm_config(size: str = "tiny") -> dict:
+    """`config.json` of the tiny LM (`"tiny"`) or of an official size (`"0.6B"`, `"1.7B"`, spec §5.1)."""
+    cfg = tiny_lm_config()
+    if size == "tiny":
+        return cfg
+    if size not in LM_SIZES:
+        raise ValueError(f"LM size {size!r}: expected 'tiny' or one of {', '.join(LM_SIZES)}")
+    cfg.update(LM_SIZES[size])
+    n = cfg["num_hidden_layers"]
+    cfg["layer_types"], cfg["max_window_layers"] = ["full_attention"] * n, n
+    return cfg
+
+
 def _layer_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     """Official per-layer key suffixes (spec §2.3/§2.4: 11 per layer) and their shapes."""
     h, inter, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
@@ -149,19 +172,20 @@ def expected_lm_keys(cfg: dict) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def write_tiny_lm(ckpt_dir: Path, seed: int, tokenizer_dir: Path | None) -> None:
-    """Writes a tiny random-weight 5 Hz LM in the official `acestep-5Hz-lm-0.6B/` layout.
+def write_tiny_lm(ckpt_dir: Path, seed: int, tokenizer_dir: Path | None, *, size: str = "tiny") -> None:
+    """Writes a random-weight 5 Hz LM in the official `acestep-5Hz-lm-0.6B/` layout.
 
-    `config.json` (Qwen3ForCausalLM, hidden 64, 2 layers, 4/2 heads, head_dim 16, vocab 217204, tied
-    head), `model.safetensors` (bf16, official key names, no `lm_head.weight`), and the tokenizer files
-    found in `tokenizer_dir` (the 217204-token tokenizer of `tools/make_qwen_tokenizer.py --audio-codes`;
-    `None` writes no tokenizer). Same seed → same bytes.
+    `config.json` (Qwen3ForCausalLM, vocab 217204, tied head; `size` "tiny": hidden 64, 2 layers, 4/2
+    heads, head_dim 16; "0.6B" / "1.7B": the official widths of spec §5.1), `model.safetensors` (bf16,
+    official key names, no `lm_head.weight`), and the tokenizer files found in `tokenizer_dir` (the
+    217204-token tokenizer of `tools/make_qwen_tokenizer.py --audio-codes`; `None` writes no tokenizer).
+    Same seed → same bytes. Full sizes hold the bf16 weights in memory once (1.7B: ~4 GB).
     """
     from safetensors.torch import save_file
 
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    cfg = tiny_lm_config()
+    cfg = lm_config(size)
     gen = torch.Generator().manual_seed(int(seed))
     tensors: dict[str, torch.Tensor] = {}
     for key, shape in expected_lm_keys(cfg).items():
@@ -611,16 +635,17 @@ def export_lm_graphs(model, out_dir: Path, *, opset: int = 18, external_data: bo
     return {"lm_prefill": PREFILL_FILE, "lm_decode": DECODE_FILE}
 
 
-def lm_host_config(model) -> dict:
-    """Values a host needs to drive the LM graphs (see docs/io_contract_lm.md)."""
-    cfg = model.config
+def lm_host_config(model_or_config) -> dict:
+    """Values a host needs to drive the LM graphs (see docs/io_contract_lm.md), from the loaded model or
+    from the checkpoint's config dict (`read_lm_config`)."""
+    cfg = model_or_config if isinstance(model_or_config, dict) else model_or_config.config.to_dict()
     return {
-        "num_layers": int(cfg.num_hidden_layers),
-        "num_kv_heads": int(cfg.num_key_value_heads),
-        "head_dim": int(cfg.head_dim),
-        "hidden_size": int(cfg.hidden_size),
-        "vocab_size": int(cfg.vocab_size),
-        "max_position_embeddings": int(cfg.max_position_embeddings),
+        "num_layers": int(cfg["num_hidden_layers"]),
+        "num_kv_heads": int(cfg["num_key_value_heads"]),
+        "head_dim": int(cfg["head_dim"]),
+        "hidden_size": int(cfg["hidden_size"]),
+        "vocab_size": int(cfg["vocab_size"]),
+        "max_position_embeddings": int(cfg["max_position_embeddings"]),
         "eos_token_id": EOS_TOKEN_ID,
         "pad_token_id": PAD_TOKEN_ID,
         "audio_code_base": AUDIO_CODE_BASE,

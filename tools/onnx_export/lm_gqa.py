@@ -227,7 +227,7 @@ def _rope_caches(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32)
 
 
-def _linear(g: _Graph, x: str, name: str, make_kn, k: int, n: int, fmt: str, block: int) -> str:
+def _linear(g: _Graph, x: str, name: str, make_kn, k: int, n: int, fmt: str, block: int, level: int = 4) -> str:
     """x [.., K] @ W [K, N]; W from `make_kn()` (fp32 [K, N]), stored fp32 or as MatMulNBits blocks."""
     if fmt == "fp32":
         return g.op("MatMul", [x, g.weight(name, make_kn)], hint=name)[0]
@@ -244,10 +244,10 @@ def _linear(g: _Graph, x: str, name: str, make_kn, k: int, n: int, fmt: str, blo
 
     b = g.weight(f"{name}.qweight", part(0))
     s = g.weight(f"{name}.scales", part(1))
-    return g.op("MatMulNBits", [x, b, s], domain=MS, hint=name, K=k, N=n, bits=bits, block_size=block, accuracy_level=0)[0]
+    return g.op("MatMulNBits", [x, b, s], domain=MS, hint=name, K=k, N=n, bits=bits, block_size=block, accuracy_level=level)[0]
 
 
-def _build(cfg: dict, ckpt: _LazyCheckpoint, weights: _WeightsFile, *, decode: bool, fmt: str, block: int):
+def _build(cfg: dict, ckpt: _LazyCheckpoint, weights: _WeightsFile, *, decode: bool, fmt: str, block: int, level: int):
     from onnx import TensorProto, helper
 
     n_layers, h, inter = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["intermediate_size"]
@@ -301,7 +301,7 @@ def _build(cfg: dict, ckpt: _LazyCheckpoint, weights: _WeightsFile, *, decode: b
         qkv = _linear(
             g, normed, L(i, "self_attn.qkv_proj.weight"),
             lambda i=i: np.concatenate([get(L(i, f"self_attn.{p}_proj.weight")) for p in "qkv"], axis=0).T,
-            h, qkv_n, fmt, block,
+            h, qkv_n, fmt, block, level,
         )
         q, k, val = g.op("Split", [qkv, g.const(f"split_qkv", i64(nq * hd, nkv * hd, nkv * hd))], n_out=3, axis=-1)
         # q_norm / k_norm: RMSNorm over each head's head_dim, before the rotary embedding (Qwen3).
@@ -324,7 +324,7 @@ def _build(cfg: dict, ckpt: _LazyCheckpoint, weights: _WeightsFile, *, decode: b
         )
         # Name the presents as the contract says.
         g.nodes[-1].output[1], g.nodes[-1].output[2] = f"present_key_{i}", f"present_value_{i}"
-        o = _linear(g, attn, L(i, "self_attn.o_proj.weight"), lambda i=i: get(L(i, "self_attn.o_proj.weight")).T, nq * hd, h, fmt, block)
+        o = _linear(g, attn, L(i, "self_attn.o_proj.weight"), lambda i=i: get(L(i, "self_attn.o_proj.weight")).T, nq * hd, h, fmt, block, level)
         normed, _, _, x = g.op(
             "SkipSimplifiedLayerNormalization", [o, x, ln(L(i, "post_attention_layernorm.weight"))],
             n_out=4, domain=MS, epsilon=eps,
@@ -332,11 +332,11 @@ def _build(cfg: dict, ckpt: _LazyCheckpoint, weights: _WeightsFile, *, decode: b
         gu = _linear(
             g, normed, L(i, "mlp.gate_up_proj.weight"),
             lambda i=i: np.concatenate([get(L(i, "mlp.gate_proj.weight")), get(L(i, "mlp.up_proj.weight"))], axis=0).T,
-            h, 2 * inter, fmt, block,
+            h, 2 * inter, fmt, block, level,
         )
         gate, up = g.op("Split", [gu, g.const("split_gu", i64(inter, inter))], n_out=2, axis=-1)
         act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])[0]])[0], up])[0]
-        down = _linear(g, act, L(i, "mlp.down_proj.weight"), lambda i=i: get(L(i, "mlp.down_proj.weight")).T, inter, h, fmt, block)
+        down = _linear(g, act, L(i, "mlp.down_proj.weight"), lambda i=i: get(L(i, "mlp.down_proj.weight")).T, inter, h, fmt, block, level)
         next_ln = L(i + 1, "input_layernorm.weight") if i + 1 < n_layers else "model.norm.weight"
         normed, _, _, x = g.op("SkipSimplifiedLayerNormalization", [down, x, ln(next_ln)], n_out=4, domain=MS, epsilon=eps)
     # Last position only: with left padding column S − 1 is every row's newest token.
@@ -346,7 +346,7 @@ def _build(cfg: dict, ckpt: _LazyCheckpoint, weights: _WeightsFile, *, decode: b
         head = g.weight(head_key, lambda: get(head_key))
         g.op("Gemm", [last, head], transB=1, hint="lm_head")
     else:
-        _linear(g, last, "lm_head.weight", lambda: get(head_key).T, h, v, fmt, block)
+        _linear(g, last, "lm_head.weight", lambda: get(head_key).T, h, v, fmt, block, level)
     g.nodes[-1].output[0] = "logits"
     graph = helper.make_graph(g.nodes, f"acestep_lm_{g.prefix}", inputs, outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
@@ -355,23 +355,28 @@ def _build(cfg: dict, ckpt: _LazyCheckpoint, weights: _WeightsFile, *, decode: b
     return model
 
 
-def write_lm_graphs(ckpt_dir: Path, out_dir: Path, *, weights: str = "fp32", block_size: int = DEFAULT_BLOCK_SIZE) -> dict[str, str]:
+def write_lm_graphs(ckpt_dir: Path, out_dir: Path, *, weights: str = "fp32", block_size: int = DEFAULT_BLOCK_SIZE,
+                    accuracy_level: int = 4) -> dict[str, str]:
     """Writes `lm_prefill.onnx`, `lm_decode.onnx` and their shared `lm_weights.onnx.data` into `out_dir`
     from an `acestep-5Hz-lm-*` checkpoint directory. `weights`: "fp32" (default) or the weight-only
-    "int8" / "int4" profiles. Returns {"lm_prefill": file, "lm_decode": file}."""
+    "int8" / "int4" profiles, with `block_size` weights per scale and MatMulNBits' `accuracy_level`
+    (4: activations quantized to int8 per block for the integer kernels, the fast CPU path; 0: fp32
+    activations, the weights dequantized exactly). Returns {"lm_prefill": file, "lm_decode": file}."""
     import onnx
 
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"LM weights {weights!r}: expected one of {', '.join(WEIGHT_FORMATS)}")
     if block_size < 16 or block_size & (block_size - 1):
         raise ValueError(f"LM block_size {block_size}: expected a power of two ≥ 16")
+    if accuracy_level not in (0, 1, 2, 3, 4):
+        raise ValueError(f"LM accuracy_level {accuracy_level}: expected 0..4")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = _LazyCheckpoint(ckpt_dir)
     data = _WeightsFile(out_dir / lm.SHARED_WEIGHTS_FILE)
     try:
         for decode, file in ((False, lm.PREFILL_FILE), (True, lm.DECODE_FILE)):
-            model = _build(ckpt.cfg, ckpt, data, decode=decode, fmt=weights, block=block_size)
+            model = _build(ckpt.cfg, ckpt, data, decode=decode, fmt=weights, block=block_size, level=accuracy_level)
             onnx.save(model, str(out_dir / file))
     finally:
         data.close()
