@@ -30,7 +30,7 @@ import numpy as np
 
 from . import lm
 
-OPSET = 17
+OPSET = 18  # the package's opset (package.DEFAULT_OPSET)
 MS = "com.microsoft"
 WEIGHT_FORMATS = ("fp32", "int8", "int4")
 DEFAULT_BLOCK_SIZE = 32

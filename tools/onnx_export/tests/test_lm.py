@@ -67,18 +67,25 @@ def _sessions(out: Path, files: dict) -> dict:
     } | {"files": files, "dir": out}
 
 
-# Both graph makers present the same contract (docs/io_contract_lm.md) and pass the same tests:
-# "gqa" = lm_gqa.write_lm_graphs (ORT fused operators, what the package ships), "torch" = the torch
-# dynamo export of lm.export_lm_graphs (the plain-operator baseline).
-@pytest.fixture(scope="module", params=["gqa", "torch"])
-def graphs(request, tmp_path_factory, ckpt_dir, model):
-    out = tmp_path_factory.mktemp(f"lm_onnx_{request.param}")
-    if request.param == "gqa":
-        files = lm_gqa.write_lm_graphs(ckpt_dir, out)
-    else:
-        # External data (what the real, multi-GB LMs use): both graphs share one weights file.
-        files = lm.export_lm_graphs(model, out, opset=18, external_data=True)
-    return _sessions(out, files)
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory, ckpt_dir):
+    """What the package ships: lm_gqa.write_lm_graphs (ORT fused operators)."""
+    out = tmp_path_factory.mktemp("lm_onnx_gqa")
+    return _sessions(out, lm_gqa.write_lm_graphs(ckpt_dir, out))
+
+
+@pytest.fixture(scope="module")
+def torch_graphs(tmp_path_factory, model):
+    """The plain-operator baseline (lm.export_lm_graphs, torch dynamo export), same contract."""
+    out = tmp_path_factory.mktemp("lm_onnx_torch")
+    # External data (what the real, multi-GB LMs use): both graphs share one weights file.
+    return _sessions(out, lm.export_lm_graphs(model, out, opset=18, external_data=True))
+
+
+# The contract tests run on both graph makers; the rest on the shipped graphs only.
+@pytest.fixture(params=["gqa", "torch"])
+def any_graphs(request):
+    return request.getfixturevalue("graphs" if request.param == "gqa" else "torch_graphs")
 
 
 def _hf_logits(hf_model, ids: np.ndarray) -> np.ndarray:
@@ -297,9 +304,9 @@ def test_loader_untied_head(ckpt_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_graph_io_names_and_dims(graphs):
+def test_graph_io_names_and_dims(any_graphs):
     n = 2
-    pre, dec = graphs["lm_prefill"], graphs["lm_decode"]
+    pre, dec = any_graphs["lm_prefill"], any_graphs["lm_decode"]
     assert [i.name for i in pre.get_inputs()] == ["input_ids", "attention_mask", "position_ids"]
     assert [o.name for o in pre.get_outputs()] == ["logits", *lm.kv_names("present", n)]
     assert [i.name for i in dec.get_inputs()] == ["input_ids", "attention_mask", "position_ids", *lm.kv_names("past", n)]
@@ -313,9 +320,10 @@ def test_graph_io_names_and_dims(graphs):
     assert dec.get_outputs()[1].shape == ["batch", 2, "total", 16]
 
 
-def test_graphs_share_one_weights_file(graphs, model):
+def test_graphs_share_one_weights_file(any_graphs, model):
     import onnx
 
+    graphs = any_graphs
     out = graphs["dir"]
     assert sorted(p.name for p in out.iterdir()) == ["lm_decode.onnx", "lm_prefill.onnx", "lm_weights.onnx.data"]
     for f in graphs["files"].values():
@@ -424,14 +432,14 @@ def _left_padded_cfg_run(graphs, n_layers, cond, uncond, appended):
 
 
 @pytest.mark.parametrize("cond_len, uncond_len", [(11, 4), (3, 17)])
-def test_cfg_batch_left_padded_matches_each_alone(graphs, hf_model, cond_len, uncond_len):
+def test_cfg_batch_left_padded_matches_each_alone(any_graphs, hf_model, cond_len, uncond_len):
     """The LM graph parity test (issue 15): a CFG pair of prompts of different lengths as batch 2 (left
     padding, per-sequence positions from 0), prefill + 12 decode steps carrying the KV cache, the same
     token appended to both rows. Each row's logits at every step equal `transformers` Qwen3ForCausalLM
     run on that sequence alone, unpadded; the carried cache equals HF's cache of that sequence."""
     cond, uncond = _tokens(cond_len, 7)[0], _tokens(uncond_len, 8)[0]
     appended = _tokens(12, 9)[0]
-    rows, kv, pads = _left_padded_cfg_run(graphs, 2, cond, uncond, appended)
+    rows, kv, pads = _left_padded_cfg_run(any_graphs, 2, cond, uncond, appended)
     for r, prompt in enumerate((cond, uncond)):
         full = torch.from_numpy(np.concatenate([prompt, appended])[None])
         with torch.no_grad():
