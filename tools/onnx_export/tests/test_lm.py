@@ -558,3 +558,18 @@ def test_gqa_writer_rejects_bad_options(ckpt_dir, tmp_path):
         lm_gqa.write_lm_graphs(ckpt_dir, tmp_path, weights="int3")
     with pytest.raises(ValueError, match=r"block_size 48"):
         lm_gqa.write_lm_graphs(ckpt_dir, tmp_path, block_size=48)
+
+
+@pytest.mark.parametrize(
+    "size, widths",
+    # Spec §5.1: layers, hidden, intermediate, heads q/kv, head_dim.
+    [("0.6B", (28, 1024, 3072, 16, 8, 128)), ("1.7B", (28, 2048, 6144, 16, 8, 128))],
+)
+def test_full_size_lm_configs_follow_the_spec(size, widths):
+    cfg = lm.lm_config(size)
+    keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+    assert tuple(cfg[k] for k in keys) == widths
+    assert cfg["vocab_size"] == 217204 and cfg["rope_theta"] == 1e6 and cfg["tie_word_embeddings"] is True
+    assert cfg["layer_types"] == ["full_attention"] * 28
+    with pytest.raises(ValueError, match=r"LM size '4B'"):
+        lm.lm_config("4B")
