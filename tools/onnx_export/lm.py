@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import struct
 from pathlib import Path
 
 import torch
@@ -108,6 +109,29 @@ def tiny_lm_config() -> dict:
     }
 
 
+# Spec §5.1: the official LMs' widths (the rest of the config is `tiny_lm_config`'s, which are the
+# official shared values). Used to write full-size random-weight checkpoints for measurements.
+LM_SIZES = {
+    "0.6B": {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+             "num_key_value_heads": 8, "head_dim": 128},
+    "1.7B": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28, "num_attention_heads": 16,
+             "num_key_value_heads": 8, "head_dim": 128},
+}
+
+
+def lm_config(size: str = "tiny") -> dict:
+    """`config.json` of the tiny LM (`"tiny"`) or of an official size (`"0.6B"`, `"1.7B"`, spec §5.1)."""
+    cfg = tiny_lm_config()
+    if size == "tiny":
+        return cfg
+    if size not in LM_SIZES:
+        raise ValueError(f"LM size {size!r}: expected 'tiny' or one of {', '.join(LM_SIZES)}")
+    cfg.update(LM_SIZES[size])
+    n = cfg["num_hidden_layers"]
+    cfg["layer_types"], cfg["max_window_layers"] = ["full_attention"] * n, n
+    return cfg
+
+
 def _layer_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     """Official per-layer key suffixes (spec §2.3/§2.4: 11 per layer) and their shapes."""
     h, inter, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
@@ -149,41 +173,55 @@ def expected_lm_keys(cfg: dict) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def write_tiny_lm(ckpt_dir: Path, seed: int, tokenizer_dir: Path | None) -> None:
-    """Writes a tiny random-weight 5 Hz LM in the official `acestep-5Hz-lm-0.6B/` layout.
+def write_tiny_lm(ckpt_dir: Path, seed: int, tokenizer_dir: Path | None, *, size: str = "tiny") -> None:
+    """Writes a random-weight 5 Hz LM in the official `acestep-5Hz-lm-0.6B/` layout.
 
-    `config.json` (Qwen3ForCausalLM, hidden 64, 2 layers, 4/2 heads, head_dim 16, vocab 217204, tied
-    head), `model.safetensors` (bf16, official key names, no `lm_head.weight`), and the tokenizer files
-    found in `tokenizer_dir` (the 217204-token tokenizer of `tools/make_qwen_tokenizer.py --audio-codes`;
-    `None` writes no tokenizer). Same seed → same bytes.
+    `config.json` (Qwen3ForCausalLM, vocab 217204, tied head; `size` "tiny": hidden 64, 2 layers, 4/2
+    heads, head_dim 16; "0.6B" / "1.7B": the official widths of spec §5.1), `model.safetensors` (bf16,
+    official key names, no `lm_head.weight`), and the tokenizer files found in `tokenizer_dir` (the
+    217204-token tokenizer of `tools/make_qwen_tokenizer.py --audio-codes`; `None` writes no tokenizer).
+    Same seed → same bytes. Written tensor by tensor: the peak memory is one 16k-row chunk.
     """
-    from safetensors.torch import save_file
-
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    cfg = tiny_lm_config()
+    cfg = lm_config(size)
     gen = torch.Generator().manual_seed(int(seed))
-    tensors: dict[str, torch.Tensor] = {}
-    for key, shape in expected_lm_keys(cfg).items():
-        if key.endswith("norm.weight") or key.endswith("layernorm.weight"):
-            # RMSNorm gains near 1, so activations keep a sane scale through the layers.
-            t = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        elif key.endswith(".bias"):
-            t = 0.02 * torch.randn(shape, generator=gen)
-        else:
-            # Small embeddings and residual-branch outputs (o_proj, down_proj) at twice the usual
-            # 1/sqrt(fan_in): the layers then outweigh the input embedding in the residual stream, so the
-            # tied head does not just echo the last token and greedy decoding varies.
-            fan_in = shape[1]
-            if key.endswith("embed_tokens.weight") or key == "lm_head.weight":
-                std = 0.15
-            elif key.endswith(("o_proj.weight", "down_proj.weight")):
-                std = 2.0 / math.sqrt(fan_in)
+    keys = expected_lm_keys(cfg)
+    # safetensors written by hand, tensor by tensor and in row chunks: the header first (the offsets
+    # follow from the shapes), then each tensor's bf16 bytes as it is drawn, so a full-size LM never
+    # sits in memory (the 1.7B embedding alone is 1.8 GB of fp32).
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key, shape in keys.items():
+        n_bytes = math.prod(shape) * 2
+        header[key] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n_bytes]}
+        offset += n_bytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(ckpt_dir / WEIGHTS_FILE, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for key, shape in keys.items():
+            if key.endswith("norm.weight") or key.endswith("layernorm.weight"):
+                # RMSNorm gains near 1, so activations keep a sane scale through the layers.
+                mean, std = 1.0, 0.1
+            elif key.endswith(".bias"):
+                mean, std = 0.0, 0.02
             else:
-                std = 1.0 / math.sqrt(fan_in)
-            t = std * torch.randn(shape, generator=gen)
-        tensors[key] = t.to(torch.bfloat16).contiguous()
-    save_file(tensors, str(ckpt_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+                # Small embeddings and residual-branch outputs (o_proj, down_proj) at twice the usual
+                # 1/sqrt(fan_in): the layers then outweigh the input embedding in the residual stream, so
+                # the tied head does not just echo the last token and greedy decoding varies.
+                fan_in = shape[1]
+                mean = 0.0
+                if key.endswith("embed_tokens.weight") or key == "lm_head.weight":
+                    std = 0.15
+                elif key.endswith(("o_proj.weight", "down_proj.weight")):
+                    std = 2.0 / math.sqrt(fan_in)
+                else:
+                    std = 1.0 / math.sqrt(fan_in)
+            for lo in range(0, shape[0], 16384):
+                rows = (min(shape[0], lo + 16384) - lo, *shape[1:])
+                t = (mean + std * torch.randn(rows, generator=gen)).to(torch.bfloat16)
+                f.write(t.view(torch.int16).numpy().data)
     (ckpt_dir / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
     (ckpt_dir / "generation_config.json").write_text(
         json.dumps({"bos_token_id": PAD_TOKEN_ID, "eos_token_id": EOS_TOKEN_ID, "pad_token_id": PAD_TOKEN_ID}, indent=2)
@@ -611,16 +649,17 @@ def export_lm_graphs(model, out_dir: Path, *, opset: int = 18, external_data: bo
     return {"lm_prefill": PREFILL_FILE, "lm_decode": DECODE_FILE}
 
 
-def lm_host_config(model) -> dict:
-    """Values a host needs to drive the LM graphs (see docs/io_contract_lm.md)."""
-    cfg = model.config
+def lm_host_config(model_or_config) -> dict:
+    """Values a host needs to drive the LM graphs (see docs/io_contract_lm.md), from the loaded model or
+    from the checkpoint's config dict (`read_lm_config`)."""
+    cfg = model_or_config if isinstance(model_or_config, dict) else model_or_config.config.to_dict()
     return {
-        "num_layers": int(cfg.num_hidden_layers),
-        "num_kv_heads": int(cfg.num_key_value_heads),
-        "head_dim": int(cfg.head_dim),
-        "hidden_size": int(cfg.hidden_size),
-        "vocab_size": int(cfg.vocab_size),
-        "max_position_embeddings": int(cfg.max_position_embeddings),
+        "num_layers": int(cfg["num_hidden_layers"]),
+        "num_kv_heads": int(cfg["num_key_value_heads"]),
+        "head_dim": int(cfg["head_dim"]),
+        "hidden_size": int(cfg["hidden_size"]),
+        "vocab_size": int(cfg["vocab_size"]),
+        "max_position_embeddings": int(cfg["max_position_embeddings"]),
         "eos_token_id": EOS_TOKEN_ID,
         "pad_token_id": PAD_TOKEN_ID,
         "audio_code_base": AUDIO_CODE_BASE,

@@ -13,6 +13,11 @@ The weights are random and small (fan-in scaled), so activations stay O(1); the 
 checkpoints are written one component at a time and each is freed before the next. Disk: ~4.8 GB (DiT)
 + ~1.2 GB (text encoder) + ~0.34 GB (VAE). Peak RAM: ~10 GB (the DiT's bf16 tensors plus their
 serialised bytes). The same seed gives the same weights.
+
+    python -m tools.onnx_export.make_full_size --out DIR --lm 0.6B|1.7B
+
+writes only a full-size 5 Hz LM, DIR/acestep-5Hz-lm-<size>/ (spec §5.1 widths, official layout, the LM
+tokenizer), for the LM graph measurements (`scripts/bench_lm_graphs.py`).
 """
 
 from __future__ import annotations
@@ -110,6 +115,27 @@ def write_full_size_checkpoints(out: Path, seed: int = 0, *, variant: str = "tur
     return written
 
 
+def write_full_size_lm(out: Path, size: str, seed: int = 0, *, log=lambda msg: None) -> dict:
+    """Write DIR/acestep-5Hz-lm-<size>/ (random weights, official layout and widths, LM tokenizer)."""
+    from tools.make_qwen_tokenizer import build_tokenizer
+
+    from .lm import write_tiny_lm
+    from .package import RANDOM_WEIGHTS_MARKER
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RANDOM_WEIGHTS_MARKER).write_text(f"random weights (seed {seed}) written by tools.onnx_export.make_full_size\n")
+    t0 = time.perf_counter()
+    ckpt = out / f"acestep-5Hz-lm-{size}"
+    with tempfile.TemporaryDirectory(prefix="fullsize_lm_tok_") as tmp:
+        build_tokenizer(Path(tmp), audio_codes=True, append_eos=False)
+        write_tiny_lm(ckpt, seed, Path(tmp), size=size)
+    info = {"dir": str(ckpt), "bytes": _dir_bytes(ckpt), "seconds": round(time.perf_counter() - t0, 1),
+            "peak_rss_mib_so_far": round(_peak_rss_mib())}
+    log(f"lm {size}: {ckpt} ({info['bytes'] / 1e9:.2f} GB, {info['seconds']} s)")
+    return info
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.onnx_export.make_full_size",
                                  description=__doc__.split("\n\n")[0])
@@ -117,12 +143,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variant", default="turbo", choices=["turbo", "base", "sft"])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    ap.add_argument("--lm", choices=["0.6B", "1.7B"], help="write ONLY a 5 Hz LM of this size (spec §5.1): "
+                    "DIR/acestep-5Hz-lm-SIZE/ with the LM tokenizer (0.6B: ~1.5 GB, 1.7B: ~4 GB of bf16; "
+                    "peak RAM ~2.2x that)")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    written = write_full_size_checkpoints(args.out, args.seed, variant=args.variant,
-                                          log=lambda m: print(f"[make_full_size] {m}", file=sys.stderr, flush=True))
+    log = lambda m: print(f"[make_full_size] {m}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.lm:
+        written = {"lm": write_full_size_lm(args.out, args.lm, args.seed, log=log)}
+    else:
+        written = write_full_size_checkpoints(args.out, args.seed, variant=args.variant, log=log)
     print(json.dumps({"components": written, "peak_rss_mib": round(_peak_rss_mib())}, indent=2))
     return 0
 

@@ -313,12 +313,12 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
         if opts.lm:
             lm = modules["lm"]
             opts.log(f"5 Hz LM: {ckpt / opts.lm}")
-            model = lm.load_lm_checkpoint(ckpt / opts.lm)
-            files.update(lm.export_lm_graphs(model, staging, opset=opts.opset))
-            host_parts["lm"] = lm.lm_host_config(model)
+            # The fused-operator graphs (docs/lm_graphs.md), written straight from the safetensors: no
+            # torch model in memory, so the 1.7B LM exports within a few GB.
+            lm_gqa = _component_module("lm_gqa", "--lm")
+            files.update(lm_gqa.write_lm_graphs(ckpt / opts.lm, staging))
+            host_parts["lm"] = lm.lm_host_config(lm.read_lm_config(ckpt / opts.lm))
             te.copy_tokenizer_files(ckpt / opts.lm, staging / LM_TOKENIZER_DIR)
-            del model
-            gc.collect()
             done("lm")
 
         for key, rel in (("text", TEXT_TOKENIZER_DIR), ("lm", LM_TOKENIZER_DIR)):

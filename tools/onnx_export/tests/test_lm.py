@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tools.onnx_export import lm
+from tools.onnx_export import lm, lm_gqa
 
 TOL = 1e-4
 SEED = 1234
@@ -57,18 +57,35 @@ def model(ckpt_dir):
     return lm.load_lm_checkpoint(ckpt_dir)
 
 
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory, model):
+def _sessions(out: Path, files: dict) -> dict:
     import onnxruntime as ort
 
-    out = tmp_path_factory.mktemp("lm_onnx")
-    # External data (what the real, multi-GB LMs use): both graphs share one weights file.
-    files = lm.export_lm_graphs(model, out, opset=18, external_data=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return {
         name: ort.InferenceSession(str(out / f), opts, providers=["CPUExecutionProvider"]) for name, f in files.items()
     } | {"files": files, "dir": out}
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory, ckpt_dir):
+    """What the package ships: lm_gqa.write_lm_graphs (ORT fused operators)."""
+    out = tmp_path_factory.mktemp("lm_onnx_gqa")
+    return _sessions(out, lm_gqa.write_lm_graphs(ckpt_dir, out))
+
+
+@pytest.fixture(scope="module")
+def torch_graphs(tmp_path_factory, model):
+    """The plain-operator baseline (lm.export_lm_graphs, torch dynamo export), same contract."""
+    out = tmp_path_factory.mktemp("lm_onnx_torch")
+    # External data (what the real, multi-GB LMs use): both graphs share one weights file.
+    return _sessions(out, lm.export_lm_graphs(model, out, opset=18, external_data=True))
+
+
+# The contract tests run on both graph makers; the rest on the shipped graphs only.
+@pytest.fixture(params=["gqa", "torch"])
+def any_graphs(request):
+    return request.getfixturevalue("graphs" if request.param == "gqa" else "torch_graphs")
 
 
 def _hf_logits(hf_model, ids: np.ndarray) -> np.ndarray:
@@ -157,8 +174,9 @@ def test_strict_load_equals_hf_from_pretrained(model, hf_model):
     assert np.abs(a - b).max() <= TOL
 
 
-def test_host_config(model):
+def test_host_config(model, ckpt_dir):
     hc = lm.lm_host_config(model)
+    assert lm.lm_host_config(lm.read_lm_config(ckpt_dir)) == hc  # what the package writes, without torch
     assert hc["num_layers"] == 2 and hc["num_kv_heads"] == 2 and hc["head_dim"] == 16
     assert hc["vocab_size"] == 217204 and hc["eos_token_id"] == 151645 and hc["pad_token_id"] == 151643
     assert hc["audio_code_base"] == 151669 and hc["num_audio_codes"] == 64000
@@ -286,9 +304,9 @@ def test_loader_untied_head(ckpt_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_graph_io_names_and_dims(graphs):
+def test_graph_io_names_and_dims(any_graphs):
     n = 2
-    pre, dec = graphs["lm_prefill"], graphs["lm_decode"]
+    pre, dec = any_graphs["lm_prefill"], any_graphs["lm_decode"]
     assert [i.name for i in pre.get_inputs()] == ["input_ids", "attention_mask", "position_ids"]
     assert [o.name for o in pre.get_outputs()] == ["logits", *lm.kv_names("present", n)]
     assert [i.name for i in dec.get_inputs()] == ["input_ids", "attention_mask", "position_ids", *lm.kv_names("past", n)]
@@ -302,9 +320,10 @@ def test_graph_io_names_and_dims(graphs):
     assert dec.get_outputs()[1].shape == ["batch", 2, "total", 16]
 
 
-def test_graphs_share_one_weights_file(graphs, model):
+def test_graphs_share_one_weights_file(any_graphs, model):
     import onnx
 
+    graphs = any_graphs
     out = graphs["dir"]
     assert sorted(p.name for p in out.iterdir()) == ["lm_decode.onnx", "lm_prefill.onnx", "lm_weights.onnx.data"]
     for f in graphs["files"].values():
@@ -389,11 +408,10 @@ def test_greedy_generation_matches_hf_generate(graphs, hf_model):
     assert len(set(got)) > 1  # the tiny model does not just repeat one token
 
 
-def test_cfg_batch_left_padded_matches_each_alone(graphs, hf_model):
-    """Cond and uncond prompts of different lengths as batch 2 (left padding, per-sequence positions
-    from 0), then shared tokens appended to both: each row equals that sequence run alone in HF."""
-    cond, uncond = _tokens(11, 7)[0], _tokens(4, 8)[0]
-    appended = _tokens(5, 9)[0]
+def _left_padded_cfg_run(graphs, n_layers, cond, uncond, appended):
+    """Cond and uncond prompts as one left-padded batch of 2 (per-row positions from 0), prefill, then one
+    decode step per appended token, carrying the presents as the next pasts. Returns each row's logits
+    (one per step, prefill first), the final cache and the padding width of each row."""
     ids, mask, pos = _left_pad([cond, uncond])
     out = _prefill(graphs["lm_prefill"], ids, mask, pos)
     rows = [[out[0][0]], [out[0][1]]]
@@ -402,16 +420,37 @@ def test_cfg_batch_left_padded_matches_each_alone(graphs, hf_model):
     next_pos = pos[:, -1:] + 1
     for tok in appended:
         mask = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
-        out = _decode(graphs["lm_decode"], 2, np.full((2, 1), tok, np.int64), mask, next_pos, kv)
+        out = _decode(graphs["lm_decode"], n_layers, np.full((2, 1), tok, np.int64), mask, next_pos, kv)
+        assert out[0].shape == (2, lm.VOCAB_SIZE)
+        assert out[1].shape == (2, 2, mask.shape[1], 16)
         kv = out[1:]
         rows[0].append(out[0][0])
         rows[1].append(out[0][1])
         next_pos = next_pos + 1
+    pads = [ids.shape[1] - len(cond), ids.shape[1] - len(uncond)]
+    return rows, kv, pads
+
+
+@pytest.mark.parametrize("cond_len, uncond_len", [(11, 4), (3, 17)])
+def test_cfg_batch_left_padded_matches_each_alone(any_graphs, hf_model, cond_len, uncond_len):
+    """The LM graph parity test (issue 15): a CFG pair of prompts of different lengths as batch 2 (left
+    padding, per-sequence positions from 0), prefill + 12 decode steps carrying the KV cache, the same
+    token appended to both rows. Each row's logits at every step equal `transformers` Qwen3ForCausalLM
+    run on that sequence alone, unpadded; the carried cache equals HF's cache of that sequence."""
+    cond, uncond = _tokens(cond_len, 7)[0], _tokens(uncond_len, 8)[0]
+    appended = _tokens(12, 9)[0]
+    rows, kv, pads = _left_padded_cfg_run(any_graphs, 2, cond, uncond, appended)
     for r, prompt in enumerate((cond, uncond)):
-        full = np.concatenate([prompt, appended])[None]
-        ref = _hf_logits(hf_model, full)[0, len(prompt) - 1 :]
-        err = np.abs(np.stack(rows[r]) - ref).max()
+        full = torch.from_numpy(np.concatenate([prompt, appended])[None])
+        with torch.no_grad():
+            ref = hf_model(full, use_cache=True)
+        err = np.abs(np.stack(rows[r]) - ref.logits.numpy()[0, len(prompt) - 1 :]).max()
         assert err <= TOL, (r, err)
+        # After the last step the cache holds the whole sequence (behind the row's padding).
+        for i in range(2):
+            for got, want in ((kv[2 * i], ref.past_key_values.layers[i].keys), (kv[2 * i + 1], ref.past_key_values.layers[i].values)):
+                cache_err = np.abs(got[r, :, pads[r] :] - want.numpy()[0]).max()
+                assert cache_err <= TOL, (r, i, cache_err)
 
 
 def test_chat_prompt_through_graphs(graphs, hf_model, hf_tokenizer):
@@ -426,3 +465,111 @@ def test_chat_prompt_through_graphs(graphs, hf_model, hf_tokenizer):
     assert ids[0, 0] == 151644 and ids[0, -1] == 198  # "\n" after "assistant"
     out = _prefill(graphs["lm_prefill"], ids, np.ones_like(ids), np.arange(ids.shape[1])[None])
     assert np.abs(out[0] - _hf_logits(hf_model, ids)[:, -1]).max() <= TOL
+
+
+# ------------------------------------------------------------------------------------------------
+# The fused-operator graphs (lm_gqa): streamed weights, strict loading, weight-only int8/int4
+# ------------------------------------------------------------------------------------------------
+
+
+def test_gqa_graphs_use_the_fused_operators(tmp_path, ckpt_dir):
+    import onnx
+
+    lm_gqa.write_lm_graphs(ckpt_dir, tmp_path)
+    ops = {(n.domain or "", n.op_type) for n in onnx.load(str(tmp_path / "lm_decode.onnx"), load_external_data=False).graph.node}
+    assert ("com.microsoft", "GroupQueryAttention") in ops and ("com.microsoft", "RotaryEmbedding") in ops
+    assert ("com.microsoft", "SkipSimplifiedLayerNormalization") in ops
+    assert ("", "Gemm") in ops  # the tied head reads the embedding table: no second copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm_decode.onnx", "lm_prefill.onnx", "lm_weights.onnx.data"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t | {"model.layers.0.extra.weight": torch.zeros(3, dtype=torch.bfloat16)}, r"unexpected key 'model\.layers\.0\.extra\.weight'"),
+        (lambda t: {k: v for k, v in t.items() if k != "model.norm.weight"}, r"missing key 'model\.norm\.weight'"),
+        (
+            lambda t: t | {"model.layers.1.self_attn.v_proj.weight": torch.zeros(16, 64, dtype=torch.bfloat16)},
+            r"'model\.layers\.1\.self_attn\.v_proj\.weight' has shape \[16, 64\], expected \[32, 64\]",
+        ),
+    ],
+)
+def test_gqa_writer_loads_strictly(ckpt_dir, tmp_path, edit, message):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    _rewrite_weights(d, edit)
+    with pytest.raises(lm.LmCheckpointError, match=message):
+        lm_gqa.write_lm_graphs(d, tmp_path / "out")
+
+
+def test_gqa_writer_accepts_missing_model_prefix(ckpt_dir, tmp_path, hf_model):
+    d = _copy_ckpt(ckpt_dir, tmp_path / "c")
+    _rewrite_weights(d, lambda t: {k.removeprefix("model."): v for k, v in t.items()})
+    g = _sessions(tmp_path / "out", lm_gqa.write_lm_graphs(d, tmp_path / "out"))
+    ids = _tokens(9, 5)
+    out = _prefill(g["lm_prefill"], ids, np.ones_like(ids), np.arange(9)[None])
+    assert np.abs(out[0] - _hf_logits(hf_model, ids)[:, -1]).max() <= TOL
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_nbits_quantization_round_trip(bits):
+    """Blockwise symmetric RTN: every weight is within half a step of its block's scale, and K that is not
+    a multiple of the block is padded, not wrapped."""
+    w = np.random.default_rng(bits).standard_normal((100, 24)).astype(np.float32)
+    b, scales = lm_gqa.quantize_nbits(w, bits, 32)
+    assert b.dtype == np.uint8 and b.shape == (24, 4, 32 * bits // 8) and scales.shape == (24 * 4,)
+    back = lm_gqa.dequantize_nbits(b, scales, bits, 100, 32)
+    step = np.repeat(scales.reshape(24, 4), 32, axis=1)[:, :100].T
+    assert np.all(np.abs(back - w) <= step / 2 + 1e-7)
+    # The scale is the block's max |w| over the largest positive level.
+    blocks = np.zeros((24, 128), np.float32)
+    blocks[:, :100] = w.T
+    np.testing.assert_allclose(scales, np.abs(blocks.reshape(24, 4, 32)).max(axis=2).reshape(-1) / (2 ** (bits - 1) - 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_weight_only_profiles_match_dequantized_reference(ckpt_dir, tmp_path, weights):
+    """MatMulNBits graphs equal an fp32 HF model whose projection and head weights are replaced by their
+    dequantized values (numpy): the layout (block order, nibble order, default zero point) is right. The
+    cache and left-padded CFG batching stay as in the fp32 graphs."""
+    bits = 8 if weights == "int8" else 4
+    # accuracy_level 0: fp32 activations, so the only difference from fp32 is the weights' rounding.
+    g = _sessions(tmp_path, lm_gqa.write_lm_graphs(ckpt_dir, tmp_path, weights=weights, accuracy_level=0))
+    ref_model = lm.load_lm_checkpoint(ckpt_dir)
+    with torch.no_grad():
+        for name, p in ref_model.named_parameters():
+            if p.ndim == 2 and "embed_tokens" not in name:
+                w = p.numpy().T
+                q, s = lm_gqa.quantize_nbits(w, bits, lm_gqa.DEFAULT_BLOCK_SIZE)
+                p.copy_(torch.from_numpy(lm_gqa.dequantize_nbits(q, s, bits, w.shape[0], lm_gqa.DEFAULT_BLOCK_SIZE).T.copy()))
+        emb = ref_model.model.embed_tokens.weight.numpy()
+        q, s = lm_gqa.quantize_nbits(emb.T, bits, lm_gqa.DEFAULT_BLOCK_SIZE)
+        head = torch.from_numpy(lm_gqa.dequantize_nbits(q, s, bits, emb.shape[1], lm_gqa.DEFAULT_BLOCK_SIZE).T.copy())
+    cond, uncond, appended = _tokens(9, 11)[0], _tokens(5, 12)[0], _tokens(8, 13)[0]
+    rows, _, _ = _left_padded_cfg_run(g, 2, cond, uncond, appended)
+    for r, prompt in enumerate((cond, uncond)):
+        full = torch.from_numpy(np.concatenate([prompt, appended])[None])
+        with torch.no_grad():
+            ref = (ref_model.model(full).last_hidden_state[0] @ head.T).numpy()[len(prompt) - 1 :]
+        assert np.abs(np.stack(rows[r]) - ref).max() <= TOL
+
+
+def test_gqa_writer_rejects_bad_options(ckpt_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"LM weights 'int3'"):
+        lm_gqa.write_lm_graphs(ckpt_dir, tmp_path, weights="int3")
+    with pytest.raises(ValueError, match=r"block_size 48"):
+        lm_gqa.write_lm_graphs(ckpt_dir, tmp_path, block_size=48)
+
+
+@pytest.mark.parametrize(
+    "size, widths",
+    # Spec §5.1: layers, hidden, intermediate, heads q/kv, head_dim.
+    [("0.6B", (28, 1024, 3072, 16, 8, 128)), ("1.7B", (28, 2048, 6144, 16, 8, 128))],
+)
+def test_full_size_lm_configs_follow_the_spec(size, widths):
+    cfg = lm.lm_config(size)
+    keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+    assert tuple(cfg[k] for k in keys) == widths
+    assert cfg["vocab_size"] == 217204 and cfg["rope_theta"] == 1e6 and cfg["tie_word_embeddings"] is True
+    assert cfg["layer_types"] == ["full_attention"] * 28
+    with pytest.raises(ValueError, match=r"LM size '4B'"):
+        lm.lm_config("4B")

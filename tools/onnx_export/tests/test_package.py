@@ -341,10 +341,10 @@ def test_cli_rejects_other_opset(tiny_checkpoints, tmp_path, capsys):
 def test_shared_external_data_is_described_once_per_graph(tiny_checkpoints, tmp_path, ort_session):
     """Real LMs keep both graphs' weights in one shared `lm_weights.onnx.data`: each graph lists it, the
     hashes agree, and it is not listed again as an extra file."""
-    from tools.onnx_export.lm import export_lm_graphs, load_lm_checkpoint
+    from tools.onnx_export.lm_gqa import write_lm_graphs
     from tools.onnx_export.package import describe_extra_files, describe_onnx
 
-    files = export_lm_graphs(load_lm_checkpoint(tiny_checkpoints / LM), tmp_path, opset=18, external_data=True)
+    files = write_lm_graphs(tiny_checkpoints / LM, tmp_path)
     comps = {name: describe_onnx(tmp_path, rel) for name, rel in files.items()}
     shared = [c["external_data"] for c in comps.values()]
     assert len(shared[0]) == 1 and shared[0] == shared[1]
