@@ -20,11 +20,13 @@ from tools.onnx_export.package import PackageError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Fixed requests: one with lyrics, one instrumental; 10 s each (T = 250, one VAE tile).
+# Fixed requests: one with lyrics, one instrumental; 10 s each (T = 250, one VAE tile). The DiT path only
+# (thinking off): no profile converts the LM graphs, and a package's LM would otherwise plan first.
 REQUESTS = (
     {"caption": "an energetic pop track with bright synths", "lyrics": "[Verse]\nla la la\n[Chorus]\noh oh",
-     "duration": 10.0, "seed": 1},
-    {"caption": "slow ambient piano, warm pads", "lyrics": "[Instrumental]", "duration": 10.0, "seed": 2},
+     "duration": 10.0, "seed": 1, "thinking": False},
+    {"caption": "slow ambient piano, warm pads", "lyrics": "[Instrumental]", "duration": 10.0, "seed": 2,
+     "thinking": False},
 )
 
 N_FFT = 2048
