@@ -561,7 +561,8 @@ static class Tests
                 var progress = new List<string>();
                 GenerationResult result = pipe.Generate(request, (stage, done, total) => progress.Add(stage + " " + done + "/" + total));
                 Assert(ReferenceEquals(dit, pipe.Session("dit_decoder")), "the session was not reused");
-                Assert(progress.Contains("encode 3/3") && progress.Contains("diffusion 8/8") && progress.Last() == "decode 1/1", "progress " + string.Join(", ", progress));
+                // encode: text encoder, lyric embedding, condition encoder, cross-attention K/V (once per generation)
+                Assert(progress.Contains("encode 4/4") && progress.Contains("diffusion 8/8") && progress.Last() == "decode 1/1", "progress " + string.Join(", ", progress));
                 Assert(result.AudioShape.SequenceEqual(new[] { 1, 2, 1920 * 250 }) && result.Frames == 250, "audio shape " + string.Join("x", result.AudioShape));
                 string[] paths = result.Save(dir + "/", "wav24");
                 Assert(paths.Length == 1 && Path.GetFileName(paths[0]) == result.TrackIds[0].Substring(0, 16) + ".24bit.wav", "path " + paths[0]);
