@@ -11,6 +11,7 @@ so an interrupted export never leaves a manifest that points at missing or parti
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import importlib
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -133,6 +134,29 @@ def host_config(sections: dict[str, dict]) -> dict:
         if a is not None and a != b:
             raise PackageError(f"checkpoints do not fit together: {name_a} = {a} but {name_b} = {b}")
     return config
+
+
+@contextlib.contextmanager
+def staged_package_dir(out: Path) -> Iterator[Path]:
+    """A fresh staging directory beside `out`, renamed into place (replacing an older `out`) when the
+    block completes, deleted when it raises: a package directory is either whole or absent."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        yield staging
+        backup = None
+        if out.exists():
+            backup = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, backup)
+        os.replace(staging, out)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def write_json_atomic(path: Path, value: dict) -> None:
@@ -252,12 +276,7 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
     if opts.lm:
         modules["lm"] = _component_module("lm", "--lm")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    with staged_package_dir(out) as staging:
         files: dict[str, str] = {}
         host_parts: dict[str, dict] = {}
         extra: dict = {}
@@ -354,17 +373,6 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
             "config": host_config(host_parts),
         }
         write_json_atomic(staging / MANIFEST_FILE, manifest)  # last file written
-
-        backup = None
-        if out.exists():
-            backup = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, backup)
-        os.replace(staging, out)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

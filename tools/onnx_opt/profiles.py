@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
-from tools.onnx_export.package import (MANIFEST_FILE, PackageError, check_output_dir, describe_onnx, sha256_file,
+from tools.onnx_export.package import (staged_package_dir, MANIFEST_FILE, PackageError, check_output_dir, describe_onnx, sha256_file,
                                        write_json_atomic)
 
 from . import deviation as dev
@@ -230,12 +229,7 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
         convert = {name: comp for name, comp in source["components"].items() if name not in FP16_SKIP}
         kept = {name: FP16_SKIP[name] for name in source["components"] if name in FP16_SKIP}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    with staged_package_dir(out) as staging:
         converted_files = {c["file"] for c in convert.values()}
         converted_files |= {e["file"] for c in convert.values() for e in c["external_data"]}
         for rel in _package_files(source):
@@ -311,15 +305,4 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
             manifest["profile"]["deviation"] = {"measured": False,
                                                 "reason": "made with measure=False (--no-measure)"}
         write_json_atomic(staging / MANIFEST_FILE, manifest)
-
-        backup = None
-        if out.exists():
-            backup = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, backup)
-        os.replace(staging, out)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..common import DEFAULT_EXTERNAL_DATA_MIN_BYTES, DEFAULT_OPSET, CheckpointError, require_dir, require_file
-from ..package import (FORMAT_VERSION, MANIFEST_FILE, PRECISION, RANDOM_WEIGHTS_MARKER, PackageError, _git_commit,
+from ..package import (staged_package_dir, FORMAT_VERSION, MANIFEST_FILE, PRECISION, RANDOM_WEIGHTS_MARKER, PackageError, _git_commit,
                        check_output_dir, describe_extra_files, describe_onnx, file_entry, library_versions,
                        write_json_atomic)
 from .config import (DCAE_DIR, LYRIC_TOKENIZER_DIR, LYRIC_TOKENIZER_FILE, TEXT_ENCODER_DIR, TRANSFORMER_DIR,
@@ -97,12 +97,7 @@ def export_v1_package(opts: V1ExportOptions) -> Path:
     require_file(lyric_tok, "lyric tokenizer (the official acestep/models/lyrics_utils/vocab.json; "
                             "pass --lyric-tokenizer)")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    with staged_package_dir(out) as staging:
         opts.log(f"loading {ckpt}")
         models = {"text_encoder": load_umt5(ckpt / TEXT_ENCODER_DIR), "transformer": load_transformer(ckpt / TRANSFORMER_DIR),
                   "dcae": load_dcae(ckpt / DCAE_DIR), "vocoder": load_vocoder(ckpt / VOCODER_DIR)}
@@ -148,15 +143,4 @@ def export_v1_package(opts: V1ExportOptions) -> Path:
             "config": json.loads(json.dumps(host)),
         }
         write_json_atomic(staging / MANIFEST_FILE, manifest)  # last file written
-
-        backup = None
-        if out.exists():
-            backup = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, backup)
-        os.replace(staging, out)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
