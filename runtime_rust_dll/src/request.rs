@@ -179,14 +179,7 @@ pub fn normalize(text: &str, kind: ModelKind) -> Result<Normalized> {
 
 pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Normalized> {
     let mut notes = Vec::new();
-    for (alias, key) in ALIASES {
-        if let Some(v) = map.remove(alias) {
-            if map.contains_key(key) {
-                return Err(field_error(alias, format!("give either \"{alias}\" or \"{key}\", not both")));
-            }
-            map.insert(key.to_string(), v);
-        }
-    }
+    resolve_aliases(&mut map, &ALIASES)?;
     for key in map.keys() {
         if let Some((_, why)) = NOT_SUPPORTED_YET.iter().find(|(k, _)| k == key) {
             return Err(field_error(key, format!("not supported yet: {key} ({why})")));
@@ -386,31 +379,44 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
     Ok(Normalized { request, notes })
 }
 
-fn field_error(field: &str, message: impl std::fmt::Display) -> Error {
+pub(crate) fn field_error(field: &str, message: impl std::fmt::Display) -> Error {
     Error::invalid_argument(format!("request.{field}: {message}"))
 }
 
 /// An integer, also when written as an integral float (`120.0`).
-fn integral(v: &Value) -> Option<i64> {
+pub(crate) fn integral(v: &Value) -> Option<i64> {
     if let Some(n) = v.as_i64() {
         return Some(n);
     }
     v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
 }
 
-/// Typed access to the request's keys, each error naming the field.
-struct Fields<'a>(&'a Map<String, Value>);
+/// Renames each alias to its key (the alias and the key together are an error).
+pub(crate) fn resolve_aliases(map: &mut Map<String, Value>, aliases: &[(&str, &str)]) -> Result<()> {
+    for &(alias, key) in aliases {
+        if let Some(v) = map.remove(alias) {
+            if map.contains_key(key) {
+                return Err(field_error(alias, format!("give either \"{alias}\" or \"{key}\", not both")));
+            }
+            map.insert(key.to_string(), v);
+        }
+    }
+    Ok(())
+}
+
+/// Typed access to a request's keys, each error naming the field (shared by both model families).
+pub(crate) struct Fields<'a>(pub(crate) &'a Map<String, Value>);
 
 impl Fields<'_> {
     fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key)
     }
 
-    fn string_or(&self, key: &str, default: &str) -> Result<String> {
+    pub(crate) fn string_or(&self, key: &str, default: &str) -> Result<String> {
         Ok(self.opt_str(key)?.unwrap_or(default).to_string())
     }
 
-    fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -418,7 +424,16 @@ impl Fields<'_> {
         }
     }
 
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+    /// A string from `allowed` (`default` when absent).
+    pub(crate) fn choice(&self, key: &str, default: &str, allowed: &[&str]) -> Result<String> {
+        let s = self.string_or(key, default)?;
+        if !allowed.contains(&s.as_str()) {
+            return Err(field_error(key, format!("must be one of {}, got {s:?}", allowed.join(", "))));
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -436,7 +451,18 @@ impl Fields<'_> {
         }
     }
 
-    fn uint_in(&self, key: &str, lo: u64, hi: u64) -> Result<Option<u64>> {
+    /// A finite number in `[lo, hi]` (`default` when absent).
+    pub(crate) fn number_in(&self, key: &str, default: f64, lo: f64, hi: f64) -> Result<f64> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+                _ => Err(field_error(key, format!("must be a number in [{lo}, {hi}], got {v}"))),
+            },
+        }
+    }
+
+    pub(crate) fn uint_in(&self, key: &str, lo: u64, hi: u64) -> Result<Option<u64>> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match integral(v) {
@@ -477,7 +503,7 @@ impl Fields<'_> {
         })
     }
 
-    fn seeds(&self) -> Result<Vec<i64>> {
+    pub(crate) fn seeds(&self) -> Result<Vec<i64>> {
         let one = |v: &Value, at: &str| -> Result<i64> {
             integral(v).ok_or_else(|| field_error(at, format!("must be an integer (negative = random), got {v}")))
         };

@@ -9,9 +9,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::frames;
-use crate::json::{kind as json_kind, parse_object};
+use crate::json::parse_object;
+use crate::request::{field_error, resolve_aliases, Fields};
 
 /// Official defaults (`__call__`, spec §8). The UI differs only in `use_erg_lyric` (false) and
 /// a random duration.
@@ -27,11 +28,12 @@ const MAX_BATCH: u64 = 16;
 const SCHEDULERS: [&str; 3] = ["euler", "heun", "pingpong"];
 const CFG_TYPES: [&str; 3] = ["apg", "cfg", "cfg_star"];
 
-const ALIASES: [(&str, &str); 4] = [
+const ALIASES: [(&str, &str); 5] = [
     ("prompt", "caption"),
     ("audio_duration", "duration"),
     ("infer_step", "inference_steps"),
     ("manual_seeds", "seeds"),
+    ("seed", "seeds"),
 ];
 
 const KEYS: [&str; 21] = [
@@ -96,99 +98,13 @@ pub struct V1Request {
     pub audio_format: Option<String>,
 }
 
-fn field_error(field: &str, message: impl std::fmt::Display) -> Error {
-    Error::invalid_argument(format!("request.{field}: {message}"))
-}
-
-fn integral(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
-}
-
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl Fields<'_> {
-    fn present(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).filter(|v| !v.is_null())
-    }
-
-    fn string(&self, key: &str, default: &str) -> Result<String> {
-        match self.present(key) {
-            None => Ok(default.to_string()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(field_error(key, format!("must be a string, got {}", json_kind(v)))),
-        }
-    }
-
-    fn choice(&self, key: &str, default: &str, allowed: &[&str]) -> Result<String> {
-        let s = self.string(key, default)?;
-        if !allowed.contains(&s.as_str()) {
-            return Err(field_error(key, format!("must be one of {}, got {s:?}", allowed.join(", "))));
-        }
-        Ok(s)
-    }
-
-    fn flag(&self, key: &str, default: bool) -> Result<bool> {
-        match self.present(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(field_error(key, format!("must be true or false, got {v}"))),
-        }
-    }
-
-    fn number_in(&self, key: &str, default: f64, lo: f64, hi: f64) -> Result<f64> {
-        match self.present(key) {
-            None => Ok(default),
-            Some(v) => match v.as_f64() {
-                Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
-                _ => Err(field_error(key, format!("must be a number in [{lo}, {hi}], got {v}"))),
-            },
-        }
-    }
-
-    fn uint_in(&self, key: &str, default: u64, lo: u64, hi: u64) -> Result<u64> {
-        match self.present(key) {
-            None => Ok(default),
-            Some(v) => match integral(v) {
-                Some(n) if n >= lo as i64 && n <= hi as i64 => Ok(n as u64),
-                _ => Err(field_error(key, format!("must be an integer in {lo}..={hi}, got {v}"))),
-            },
-        }
-    }
-
-    fn seeds(&self) -> Result<Vec<i64>> {
-        let one = |v: &Value, at: &str| {
-            integral(v).ok_or_else(|| field_error(at, format!("must be an integer (negative = random), got {v}")))
-        };
-        match self.present("seeds") {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => {
-                items.iter().enumerate().map(|(i, v)| one(v, &format!("seeds[{i}]"))).collect()
-            }
-            Some(v) => Ok(vec![one(v, "seeds")?]),
-        }
-    }
-}
-
 /// Parses and normalises a v1 request (JSON object text).
 pub fn normalize(text: &str) -> Result<V1Request> {
     normalize_map(parse_object(text, "request")?)
 }
 
 pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
-    for (alias, key) in ALIASES {
-        if let Some(v) = map.remove(alias) {
-            if map.contains_key(key) {
-                return Err(field_error(alias, format!("give either \"{alias}\" or \"{key}\", not both")));
-            }
-            map.insert(key.to_string(), v);
-        }
-    }
-    if let Some(v) = map.remove("seed") {
-        if map.contains_key("seeds") {
-            return Err(field_error("seed", "give either \"seed\" or \"seeds\", not both"));
-        }
-        map.insert("seeds".into(), v);
-    }
+    resolve_aliases(&mut map, &ALIASES)?;
     for key in map.keys() {
         if let Some((_, what)) = NOT_SUPPORTED.iter().find(|(k, _)| k == key) {
             return Err(field_error(key, format!("not supported yet for ACE-Step v1: {what}")));
@@ -200,22 +116,22 @@ pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
     let f = Fields(&map);
     let duration = f.number_in("duration", DEFAULT_DURATION_S, f64::MIN, f64::MAX)?;
     let frames = frames::v1_frames_from_duration(duration).map_err(|e| field_error("duration", e.message))?;
-    let batch_size = f.uint_in("batch_size", 1, 1, MAX_BATCH)? as u32;
+    let batch_size = f.uint_in("batch_size", 1, MAX_BATCH)?.unwrap_or(1) as u32;
     let seeds = f.seeds()?;
     if seeds.len() > batch_size as usize {
         return Err(field_error("seeds", format!("{} seeds given for batch_size {batch_size}", seeds.len())));
     }
-    let audio_format = match f.present("audio_format") {
+    let audio_format = match f.opt_str("audio_format")? {
         None => None,
         Some(_) => Some(f.choice("audio_format", "", &crate::request::AUDIO_FORMATS)?),
     };
     let big = 1.0e4; // guidance scales far above any use are typos
     Ok(V1Request {
-        caption: f.string("caption", "")?,
-        lyrics: f.string("lyrics", "")?,
+        caption: f.string_or("caption", "")?,
+        lyrics: f.string_or("lyrics", "")?,
         duration,
         frames,
-        inference_steps: f.uint_in("inference_steps", DEFAULT_STEPS, 1, crate::limits::MAX_STEPS as u64)? as u32,
+        inference_steps: f.uint_in("inference_steps", 1, crate::limits::MAX_STEPS as u64)?.unwrap_or(DEFAULT_STEPS) as u32,
         guidance_scale: f.number_in("guidance_scale", DEFAULT_GUIDANCE_SCALE, 0.0, big)?,
         scheduler_type: f.choice("scheduler_type", "euler", &SCHEDULERS)?,
         cfg_type: f.choice("cfg_type", "apg", &CFG_TYPES)?,
@@ -223,13 +139,13 @@ pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
         guidance_interval: f.number_in("guidance_interval", DEFAULT_GUIDANCE_INTERVAL, 0.0, 1.0)?,
         guidance_interval_decay: f.number_in("guidance_interval_decay", 0.0, 0.0, 1.0)?,
         min_guidance_scale: f.number_in("min_guidance_scale", DEFAULT_MIN_GUIDANCE_SCALE, 0.0, big)?,
-        use_erg_tag: f.flag("use_erg_tag", true)?,
-        use_erg_lyric: f.flag("use_erg_lyric", true)?,
-        use_erg_diffusion: f.flag("use_erg_diffusion", true)?,
+        use_erg_tag: f.bool_or("use_erg_tag", true)?,
+        use_erg_lyric: f.bool_or("use_erg_lyric", true)?,
+        use_erg_diffusion: f.bool_or("use_erg_diffusion", true)?,
         guidance_scale_text: f.number_in("guidance_scale_text", 0.0, 0.0, big)?,
         guidance_scale_lyric: f.number_in("guidance_scale_lyric", 0.0, 0.0, big)?,
-        zero_steps: f.uint_in("zero_steps", 1, 0, crate::limits::MAX_STEPS as u64)? as u32,
-        use_zero_init: f.flag("use_zero_init", true)?,
+        zero_steps: f.uint_in("zero_steps", 0, crate::limits::MAX_STEPS as u64)?.unwrap_or(1) as u32,
+        use_zero_init: f.bool_or("use_zero_init", true)?,
         seeds,
         batch_size,
         audio_format,
