@@ -36,6 +36,22 @@ def _shape_tuple(shape) -> tuple[int, ...]:
     return dims
 
 
+def _checked_generator_args(seed, mode: str, options: dict) -> tuple[str, int]:
+    """The options JSON and the int64 seed of a generator, or a clear error for a bad mode, option or
+    seed."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    unknown = set(options) - _OPTIONS[mode]
+    if unknown:
+        raise TypeError(f"unknown option(s) for mode {mode!r}: {sorted(unknown)}; allowed: {sorted(_OPTIONS[mode])}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = int(seed)
+    if not -(2**63) <= seed < 2**63:
+        raise ValueError(f"seed {seed} does not fit in int64")
+    return json.dumps({"mode": mode, **{k: v for k, v in options.items() if v is not None}}), seed
+
+
 def randn(shape: int | Sequence[int], seed: int, mode: str = "torch_cpu", **options) -> tuple[np.ndarray, int]:
     """Standard normal float32 noise of ``shape`` from a freshly seeded generator.
 
@@ -49,20 +65,10 @@ def randn(shape: int | Sequence[int], seed: int, mode: str = "torch_cpu", **opti
     (2048), ``bf16`` (False; True rounds every value to bfloat16, returned as float32),
     ``offset`` (0).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    unknown = set(options) - _OPTIONS[mode]
-    if unknown:
-        raise TypeError(f"unknown option(s) for mode {mode!r}: {sorted(unknown)}; allowed: {sorted(_OPTIONS[mode])}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    seed = int(seed)
-    if not -(2**63) <= seed < 2**63:
-        raise ValueError(f"seed {seed} does not fit in int64")
+    options_json, seed = _checked_generator_args(seed, mode, options)
     dims = _shape_tuple(shape)
     numel = int(np.prod(dims, dtype=np.int64)) if dims else 1
     out = np.empty(dims, dtype=np.float32)
-    options_json = json.dumps({"mode": mode, **{k: v for k, v in options.items() if v is not None}})
     shape_c = ffi.new("size_t[]", list(dims) or [0])
     seed_used = ffi.new("int64_t *")
     check(
@@ -92,17 +98,10 @@ class NoiseStream(NativeHandle):
     _free_name = "ace_noise_stream_free"
 
     def __init__(self, seed: int, mode: str = "torch_cpu", **options):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        unknown = set(options) - _OPTIONS[mode]
-        if unknown:
-            raise TypeError(f"unknown option(s) for mode {mode!r}: {sorted(unknown)}; allowed: {sorted(_OPTIONS[mode])}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        options_json = json.dumps({"mode": mode, **{k: v for k, v in options.items() if v is not None}})
+        options_json, seed = _checked_generator_args(seed, mode, options)
         seed_used = ffi.new("int64_t *")
         out = ffi.new("AceNoiseStream **")
-        check(lib.ace_noise_stream_create(cstr(options_json, "options"), int(seed), seed_used, out))
+        check(lib.ace_noise_stream_create(cstr(options_json, "options"), seed, seed_used, out))
         self._own(out[0])
         self.seed_used = int(seed_used[0])
 
