@@ -61,29 +61,18 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
     load_s = time.perf_counter() - t0
     precision = pipe.package.summary().get("precision")
     pipe.generate({**REQUEST, "duration": WARMUP_DURATION, "seed": SEED})
-    stats = pipe.sessions.stats
-    cpu: dict[str, float] = {}  # process CPU seconds per component: robust to a loaded machine, unlike wall
-    run = pipe.sessions.run
-
-    def timed_run(name, feeds, output_names=None):
-        start = time.process_time()
-        try:
-            return run(name, feeds, output_names)
-        finally:
-            cpu[name] = cpu.get(name, 0.0) + time.process_time() - start
-
-    pipe.sessions.run = timed_run
+    stats = pipe.sessions.stats  # wall and process-CPU seconds per component (CPU: robust to a loaded machine)
     rows = []
     for duration in durations:
         runs = []
         for _ in range(repeats):
-            before = (dict(stats.seconds), dict(stats.calls))
-            cpu.clear()
+            before = (dict(stats.seconds), dict(stats.calls), dict(stats.cpu_seconds))
             cpu_start = time.process_time()
             result = pipe.generate({**REQUEST, "duration": duration, "seed": SEED})
             cpu_total = time.process_time() - cpu_start
             sec = {k: v - before[0].get(k, 0.0) for k, v in stats.seconds.items()}
             calls = {k: v - before[1].get(k, 0) for k, v in stats.calls.items()}
+            cpu = {k: v - before[2].get(k, 0.0) for k, v in stats.cpu_seconds.items()}
             total = result.timings["total"]
             runs.append({
                 "text": sec.get("text_encoder", 0.0) + sec.get("lyric_embedding", 0.0),

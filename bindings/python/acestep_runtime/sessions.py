@@ -22,13 +22,16 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class RunStats:
-    """Accumulated ONNX Runtime wall time per component."""
+    """Accumulated ONNX Runtime time per component: wall seconds, and process CPU seconds (every ORT
+    thread; unlike wall time, robust to other load on the machine)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, cpu_seconds: float = 0.0) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + cpu_seconds
         self.calls[name] = self.calls.get(name, 0) + 1
 
     @property
@@ -98,22 +101,19 @@ class Sessions:
     def run(self, name: str, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> list[np.ndarray]:
         """Runs a component; feed names must match the graph's inputs exactly. Returns the outputs
         named in ``output_names`` (all, in graph order, when None)."""
-        sess = self.session(name)
-        expected = self._input_names[name]
-        if feeds.keys() != expected:
-            raise PackageError(
-                f"{name}: host feeds {sorted(feeds)} but the graph takes {sorted(expected)} "
-                "(package exported by an incompatible exporter version?)"
-            )
-        start = time.perf_counter()
-        outputs = sess.run(output_names, feeds)
-        self.stats.add(name, time.perf_counter() - start)
-        return outputs
+        return self._timed(name, feeds, lambda sess: sess.run(output_names, feeds))
 
     def run_values(self, name: str, feeds: dict, output_names: list[str]) -> list:
         """Like :meth:`run`, on ``onnxruntime.OrtValue``\\s: a feed may be a numpy array (wrapped
         without a copy) or an OrtValue an earlier run returned; the outputs stay OrtValues, so a
         value the host keeps (an LM KV cache) goes from one run to the next without numpy."""
+        wrap = self._ort.OrtValue.ortvalue_from_numpy
+        values = {k: v if isinstance(v, self._ort.OrtValue) else wrap(np.ascontiguousarray(v)) for k, v in feeds.items()}
+        return self._timed(name, feeds, lambda sess: sess.run_with_ort_values(output_names, values))
+
+    def _timed(self, name: str, feeds: dict, run):
+        """Checks the feed names against the graph's inputs, then runs ``run(session)`` timed into
+        :attr:`stats`."""
         sess = self.session(name)
         expected = self._input_names[name]
         if feeds.keys() != expected:
@@ -121,11 +121,9 @@ class Sessions:
                 f"{name}: host feeds {sorted(feeds)} but the graph takes {sorted(expected)} "
                 "(package exported by an incompatible exporter version?)"
             )
-        wrap = self._ort.OrtValue.ortvalue_from_numpy
-        values = {k: v if isinstance(v, self._ort.OrtValue) else wrap(np.ascontiguousarray(v)) for k, v in feeds.items()}
-        start = time.perf_counter()
-        outputs = sess.run_with_ort_values(output_names, values)
-        self.stats.add(name, time.perf_counter() - start)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        outputs = run(sess)
+        self.stats.add(name, time.perf_counter() - start, time.process_time() - cpu_start)
         return outputs
 
     def runtime_info(self, components=None) -> dict:
