@@ -115,6 +115,21 @@ def describe_onnx(pkg_dir: Path, rel: str) -> dict:
     return entry
 
 
+def describe_components(pkg_dir: Path, files: dict[str, str]) -> tuple[dict[str, dict], set[str]]:
+    """Manifest entries of the graphs in `files` (component → relative path), and every file they take
+    (the graphs and their external data)."""
+    components = {name: describe_onnx(pkg_dir, rel) for name, rel in files.items()}
+    taken = {c["file"] for c in components.values()}
+    taken |= {e["file"] for c in components.values() for e in c["external_data"]}
+    return components, taken
+
+
+def describe_tokenizer_dir(pkg_dir: Path, rel: str) -> dict:
+    """Manifest entry of a tokenizer directory: its relative path and every file in it."""
+    return {"dir": rel,
+            "files": [file_entry(pkg_dir, (Path(rel) / p).as_posix()) for p in sorted(os.listdir(Path(pkg_dir) / rel))]}
+
+
 def host_config(sections: dict[str, dict]) -> dict:
     """The manifest's `config`: each component's `*_host_config` under its own key, plain JSON types only.
 
@@ -342,16 +357,10 @@ def export_package(opts: ExportOptions, *, _after_component: Callable[[str, Path
 
         for key, rel in (("text", TEXT_TOKENIZER_DIR), ("lm", LM_TOKENIZER_DIR)):
             if (staging / rel).is_dir():
-                tokenizers[key] = {
-                    "dir": rel,
-                    "files": [file_entry(staging, (Path(rel) / p).as_posix())
-                              for p in sorted(os.listdir(staging / rel))],
-                }
+                tokenizers[key] = describe_tokenizer_dir(staging, rel)
 
         opts.log("writing manifest")
-        components = {name: describe_onnx(staging, rel) for name, rel in files.items()}
-        taken = {c["file"] for c in components.values()}
-        taken |= {e["file"] for c in components.values() for e in c["external_data"]}
+        components, taken = describe_components(staging, files)
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_family": MODEL_FAMILY,

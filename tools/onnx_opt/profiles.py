@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tools.onnx_export.package import (staged_package_dir, MANIFEST_FILE, PackageError, check_output_dir, describe_onnx, sha256_file,
-                                       write_json_atomic)
+from tools.onnx_export.package import (MANIFEST_FILE, PackageError, check_output_dir, describe_onnx, sha256_file,
+                                       staged_package_dir, write_json_atomic)
 
 from . import deviation as dev
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..common import DEFAULT_EXTERNAL_DATA_MIN_BYTES, DEFAULT_OPSET, CheckpointError, require_dir, require_file
-from ..package import (staged_package_dir, FORMAT_VERSION, MANIFEST_FILE, PRECISION, RANDOM_WEIGHTS_MARKER, PackageError, _git_commit,
-                       check_output_dir, describe_extra_files, describe_onnx, file_entry, library_versions,
-                       write_json_atomic)
+from ..package import (FORMAT_VERSION, MANIFEST_FILE, PRECISION, RANDOM_WEIGHTS_MARKER, PackageError, _git_commit,
+                       check_output_dir, describe_components, describe_extra_files, describe_tokenizer_dir,
+                       library_versions, staged_package_dir, write_json_atomic)
 from .config import (DCAE_DIR, LYRIC_TOKENIZER_DIR, LYRIC_TOKENIZER_FILE, TEXT_ENCODER_DIR, TRANSFORMER_DIR,
                      VOCODER_DIR)
 
@@ -119,14 +118,11 @@ def export_v1_package(opts: V1ExportOptions) -> Path:
             staging / TEXT_TOKENIZER_DIR, host["text_encoder"]["eos_token_id"])
         (staging / LYRIC_TOKENIZER_PKG_DIR).mkdir(parents=True)
         shutil.copyfile(lyric_tok, staging / LYRIC_TOKENIZER_PKG_DIR / LYRIC_TOKENIZER_PKG_FILE)
-        tokenizers = {key: {"dir": rel, "files": [file_entry(staging, (Path(rel) / p).as_posix())
-                                                  for p in sorted(os.listdir(staging / rel))]}
+        tokenizers = {key: describe_tokenizer_dir(staging, rel)
                       for key, rel in (("text", TEXT_TOKENIZER_DIR), ("lyric", LYRIC_TOKENIZER_PKG_DIR))}
 
         opts.log("writing manifest")
-        components = {name: describe_onnx(staging, rel) for name, rel in files.items()}
-        taken = {c["file"] for c in components.values()}
-        taken |= {e["file"] for c in components.values() for e in c["external_data"]}
+        components, taken = describe_components(staging, files)
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_family": MODEL_FAMILY,
