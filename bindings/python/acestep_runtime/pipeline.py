@@ -69,7 +69,6 @@ class Pipeline:
         self.package = package
         self.sessions = sessions
         self.kind = package.kind
-        self.last_lm_stats: dict = {}
 
     @classmethod
     def open(cls, path, *, device: str = "auto", threads: int | None = None, verify: bool = False) -> "Pipeline":
@@ -115,7 +114,7 @@ class Pipeline:
             if progress:
                 progress("load", len(needed), len(needed))
             timings = {"load": time.perf_counter() - t0}
-            self._run(gen, progress, cancel, timings)
+            lm_stats = self._run(gen, progress, cancel, timings)
             audio, latents = gen.audio(), gen.latents()
             timings["total"] = time.perf_counter() - t0
             ort_seconds = self.sessions.stats.total - ort_before
@@ -126,7 +125,7 @@ class Pipeline:
             }
             info = gen.refresh_info()
             if info.get("lm") is not None:
-                host["lm_stats"] = self.last_lm_stats
+                host["lm_stats"] = lm_stats
             sidecars = [gen.sidecar(i, host) for i in range(audio.shape[0])]
         return GenerationResult(
             audio=audio,
@@ -144,10 +143,11 @@ class Pipeline:
             schedule=[float(t) for t in info["schedule"]],
             peaks=[float(s["peak_before_guard"]) for s in sidecars],
             lm=info.get("lm"),
-            lm_stats=dict(self.last_lm_stats) if info.get("lm") is not None else {},
+            lm_stats=lm_stats if info.get("lm") is not None else {},
         )
 
-    def _run(self, gen: Generation, progress, cancel, timings: dict) -> None:
+    def _run(self, gen: Generation, progress, cancel, timings: dict) -> dict:
+        """Runs every call the core asks for; returns the LM's per-token statistics."""
         # Values the core asked the host to keep, as ORT values: an LM KV cache goes from one
         # decode call to the next without a copy through numpy; only submitted outputs become numpy.
         kept: dict[str, object] = {}
@@ -190,4 +190,4 @@ class Pipeline:
             # draw, the feeds, the logits copy) as host time.
             lm["ort_ms_per_token"] = 1000 * lm["ort_seconds"] / lm["tokens"]
             lm["host_ms_per_token"] = 1000 * (lm["seconds"] - lm["ort_seconds"]) / lm["tokens"]
-        self.last_lm_stats = lm
+        return lm
