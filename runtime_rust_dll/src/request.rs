@@ -145,7 +145,16 @@ pub struct Guidance {
 pub struct Normalized {
     pub request: Request,
     pub notes: Vec<String>,
+    /// The LM settings the request gives (keys of [`LM_SETTING_KEYS`]): a run without the LM
+    /// notes them as ignored.
+    pub lm_keys_given: Vec<&'static str>,
 }
+
+/// The keys that only steer the 5 Hz LM.
+pub const LM_SETTING_KEYS: [&str; 9] = [
+    "lm_temperature", "lm_cfg_scale", "lm_top_p", "lm_top_k", "lm_negative_prompt", "use_cot_metas",
+    "use_cot_caption", "use_cot_language", "lm_max_text_tokens",
+];
 
 /// Keys of the official request files and `GenerationParams` that need parts of ACE-Step this
 /// runtime does not run yet (audio inputs, other tasks).
@@ -195,6 +204,7 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
         Some(_) => Some(f.bool_or("thinking", true)?),
     };
     let lm = f.lm_params()?;
+    let lm_keys_given = LM_SETTING_KEYS.into_iter().filter(|k| f.get(k).is_some_and(|v| !v.is_null())).collect();
     let description = f.opt_str("description")?.map(str::to_string);
     let audio_codes = f.audio_codes(&mut notes)?;
     if audio_codes.is_some() && (thinking == Some(true) || description.is_some()) {
@@ -376,7 +386,7 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
     };
     // The prompt rules (language list, key scale and time signature forms) live in `prompt`.
     crate::prompt::PromptRequest::from_json(&request.prompt_json(false).to_string())?;
-    Ok(Normalized { request, notes })
+    Ok(Normalized { request, notes, lm_keys_given })
 }
 
 pub(crate) fn field_error(field: &str, message: impl std::fmt::Display) -> Error {

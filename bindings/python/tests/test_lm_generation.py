@@ -146,6 +146,18 @@ def test_thinking_on_a_package_without_lm_names_the_component(tmp_path):
         assert "lm_prefill" not in pkg.summary().get("components", {})
 
 
+def test_lm_settings_without_the_lm_are_noted_and_leave_the_track_id(pipe):
+    base = {"caption": "x", "duration": 10, "seed": 4, "thinking": False}
+    plain = pipe.plan(base)
+    with_settings = pipe.plan({**base, "lm_temperature": 0.5, "lm_top_k": 40})
+    assert with_settings["lm"] is None
+    assert "lm_temperature, lm_top_k: ignored: the 5 Hz LM does not run (\"thinking\" is false)" in with_settings["notes"]
+    assert not any("lm_" in n for n in plain["notes"])
+    assert with_settings["track_ids"] == plain["track_ids"]
+    codes = pipe.plan({"caption": "x", "audio_codes": [1, 2, 3] * 20, "lm_cfg_scale": 3})
+    assert any(n.startswith("lm_cfg_scale: ignored") and "audio_codes" in n for n in codes["notes"])
+
+
 def test_over_long_prompt_is_refused_before_any_graph(pipe):
     lyrics = "la " * 5000  # ~5000 tokens: more than the LM's 4096 positions
     with pytest.raises(AceError) as err:

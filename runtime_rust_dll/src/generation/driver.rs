@@ -35,7 +35,19 @@ impl Generation {
         let thinking = r.thinking.unwrap_or(has_lm && r.audio_codes.is_none());
         let uses_lm = thinking || r.description.is_some();
         if !uses_lm {
+            let thinking_off = r.thinking == Some(false);
             let mut normalized = normalized;
+            if !normalized.lm_keys_given.is_empty() {
+                let why = if thinking_off {
+                    "\"thinking\" is false"
+                } else if !has_lm {
+                    "the model package has no 5 Hz LM"
+                } else {
+                    "the request gives audio_codes"
+                };
+                let keys = normalized.lm_keys_given.join(", ");
+                normalized.notes.push(format!("{keys}: ignored: the 5 Hz LM does not run ({why})"));
+            }
             // Explicit in the resolved request, so it reproduces on a package with an LM too.
             normalized.request.thinking = Some(false);
             let dit = DitRun::new(Arc::clone(&package), normalized)?;
@@ -60,7 +72,7 @@ impl Generation {
                 r.batch_size
             )));
         }
-        let Normalized { mut request, mut notes } = normalized;
+        let Normalized { mut request, mut notes, .. } = normalized;
         let seeds = resolve_seeds(&request.seeds, 1, &mut notes);
         request.seeds = seeds.iter().map(|&s| s as i64).collect();
         let lm = LmRun::new(Arc::clone(&package), request.clone(), thinking, seeds[0])
@@ -77,7 +89,7 @@ impl Generation {
         let lm = self.lm.as_ref().expect("an LM run");
         let mut notes = self.notes.clone();
         notes.extend(lm.notes().iter().cloned());
-        let dit = DitRun::new(Arc::clone(&self.package), Normalized { request: lm.dit_request(), notes })?;
+        let dit = DitRun::new(Arc::clone(&self.package), Normalized { request: lm.dit_request(), notes, lm_keys_given: Vec::new() })?;
         self.release = lm.cache_keys();
         self.dit = Some(dit);
         Ok(())
