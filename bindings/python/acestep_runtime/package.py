@@ -65,6 +65,14 @@ class ModelPackage(NativeHandle):
             available = ", ".join(sorted(self.info["components"]))
             raise PackageError(f"model package {self.root} has no component {name!r} (it has: {available})") from None
 
+    def component_files(self, name: str) -> list[Path]:
+        """The graph file of ``name`` and its external data files, as the manifest lists them."""
+        graph = self.component_path(name)
+        if not hasattr(self, "_manifest"):
+            self._manifest = json.loads((self.root / "manifest.json").read_text(encoding="utf-8"))
+        entry = self._manifest.get("components", {}).get(name, {})
+        return [graph] + [self.root / d["file"] for d in entry.get("external_data", [])]
+
     def summary(self) -> dict:
         """What `acestep-runtime info` prints."""
         return dict(self.info)

@@ -71,13 +71,17 @@ class Pipeline:
         self.kind = package.kind
 
     @classmethod
-    def open(cls, path, *, device: str = "auto", threads: int | None = None, verify: bool = False) -> "Pipeline":
+    def open(cls, path, *, device: str = "auto", threads: int | None = None, verify: bool = False,
+             session_cache="auto") -> "Pipeline":
         """Opens the model package at ``path`` (checked by the core; ``verify`` also checks every
-        file's sha256) and prepares ONNX Runtime sessions on ``device`` ("auto", "cpu", "cuda")."""
+        file's sha256) and prepares ONNX Runtime sessions on ``device`` ("auto", "cpu", "cuda").
+        ``session_cache``: directory of the optimised-graph cache, "auto" (``$ACESTEP_SESSION_CACHE``
+        or the user cache directory) or None (off); see :class:`Sessions`."""
         package = ModelPackage.open(path, verify=verify)
-        return cls(package, Sessions(package, device=device, threads=threads))
+        return cls(package, Sessions(package, device=device, threads=threads, cache=session_cache))
 
     def close(self) -> None:
+        self.sessions.close()
         self.package.close()
 
     def __enter__(self) -> "Pipeline":
@@ -105,14 +109,18 @@ class Pipeline:
         ort_before = self.sessions.stats.total
         t0 = time.perf_counter()
         with Generation(self.package, request) as gen:
-            # Sessions load in their own step, so the stage timings and bars time what they say.
+            # Every session the run needs starts loading now, in background threads, in the order the
+            # core runs them; the run starts as soon as its first graph is ready, so the DiT and VAE
+            # load while the encoders run. "load" times the wait for that first graph; a later wait
+            # counts in the stage that needed the session (Sessions.load_seconds has each load).
             needed = gen.info["components"]
-            for i, name in enumerate(needed):
-                if progress:
-                    progress("load", i, len(needed))
-                self.sessions.session(name)
+            self.sessions.preload(needed)
             if progress:
-                progress("load", len(needed), len(needed))
+                progress("load", 0, 1)
+            if needed:
+                self.sessions.session(needed[0])
+            if progress:
+                progress("load", 1, 1)
             timings = {"load": time.perf_counter() - t0}
             lm_stats = self._run(gen, progress, cancel, timings)
             audio, latents = gen.audio(), gen.latents()

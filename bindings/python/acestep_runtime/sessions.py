@@ -8,11 +8,17 @@ so a caller can separate ONNX Runtime time from host overhead.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from . import session_cache
 from .package import ModelPackage, PackageError
 
 log = logging.getLogger("acestep_runtime")
@@ -61,42 +67,136 @@ def resolve_providers(device: str) -> list[str]:
 
 
 class Sessions:
-    """Lazily created ORT sessions, one per package component."""
+    """ORT sessions, one per package component, created on first use or ahead of it in background
+    threads (:meth:`preload`), and kept.
 
-    def __init__(self, package: ModelPackage, *, device: str = "auto", threads: int | None = None):
+    ``cache``: where optimised graphs are kept between processes (:mod:`.session_cache`); the default
+    ``"auto"`` is ``$ACESTEP_SESSION_CACHE`` or the user cache directory, ``None`` turns it off. Only
+    CPU sessions are cached. ``load_workers``: how many sessions :meth:`preload` creates at once.
+    """
+
+    def __init__(self, package: ModelPackage, *, device: str = "auto", threads: int | None = None,
+                 cache: str | os.PathLike | None = "auto", load_workers: int = 2):
         import onnxruntime as ort
 
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if load_workers < 1:
+            raise ValueError(f"load_workers must be >= 1, got {load_workers}")
         self._ort = ort
         self.package = package
         self.providers = resolve_providers(device)
         self.threads = threads
         self.stats = RunStats()
+        self.load_seconds: dict[str, float] = {}  # wall seconds to create each session
+        self.cache_hits: dict[str, bool] = {}  # per component: loaded from the cache (True) or not
+        root = session_cache.default_dir() if cache == "auto" else (Path(cache) if cache is not None else None)
+        # Optimised graphs are saved per device; only the CPU's are known to load back identically.
+        self.cache = session_cache.SessionCache(root) if root is not None and self.providers == ["CPUExecutionProvider"] else None
+        self.load_workers = load_workers
         self._sessions: dict[str, object] = {}
         self._input_names: dict[str, frozenset[str]] = {}
+        self._pending: dict[str, Future] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
-    def _options(self):
+    def _options(self, level=None):
         opts = self._ort.SessionOptions()
-        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = level if level is not None else self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads is not None:
-            if self.threads < 1:
-                raise ValueError(f"threads must be >= 1, got {self.threads}")
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         return opts
 
-    def session(self, name: str):
-        if name not in self._sessions:
-            path = self.package.component_path(name)
+    def _cache_key(self, name: str) -> dict:
+        return session_cache.SessionCache.key(
+            package_root=self.package.root,
+            manifest_sha256=self.package.manifest_sha256,
+            component=name,
+            files=self.package.component_files(name),
+            ort_version=self._ort.__version__,
+            options={"level": "ORT_ENABLE_ALL", "providers": self.providers},
+        )
+
+    def _create(self, name: str):
+        """Creates the session of ``name``: from the cache when it holds the component's optimised
+        graph, else from the package (saving the optimised graph into the cache on the way)."""
+        path = self.package.component_path(name)
+        start = time.perf_counter()
+        key = self._cache_key(name) if self.cache is not None else None
+        sess, hit = None, False
+        if key is not None:
+            cached = self.cache.lookup(key)
+            if cached is not None:
+                try:
+                    opts = self._options(self._ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+                    sess, hit = self._ort.InferenceSession(str(cached), opts, providers=self.providers), True
+                except Exception as exc:  # a damaged entry: rebuild it from the package
+                    log.warning("%s: session cache entry %s unusable (%s); rebuilding it", name, cached.parent, exc)
+                    self.cache.discard(key)
+        if sess is None:
+            opts = self._options()
+            tmp = None
+            if key is not None:
+                try:
+                    tmp = self.cache.prepare(key)
+                    self.cache.saving_options(opts, tmp)
+                except OSError as exc:
+                    log.warning("session cache %s not writable (%s); not caching", self.cache.root, exc)
+                    tmp, opts = None, self._options()
             try:
-                sess = self._ort.InferenceSession(str(path), self._options(), providers=self.providers)
+                sess = self._ort.InferenceSession(str(path), opts, providers=self.providers)
             except Exception as exc:  # ORT raises its own exception types
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
                 raise PackageError(f"cannot load {path} into onnxruntime: {exc}") from None
-            active = sess.get_providers()
-            if self.providers[0] not in active:
-                log.warning("%s: %s unavailable, running on %s", name, self.providers[0], active[0])
+            if tmp is not None:
+                try:
+                    self.cache.commit(key, tmp)
+                except OSError as exc:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    log.warning("session cache: could not write the entry of %s (%s)", name, exc)
+        active = sess.get_providers()
+        if self.providers[0] not in active:
+            log.warning("%s: %s unavailable, running on %s", name, self.providers[0], active[0])
+        with self._lock:
             self._sessions[name] = sess
             self._input_names[name] = frozenset(i.name for i in sess.get_inputs())
-        return self._sessions[name]
+            self.load_seconds[name] = time.perf_counter() - start
+            self.cache_hits[name] = hit
+        return sess
+
+    def preload(self, names) -> None:
+        """Starts creating the sessions of ``names`` in background threads, in the given order
+        (``load_workers`` at a time; ORT releases the GIL while it loads). :meth:`session` waits for a
+        session still loading; a load that failed raises there."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.load_workers, thread_name_prefix="ort-load")
+            for name in names:
+                if name not in self._sessions and name not in self._pending:
+                    self._pending[name] = self._pool.submit(self._create, name)
+
+    def session(self, name: str):
+        with self._lock:
+            sess = self._sessions.get(name)
+            pending = self._pending.get(name)
+        if sess is not None:
+            return sess
+        if pending is not None:
+            try:
+                return pending.result()
+            finally:
+                with self._lock:
+                    self._pending.pop(name, None)
+        return self._create(name)
+
+    def close(self) -> None:
+        """Waits for background loads (their sessions are dropped with this object)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, name: str, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> list[np.ndarray]:
         """Runs a component; feed names must match the graph's inputs exactly. Returns the outputs
@@ -139,5 +239,8 @@ class Sessions:
         }
 
     def warm(self, names) -> None:
+        """Creates the sessions of ``names`` now (in parallel, see :meth:`preload`)."""
+        names = list(names)
+        self.preload(names)
         for name in names:
             self.session(name)
