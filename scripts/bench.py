@@ -21,6 +21,7 @@ precision (fp32, int8, fp16). Full-size runs need ~14 GiB per backend: run them 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -39,10 +40,22 @@ REQUEST = {"caption": "an energetic pop track with bright synths", "lyrics": "[V
 SEED = 1
 WARMUP_DURATION = 10.0  # the shortest request the core accepts: allocates the arenas
 STAGES = ("text", "condition", "dit_step", "vae")
+COMPONENTS = ["text_encoder", "lyric_embedding", "condition_encoder", "dit_cross_kv", "dit_decoder", "vae_decoder"]
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
 
 
 def load_avg() -> float:
@@ -51,15 +64,67 @@ def load_avg() -> float:
 
 # --- workers (one process per backend) ------------------------------------------------------------------
 
-def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None) -> dict:
-    sys.path.insert(0, str(ROOT / "bindings" / "python"))
+def drop_page_cache() -> bool:
+    """Asks the kernel to drop the page cache (root only; machine-wide). True when it did."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def _session_start(model: Path, threads: int | None, cache, drop: bool) -> tuple[float, dict, bool]:
+    """Opens the package and creates every session the text2music run needs; returns the seconds,
+    which sessions came from the session cache, and whether the page cache was dropped first."""
     from acestep_runtime.pipeline import Pipeline
 
+    dropped = drop_page_cache() if drop else False
     t0 = time.perf_counter()
-    pipe = Pipeline.open(model, device="cpu", threads=threads)
-    pipe.sessions.warm(["text_encoder", "lyric_embedding", "condition_encoder", "dit_cross_kv", "dit_decoder", "vae_decoder"])
-    load_s = time.perf_counter() - t0
-    precision = pipe.package.summary().get("precision")
+    pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=cache)
+    pipe.sessions.warm(COMPONENTS)
+    seconds = time.perf_counter() - t0
+    hits = dict(pipe.sessions.cache_hits)
+    pipe.close()
+    del pipe
+    gc.collect()
+    return seconds, hits, dropped
+
+
+def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None,
+                cache_dir: Path | None = None, drop_caches: bool = False) -> dict:
+    sys.path.insert(0, str(ROOT / "bindings" / "python"))
+    import shutil
+    import tempfile
+
+    from acestep_runtime.pipeline import Pipeline
+
+    # Session start three ways, each a fresh Pipeline in this process: without the session cache,
+    # filling an empty cache ("cold": also after dropping the page cache with --drop-caches), and
+    # from the filled cache ("warm").
+    cache = Path(tempfile.mkdtemp(prefix="bench-session-cache-", dir=cache_dir))
+    try:
+        start = {}
+        start["nocache_s"], _, start["nocache_page_cache_dropped"] = _session_start(model, threads, None, drop_caches)
+        start["cold_s"], hits, start["cold_page_cache_dropped"] = _session_start(model, threads, cache, drop_caches)
+        assert not any(hits.values()), hits
+        start["warm_s"], hits, _ = _session_start(model, threads, cache, False)
+        assert all(hits.values()), hits
+        start["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
+        t0 = time.perf_counter()
+        pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=cache)
+        pipe.sessions.warm(COMPONENTS)
+        load_s = time.perf_counter() - t0
+        start["rss_after_start_mb"] = current_rss_mb()
+        precision = pipe.package.summary().get("precision")
+        result = _ort_runs(pipe, durations, repeats)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"load_s": load_s, "precision": precision, "start": start, **result}
+
+
+def _ort_runs(pipe, durations: list[float], repeats: int) -> dict:
     pipe.generate({**REQUEST, "duration": WARMUP_DURATION, "seed": SEED})
     stats = pipe.sessions.stats  # wall and process-CPU seconds per component (CPU: robust to a loaded machine)
     rows = []
@@ -92,7 +157,7 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
             })
         rows.append(_row(duration, result.frames, runs))
     pipe.close()
-    return {"load_s": load_s, "precision": precision, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+    return {"rows": rows, "peak_rss_mb": peak_rss_mb()}
 
 
 def _torch_worker(ckpt: Path, durations: list[float], repeats: int, threads: int | None) -> dict:
@@ -140,6 +205,11 @@ def run_worker(kind: str, target: str, args) -> dict:
            "--repeats", str(args.repeats)]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
+    if kind == "ort":
+        if args.session_cache_dir is not None:
+            cmd += ["--session-cache-dir", str(args.session_cache_dir)]
+        if args.drop_caches:
+            cmd += ["--drop-caches"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:  # e.g. -9: killed by the kernel's OOM killer; the other backends still count
         return {"error": f"worker exited with status {proc.returncode}"}
@@ -172,6 +242,20 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
                 f"{r['condition']:.2f} s | {r['dit_step']:.2f} s | {r['vae']:.2f} s | {r['total']:.1f} s | "
                 f"{r['rtf']:.2f} | {res['peak_rss_mb'] / 1024:.1f} GiB | {res['gemm_gflops']:.0f} | "
                 f"{r['load_avg_max']:.1f} |")
+    starts = {name: res for name, res in results.items() if "start" in res}
+    if starts:
+        lines += ["", "Session start (open the package and create every session of a text2music run; each a "
+                  "fresh pipeline in the backend's worker): without the session cache, filling an empty cache "
+                  "(cold), from the filled cache (warm); with the page cache dropped before the first two when "
+                  "marked *dropped*:", "",
+                  "| backend | no cache | cold (fill cache) | warm (from cache) | cache size | RSS after start |",
+                  "|---|---|---|---|---|---|"]
+        for name, res in starts.items():
+            st = res["start"]
+            mark = lambda k: " *dropped*" if st.get(k) else ""  # noqa: E731
+            lines.append(f"| {name} | {st['nocache_s']:.1f} s{mark('nocache_page_cache_dropped')} | "
+                         f"{st['cold_s']:.1f} s{mark('cold_page_cache_dropped')} | {st['warm_s']:.1f} s | "
+                         f"{st['cache_bytes'] / 2**30:.1f} GiB | {st['rss_after_start_mb'] / 1024:.1f} GiB |")
     if reference:
         lines += ["", f"Ratios to `{reference}` (same run; < 1 is faster):", "",
                   "| backend | audio | text | condition | DiT / step | VAE | total |", "|---|---|---|---|---|---|---|"]
@@ -196,6 +280,32 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_between_markers(doc: Path, text: str) -> None:
+    """Replaces what lies between the BEGIN and END lines of ``doc`` with ``text``; appends both
+    markers when the file has neither (a file with one of them is an error, nothing is written)."""
+    old = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    begin, end = old.find(BEGIN), old.find(END)
+    if begin < 0 and end < 0:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + f"{BEGIN}\n{text}{END}\n"
+    elif begin < 0 or end < begin:
+        raise SystemExit(f"{doc}: the markers {BEGIN} / {END} are missing or out of order; fix the file by hand")
+    else:
+        new = old[: begin + len(BEGIN)] + "\n" + text + old[end:]
+    doc.write_text(new, encoding="utf-8")
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:
+        return "not installed"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=None, metavar="[NAME=]PKG",
@@ -208,14 +318,27 @@ def main() -> int:
                         help="ORT intra-op threads and torch threads (default: ORT's default / all CPUs)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
+    parser.add_argument("--tables", type=Path, metavar="DOC",
+                        help=f"write the tables into DOC (e.g. docs/performance.md) between the lines {BEGIN} and "
+                             f"{END}, keeping the rest of the file (the markers are appended when missing)")
+    parser.add_argument("--session-cache-dir", type=Path, default=None,
+                        help="where the ORT workers put their temporary session caches (default: the system "
+                             "temp dir; a full-size fp32 cache takes about 1.6x the package)")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="drop the kernel page cache before each cold session start (root only; "
+                             "machine-wide: other jobs reread their files)")
     parser.add_argument("--_worker", nargs=2, metavar=("KIND", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     durations = [float(d) for d in args.durations.split(",")]
 
     if args._worker:
         kind, target = args._worker
-        fn = _ort_worker if kind == "ort" else _torch_worker
-        print(json.dumps(fn(Path(target), durations, args.repeats, args.threads)))
+        if kind == "ort":
+            res = _ort_worker(Path(target), durations, args.repeats, args.threads, args.session_cache_dir,
+                              args.drop_caches)
+        else:
+            res = _torch_worker(Path(target), durations, args.repeats, args.threads)
+        print(json.dumps(res))
         return 0
 
     backends: list[tuple[str, str, str]] = []  # (name, kind, target)
@@ -231,6 +354,7 @@ def main() -> int:
     if len(set(names)) != len(names):
         parser.error(f"two backends share a name ({names}); name them with --model NAME=PKG")
 
+    started, start_load = time.strftime("%Y-%m-%d %H:%M", time.gmtime()), load_avg()
     print(f"{os.cpu_count()} CPUs, threads {args.threads or 'default'}, durations {durations}, repeats {args.repeats}")
     results: dict[str, dict] = {}
     for name, kind, target in backends:
@@ -251,6 +375,13 @@ def main() -> int:
         args.json.write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
     if args.markdown:
         args.markdown.write_text(table)
+    if args.tables:
+        header = (f"Run of {started} UTC, `python3 scripts/bench.py {' '.join(sys.argv[1:])}`; {os.cpu_count()} CPUs, "
+                  f"threads {args.threads or 'default'}, repeats {args.repeats}, "
+                  f"load average {start_load:.2f} at the start and {load_avg():.2f} at the end; onnxruntime "
+                  f"{_ort_version()}.\n\n")
+        write_between_markers(args.tables, header + table)
+        print(f"tables written into {args.tables}")
     return 0
 
 
