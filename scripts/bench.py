@@ -100,18 +100,21 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
 
     from acestep_runtime.pipeline import Pipeline
 
-    # Session start three ways, each a fresh Pipeline in this process: without the session cache,
-    # filling an empty cache ("cold": also after dropping the page cache with --drop-caches), and
-    # from the filled cache ("warm").
-    cache = Path(tempfile.mkdtemp(prefix="bench-session-cache-", dir=cache_dir))
+    # Session start, each a fresh Pipeline in this process: without the session cache twice (the first
+    # after dropping the page cache with --drop-caches: "cold"), then, unless the cache is off,
+    # filling an empty cache (cold again when dropping) and from the filled cache ("warm").
+    use_cache = str(cache_dir) != "off"
+    cache = Path(tempfile.mkdtemp(prefix="bench-session-cache-", dir=cache_dir)) if use_cache else None
     try:
         start = {}
-        start["nocache_s"], _, start["nocache_page_cache_dropped"] = _session_start(model, threads, None, drop_caches)
-        start["cold_s"], hits, start["cold_page_cache_dropped"] = _session_start(model, threads, cache, drop_caches)
-        assert not any(hits.values()), hits
-        start["warm_s"], hits, _ = _session_start(model, threads, cache, False)
-        assert all(hits.values()), hits
-        start["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
+        start["nocache_cold_s"], _, start["nocache_cold_dropped"] = _session_start(model, threads, None, drop_caches)
+        start["nocache_warm_s"], _, _ = _session_start(model, threads, None, False)
+        if use_cache:
+            start["fill_s"], hits, start["fill_dropped"] = _session_start(model, threads, cache, drop_caches)
+            assert not any(hits.values()), hits
+            start["cached_s"], hits, _ = _session_start(model, threads, cache, False)
+            assert all(hits.values()), hits
+            start["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
         t0 = time.perf_counter()
         pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=cache)
         pipe.sessions.warm(COMPONENTS)
@@ -120,7 +123,8 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
         precision = pipe.package.summary().get("precision")
         result = _ort_runs(pipe, durations, repeats)
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
     return {"load_s": load_s, "precision": precision, "start": start, **result}
 
 
@@ -244,18 +248,24 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
                 f"{r['load_avg_max']:.1f} |")
     starts = {name: res for name, res in results.items() if "start" in res}
     if starts:
-        lines += ["", "Session start (open the package and create every session of a text2music run; each a "
-                  "fresh pipeline in the backend's worker): without the session cache, filling an empty cache "
-                  "(cold), from the filled cache (warm); with the page cache dropped before the first two when "
-                  "marked *dropped*:", "",
-                  "| backend | no cache | cold (fill cache) | warm (from cache) | cache size | RSS after start |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Session start: open the package and create every session of a text2music run, each time "
+                  "a fresh pipeline in the backend's worker; without the session cache (cold: first, after the page "
+                  "cache was dropped where marked *dropped*; warm: again), filling an empty session cache, and "
+                  "from the filled cache:", "",
+                  "| backend | no cache, cold | no cache, warm | fill the cache | from the cache | cache size | "
+                  "RSS after start |", "|---|---|---|---|---|---|---|"]
         for name, res in starts.items():
             st = res["start"]
-            mark = lambda k: " *dropped*" if st.get(k) else ""  # noqa: E731
-            lines.append(f"| {name} | {st['nocache_s']:.1f} s{mark('nocache_page_cache_dropped')} | "
-                         f"{st['cold_s']:.1f} s{mark('cold_page_cache_dropped')} | {st['warm_s']:.1f} s | "
-                         f"{st['cache_bytes'] / 2**30:.1f} GiB | {st['rss_after_start_mb'] / 1024:.1f} GiB |")
+
+            def cell(key, dropped=None):
+                if key not in st:
+                    return "–"
+                return f"{st[key]:.1f} s" + (" *dropped*" if dropped and st.get(dropped) else "")
+
+            size = f"{st['cache_bytes'] / 2**30:.1f} GiB" if "cache_bytes" in st else "–"
+            lines.append(f"| {name} | {cell('nocache_cold_s', 'nocache_cold_dropped')} | {cell('nocache_warm_s')} | "
+                         f"{cell('fill_s', 'fill_dropped')} | {cell('cached_s')} | {size} | "
+                         f"{st['rss_after_start_mb'] / 1024:.1f} GiB |")
     if reference:
         lines += ["", f"Ratios to `{reference}` (same run; < 1 is faster):", "",
                   "| backend | audio | text | condition | DiT / step | VAE | total |", "|---|---|---|---|---|---|---|"]
@@ -321,9 +331,9 @@ def main() -> int:
     parser.add_argument("--tables", type=Path, metavar="DOC",
                         help=f"write the tables into DOC (e.g. docs/performance.md) between the lines {BEGIN} and "
                              f"{END}, keeping the rest of the file (the markers are appended when missing)")
-    parser.add_argument("--session-cache-dir", type=Path, default=None,
-                        help="where the ORT workers put their temporary session caches (default: the system "
-                             "temp dir; a full-size fp32 cache takes about 1.6x the package)")
+    parser.add_argument("--session-cache-dir", default=None,
+                        help="where the ORT workers put their temporary session caches, or 'off' to measure "
+                             "without (default: the system temp dir; a cache takes up to ~1.6x the package)")
     parser.add_argument("--drop-caches", action="store_true",
                         help="drop the kernel page cache before each cold session start (root only; "
                              "machine-wide: other jobs reread their files)")
