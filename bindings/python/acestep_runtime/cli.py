@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gen.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     gen.add_argument("--verify", action="store_true", help="check every package file's sha256 first")
+    gen.add_argument("--session-cache", default="auto", metavar="DIR|off",
+                     help="where ONNX Runtime's optimised graphs are kept so the next start is fast "
+                          "(default: $ACESTEP_SESSION_CACHE, else the user cache directory; 'off': none)")
     gen.add_argument("--no-progress", action="store_true")
 
     info = sub.add_parser("info", help="describe a model package")
@@ -187,7 +190,9 @@ def _generate(args) -> int:
         print("\ncancelling after the current step ...", file=sys.stderr)
 
     progress = _Progress(enabled=not args.no_progress)
-    with Pipeline.open(model, device=args.device, threads=args.threads, verify=args.verify) as pipe:
+    cache = None if args.session_cache.lower() in ("off", "none", "0") else args.session_cache
+    with Pipeline.open(model, device=args.device, threads=args.threads, verify=args.verify,
+                       session_cache=cache) as pipe:
         # Everything that can fail before generating fails here: the request, the format, the outputs.
         plan = pipe.plan(request)
         fmt = outputs.resolve_format(args.out, args.format or request.get("audio_format"))

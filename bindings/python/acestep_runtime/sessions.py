@@ -152,7 +152,10 @@ class Sessions:
                 raise PackageError(f"cannot load {path} into onnxruntime: {exc}") from None
             if tmp is not None:
                 try:
-                    self.cache.commit(key, tmp)
+                    entry = self.cache.commit(key, tmp)
+                    if entry is not None:
+                        size = sum(f.stat().st_size for f in entry.iterdir())
+                        log.info("%s: optimised graph saved to the session cache %s (%.2f GB)", name, entry, size / 1e9)
                 except OSError as exc:
                     shutil.rmtree(tmp, ignore_errors=True)
                     log.warning("session cache: could not write the entry of %s (%s)", name, exc)
