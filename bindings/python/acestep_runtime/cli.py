@@ -109,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     gen.add_argument("--verify", action="store_true", help="check every package file's sha256 first")
     gen.add_argument("--session-cache", default="auto", metavar="DIR|off",
-                     help="where ONNX Runtime's optimised graphs are kept so the next start is fast "
-                          "(default: $ACESTEP_SESSION_CACHE, else the user cache directory; 'off': none)")
+                     help="keep ONNX Runtime's optimised graphs in DIR so the next start skips optimising "
+                          "and pre-packing (default: $ACESTEP_SESSION_CACHE if set, else off; takes up to "
+                          "~1.9x the package on disk)")
+    gen.add_argument("--fast-start", action="store_true",
+                     help="leave the weights memory-mapped, not pre-packed: sessions start in seconds "
+                          "whatever the package size; GEMMs pack on the fly (see docs/performance.md)")
     gen.add_argument("--no-progress", action="store_true")
 
     info = sub.add_parser("info", help="describe a model package")
@@ -192,7 +196,7 @@ def _generate(args) -> int:
     progress = _Progress(enabled=not args.no_progress)
     cache = None if args.session_cache.lower() in ("off", "none", "0") else args.session_cache
     with Pipeline.open(model, device=args.device, threads=args.threads, verify=args.verify,
-                       session_cache=cache) as pipe:
+                       session_cache=cache, prepack=not args.fast_start) as pipe:
         # Everything that can fail before generating fails here: the request, the format, the outputs.
         plan = pipe.plan(request)
         fmt = outputs.resolve_format(args.out, args.format or request.get("audio_format"))

@@ -15,9 +15,10 @@ entries the same package left for that component are removed, so stale copies do
 Entries are written to a temporary directory and renamed into place, so a reader never sees half an
 entry and two processes filling the same entry do not clash.
 
-Location: ``$ACESTEP_SESSION_CACHE`` (a directory, or ``off``), else the user cache directory
-(``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on
-Windows) under ``acestep-runtime/sessions``. CPU sessions only: a CUDA session is never cached.
+Off unless asked for: ``Pipeline.open(..., session_cache=DIR)``, ``generate --session-cache DIR`` or
+``$ACESTEP_SESSION_CACHE=DIR``. Worth it for the small and convolutional graphs (VAE, text encoder:
+about 3-4x less CPU to start); for the full-size fp32 DiT an entry is 1.9x the graph on disk and did
+not start faster on a 24 GiB machine (docs/performance.md). CPU sessions only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
@@ -42,20 +42,13 @@ ENV = "ACESTEP_SESSION_CACHE"
 
 
 def default_dir() -> Path | None:
-    """The cache directory from ``$ACESTEP_SESSION_CACHE`` or the platform's user cache directory;
-    None when the variable says ``off`` (or ``0``, ``none``, empty)."""
+    """The cache directory named by ``$ACESTEP_SESSION_CACHE``; None when it is unset or says ``off``
+    (or ``0``, ``none``, empty). Off by default: an entry of a full-size graph takes 1.6-1.9x the
+    graph's size on disk (docs/performance.md)."""
     env = os.environ.get(ENV)
-    if env is not None:
-        if env.strip().lower() in ("", "0", "off", "none", "false"):
-            return None
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "acestep-runtime" / "sessions"
+    if env is None or env.strip().lower() in ("", "0", "off", "none", "false"):
+        return None
+    return Path(env).expanduser()
 
 
 def cpu_fingerprint() -> str:

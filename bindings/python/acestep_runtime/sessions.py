@@ -70,13 +70,16 @@ class Sessions:
     """ORT sessions, one per package component, created on first use or ahead of it in background
     threads (:meth:`preload`), and kept.
 
-    ``cache``: where optimised graphs are kept between processes (:mod:`.session_cache`); the default
-    ``"auto"`` is ``$ACESTEP_SESSION_CACHE`` or the user cache directory, ``None`` turns it off. Only
-    CPU sessions are cached. ``load_workers``: how many sessions :meth:`preload` creates at once.
+    ``cache``: a directory where optimised graphs are kept between processes (:mod:`.session_cache`);
+    the default ``"auto"`` is ``$ACESTEP_SESSION_CACHE`` when set, else no cache; ``None`` is no cache.
+    Only CPU sessions are cached. ``prepack``: False leaves the weights memory-mapped from the package
+    instead of copying them into ORT's pre-packed GEMM layout: sessions start in about a second
+    whatever the package size, and GEMMs pack their weights on the fly (docs/performance.md has the
+    measured trade-off). ``load_workers``: how many sessions :meth:`preload` creates at once.
     """
 
     def __init__(self, package: ModelPackage, *, device: str = "auto", threads: int | None = None,
-                 cache: str | os.PathLike | None = "auto", load_workers: int = 2):
+                 cache: str | os.PathLike | None = "auto", prepack: bool = True, load_workers: int = 2):
         import onnxruntime as ort
 
         if threads is not None and threads < 1:
@@ -87,6 +90,7 @@ class Sessions:
         self.package = package
         self.providers = resolve_providers(device)
         self.threads = threads
+        self.prepack = prepack
         self.stats = RunStats()
         self.load_seconds: dict[str, float] = {}  # wall seconds to create each session
         self.cache_hits: dict[str, bool] = {}  # per component: loaded from the cache (True) or not
@@ -106,6 +110,8 @@ class Sessions:
         if self.threads is not None:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
+        if not self.prepack:
+            opts.add_session_config_entry("session.disable_prepacking", "1")
         return opts
 
     def _cache_key(self, name: str) -> dict:
@@ -115,7 +121,7 @@ class Sessions:
             component=name,
             files=self.package.component_files(name),
             ort_version=self._ort.__version__,
-            options={"level": "ORT_ENABLE_ALL", "providers": self.providers},
+            options={"level": "ORT_ENABLE_ALL", "providers": self.providers, "prepack": self.prepack},
         )
 
     def _create(self, name: str):

@@ -8,13 +8,13 @@ def rng():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_cache_in_tmp(tmp_path_factory):
-    """The tests' optimised-graph cache (acestep_runtime.session_cache) lives in a temporary directory,
-    never in the user's cache; CLI subprocesses inherit it through the environment."""
+def _no_session_cache_from_the_environment():
+    """Tests run the host's defaults (no optimised-graph cache, acestep_runtime.session_cache) even when
+    the developer's shell sets $ACESTEP_SESSION_CACHE; CLI subprocesses inherit this."""
     import os
 
     old = os.environ.get("ACESTEP_SESSION_CACHE")
-    os.environ["ACESTEP_SESSION_CACHE"] = str(tmp_path_factory.mktemp("session-cache"))
+    os.environ["ACESTEP_SESSION_CACHE"] = "off"
     yield
     if old is None:
         os.environ.pop("ACESTEP_SESSION_CACHE", None)
