@@ -75,14 +75,14 @@ def drop_page_cache() -> bool:
         return False
 
 
-def _session_start(model: Path, threads: int | None, cache, drop: bool) -> tuple[float, dict, bool]:
+def _session_start(model: Path, threads: int | None, cache, drop: bool, prepack: bool = True) -> tuple[float, dict, bool]:
     """Opens the package and creates every session the text2music run needs; returns the seconds,
     which sessions came from the session cache, and whether the page cache was dropped first."""
     from acestep_runtime.pipeline import Pipeline
 
     dropped = drop_page_cache() if drop else False
     t0 = time.perf_counter()
-    pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=cache)
+    pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=cache, prepack=prepack)
     pipe.sessions.warm(COMPONENTS)
     seconds = time.perf_counter() - t0
     hits = dict(pipe.sessions.cache_hits)
@@ -101,7 +101,8 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
     from acestep_runtime.pipeline import Pipeline
 
     # Session start, each a fresh Pipeline in this process: without the session cache twice (the first
-    # after dropping the page cache with --drop-caches: "cold"), then, unless the cache is off,
+    # after dropping the page cache with --drop-caches: "cold"), without pre-packing (--fast-start),
+    # then, unless the cache is off,
     # filling an empty cache (cold again when dropping) and from the filled cache ("warm").
     use_cache = str(cache_dir) != "off"
     cache = Path(tempfile.mkdtemp(prefix="bench-session-cache-", dir=cache_dir)) if use_cache else None
@@ -109,6 +110,7 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
         start = {}
         start["nocache_cold_s"], _, start["nocache_cold_dropped"] = _session_start(model, threads, None, drop_caches)
         start["nocache_warm_s"], _, _ = _session_start(model, threads, None, False)
+        start["fast_s"], _, _ = _session_start(model, threads, None, False, prepack=False)
         if use_cache:
             start["fill_s"], hits, start["fill_dropped"] = _session_start(model, threads, cache, drop_caches)
             assert not any(hits.values()), hits
@@ -252,8 +254,9 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
                   "a fresh pipeline in the backend's worker; without the session cache (cold: first, after the page "
                   "cache was dropped where marked *dropped*; warm: again), filling an empty session cache, and "
                   "from the filled cache:", "",
-                  "| backend | no cache, cold | no cache, warm | fill the cache | from the cache | cache size | "
-                  "RSS after start |", "|---|---|---|---|---|---|---|"]
+                  "| backend | no cache, cold | no cache, warm | `--fast-start` (no pre-packing), warm | "
+                  "fill the cache | from the cache | cache size | RSS after start |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, res in starts.items():
             st = res["start"]
 
@@ -264,6 +267,7 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
 
             size = f"{st['cache_bytes'] / 2**30:.1f} GiB" if "cache_bytes" in st else "–"
             lines.append(f"| {name} | {cell('nocache_cold_s', 'nocache_cold_dropped')} | {cell('nocache_warm_s')} | "
+                         f"{cell('fast_s')} | "
                          f"{cell('fill_s', 'fill_dropped')} | {cell('cached_s')} | {size} | "
                          f"{st['rss_after_start_mb'] / 1024:.1f} GiB |")
     if reference:
