@@ -244,7 +244,7 @@ class Sessions:
             "acestep_runtime_core": _native.version(),
             "core_abi": _native.abi_version(),
             "onnxruntime": self._ort.__version__,
-            "providers": {name: self.session(name).get_providers()[0] for name in (components or self._sessions)},
+            "providers": {name: self.session(name).get_providers()[0] for name in (components or list(self._sessions))},
         }
 
     def warm(self, names) -> None:
