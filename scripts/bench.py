@@ -11,7 +11,11 @@ GEMM rate is measured before each backend and the load average is printed beside
 machine is shared, and a ratio is only meaningful between figures of the same run.
 
     python3 scripts/bench.py [--model [NAME=]PKG ...] [--torch CKPT] [--durations 10,30] [--repeats 3]
-        [--threads N] [--json FILE] [--markdown FILE]
+        [--threads N] [--json FILE] [--markdown FILE] [--tables docs/performance.md]
+        [--session-cache-dir DIR] [--drop-caches]
+
+Per ORT backend it also times session start (cold and warm, --fast-start, and with DIR a session cache
+filled and used). --tables writes the tables into the document between its bench markers.
 
 Without --model it uses the tiny package (fixtures/generated/tiny-package). NAME defaults to the package's
 precision (fp32, int8, fp16). Full-size runs need ~14 GiB per backend: run them under
@@ -93,7 +97,7 @@ def _session_start(model: Path, threads: int | None, cache, drop: bool, prepack:
 
 
 def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None,
-                cache_dir: Path | None = None, drop_caches: bool = False) -> dict:
+                cache_dir: str = "off", drop_caches: bool = False) -> dict:
     sys.path.insert(0, str(ROOT / "bindings" / "python"))
     import shutil
     import tempfile
@@ -212,8 +216,7 @@ def run_worker(kind: str, target: str, args) -> dict:
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
     if kind == "ort":
-        if args.session_cache_dir is not None:
-            cmd += ["--session-cache-dir", str(args.session_cache_dir)]
+        cmd += ["--session-cache-dir", str(args.session_cache_dir)]
         if args.drop_caches:
             cmd += ["--drop-caches"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
@@ -335,9 +338,10 @@ def main() -> int:
     parser.add_argument("--tables", type=Path, metavar="DOC",
                         help=f"write the tables into DOC (e.g. docs/performance.md) between the lines {BEGIN} and "
                              f"{END}, keeping the rest of the file (the markers are appended when missing)")
-    parser.add_argument("--session-cache-dir", default=None,
-                        help="where the ORT workers put their temporary session caches, or 'off' to measure "
-                             "without (default: the system temp dir; a cache takes up to ~1.6x the package)")
+    parser.add_argument("--session-cache-dir", default="off",
+                        help="also time session starts filling and using a session cache, made in a temporary "
+                             "directory under this one and removed after (default: off; a full-size fp32 "
+                             "cache takes ~1.9x the package on disk)")
     parser.add_argument("--drop-caches", action="store_true",
                         help="drop the kernel page cache before each cold session start (root only; "
                              "machine-wide: other jobs reread their files)")
