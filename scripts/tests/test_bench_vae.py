@@ -33,5 +33,7 @@ def test_bench_runs_and_profiles(capsys):
     out = capsys.readouterr().out
     assert "fp32 GEMM" in out and "load average" in out
     assert re.search(r"a@512:64 +1 ", out) and re.search(r"a@24:10 +10 ", out)
-    shares = [float(x) for x in re.findall(r"^ +(?:Conv|ConvTranspose|Cos|Mul|Add|Sub)\S* +([\d.]+) %", out, re.M)]
-    assert 90 <= sum(shares) <= 100.01 and len(shares) >= 4
+    shares = dict((op, float(x)) for op, x in re.findall(r"^ {4}(\w+) +([\d.]+) %$", out, re.M))
+    # the ten largest op types: Conv among them, their shares a part of the whole
+    assert "Conv" in shares and "Cos" in shares and 4 <= len(shares) <= 10, shares
+    assert 50 <= sum(shares.values()) <= 100.01, shares
