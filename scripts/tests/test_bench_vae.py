@@ -36,4 +36,4 @@ def test_bench_runs_and_profiles(capsys):
     shares = dict((op, float(x)) for op, x in re.findall(r"^ {4}(\w+) +([\d.]+) %$", out, re.M))
     # the ten largest op types: Conv among them, their shares a part of the whole
     assert "Conv" in shares and "Cos" in shares and 4 <= len(shares) <= 10, shares
-    assert 50 <= sum(shares.values()) <= 100.01, shares
+    assert 50 <= sum(shares.values()) <= 100 + 0.05 * len(shares), shares  # each printed to 0.1 %
