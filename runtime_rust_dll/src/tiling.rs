@@ -7,6 +7,11 @@ use crate::frames::{MAX_FRAMES, SAMPLES_PER_FRAME};
 
 /// Official defaults on CUDA/CPU.
 pub const DEFAULT_CHUNK: u32 = 512;
+// The 1.5 decoder sees at most ~9.5 latent frames on either side of a sample (see the
+// receptive-radius test below), so any overlap of 10 or more decodes each kept sample from exactly the
+// latents an untiled decode uses: 64 recomputes far more than needed (16 would cut the decoded frames at
+// 30 s from 878 to 782 and the windows at 240 s from 16 to 13 with the same audio up to float rounding,
+// `bindings/python/tests/test_vae_tiling.py`; docs/performance.md, "VAE decode").
 pub const DEFAULT_OVERLAP: u32 = 64;
 
 /// One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
@@ -106,6 +111,29 @@ mod tests {
         assert_eq!(plan[15].end, 6000);
         let kept: u64 = plan.iter().map(|w| (w.end - w.start) as u64 * 1920 - w.crop_left - w.crop_right).sum();
         assert_eq!(kept, 6000 * 1920);
+    }
+
+    /// Receptive radius, in latent frames, of the official 1.5 decoder (diffusers `OobleckDecoder`):
+    /// conv k7 on the latents; per block (upsampling strides 10, 6, 4, 4, 2) a ConvTranspose
+    /// (k = 2s, padding s/2: each output sample reads input samples within 1.5 input samples) and
+    /// three k7 convs with dilations 1, 3, 9 at the block's output rate; a final k7 conv at 1920/frame.
+    fn decoder_receptive_radius() -> f64 {
+        let mut rate = 1.0; // samples per latent frame at the current layer
+        let mut radius = 3.0; // conv1: (7 − 1)/2 frames
+        for stride in [10.0, 6.0, 4.0, 4.0, 2.0] {
+            radius += 1.5 / rate;
+            rate *= stride;
+            radius += (3.0 + 9.0 + 27.0) / rate;
+        }
+        radius + 3.0 / rate
+    }
+
+    #[test]
+    fn default_overlap_covers_the_decoder_receptive_field() {
+        let radius = decoder_receptive_radius();
+        // 9.46…: an overlap of 16 (bindings/python/tests/test_vae_tiling.py) is above it with a margin
+        assert!(radius > 9.0 && radius < 10.0, "{radius}");
+        assert!(DEFAULT_OVERLAP as f64 >= radius.ceil(), "overlap {DEFAULT_OVERLAP} < receptive radius {radius}");
     }
 
     #[test]

@@ -1,0 +1,46 @@
+"""A VAE tile overlap of 16 latent frames (the official code and the driver use 64) is exact: decoding
+through the core's tile plan and keeping the cropped cores gives the audio of one untiled decode,
+because the decoder's receptive radius is under 10 frames (computed from the layer shapes in
+`tiling.rs`'s tests). So the driver's overlap could drop to 16 (fewer recomputed frames, see
+docs/performance.md "VAE decode") without changing the audio beyond float rounding. The tiny decoder
+keeps the official kernels, dilations and strides, so its receptive field is the full-size one's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acestep_runtime.frames import vae_tile_plan
+from tools.parity.fixtures import tiny_package_dir
+
+EXACT_OVERLAP = 16
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(tiny_package_dir() / "vae_decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+
+
+def tiled(decoder, latents, chunk, overlap):
+    parts = []
+    for w in vae_tile_plan(latents.shape[2], chunk, overlap):
+        (audio,) = decoder.run(None, {"latents": np.ascontiguousarray(latents[:, :, w.start:w.end])})
+        parts.append(audio[:, :, w.crop_left: audio.shape[2] - w.crop_right])
+    return np.concatenate(parts, axis=2)
+
+
+def test_overlap_16_matches_untiled_decode(decoder):
+    latents = np.random.default_rng(3).standard_normal((1, 64, 150), dtype=np.float32)
+    (whole,) = decoder.run(None, {"latents": latents})
+    assert np.abs(whole).max() > 1e-2
+    # chunk 48 → stride 16: six windows, each boundary sample as close to a window edge as the plan allows
+    got = tiled(decoder, latents, 48, EXACT_OVERLAP)
+    assert len(vae_tile_plan(150, 48, EXACT_OVERLAP)) > 4
+    assert got.shape == whole.shape
+    assert np.abs(got - whole).max() <= 1e-5
+    # an overlap well inside the receptive field leaves visible seams: the comparison can fail
+    assert np.abs(tiled(decoder, latents, 48, 4) - whole).max() > 1e-4
