@@ -91,8 +91,16 @@ pub unsafe extern "C" fn ace_request_normalize(
         ptr::ensure_out(out, "out")?;
         let p = ptr::handle_ref(pkg, "pkg")?;
         let text = ptr::str_in(request_json, "request_json")?;
-        let n = crate::request::normalize(text, p.inner.kind())?;
-        let json = serde_json::json!({"request": n.request.to_json(), "notes": n.notes});
+        let json = match p.inner.family() {
+            crate::package::Family::V15 => {
+                let n = crate::request::normalize(text, p.inner.kind())?;
+                serde_json::json!({"request": n.request.to_json(), "notes": n.notes})
+            }
+            crate::package::Family::V1 => {
+                let r = crate::request_v1::normalize(text)?;
+                serde_json::json!({"request": r.to_json(), "notes": []})
+            }
+        };
         ptr::string_out(out, json.to_string(), "out")
     })
 }
