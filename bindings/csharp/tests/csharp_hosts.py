@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / "bindings" / "csharp" / "bin"
 PACKAGE = Path(os.environ.get("ACESTEP_TEST_PACKAGE", ROOT / "fixtures" / "generated" / "tiny-package")).resolve()
 BASE_PACKAGE = (ROOT / "fixtures" / "generated" / "tiny-package-base").resolve()
+V1_PACKAGE = (ROOT / "fixtures" / "generated" / "tiny-v1-package").resolve()
 
 # The Python host's test cases (package, request), shared by the driver host's and the per-step
 # example's tests: the Python host runs each once per session. The tiny package has a 5 Hz LM, which
@@ -46,6 +47,10 @@ CASES = {
     # base model with classifier-free guidance (APG): conditional and unconditional DiT passes
     "guided_base": (BASE_PACKAGE, {"caption": "jazz trio, brushed drums", "instrumental": True, "duration": 10,
                                    "seed": 4, "inference_steps": 6, "guidance_scale": 5.0, "guidance_type": "apg"}),
+    # ACE-Step v1 (the second model family): ERG text/condition encodes, APG-guided DiT decodes, DCAE,
+    # vocoder rows and the core's 44.1 → 48 kHz step — with no v1 code in the host
+    "v1_guided": (V1_PACKAGE, {"caption": "lofi hip hop, mellow", "lyrics": "[verse]\nhello world", "duration": 1.5,
+                               "seed": 9, "inference_steps": 6}),
 }
 
 

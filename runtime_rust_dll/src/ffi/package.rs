@@ -70,7 +70,8 @@ pub unsafe extern "C" fn ace_package_info_json(pkg: *const AcePackage, out: *mut
     })
 }
 
-/// Normalises a request (`request_json`, a JSON object) for the package's model kind and writes
+/// Normalises a request (`request_json`, a JSON object) with the schema of the package's model
+/// family (ACE-Step 1.5 or v1; a key of the other family is an error naming it) and kind, and writes
 /// `{"request": {...}, "notes": [...]}` to `*out` (free with `ace_string_free`): aliases applied,
 /// defaults filled, numbers in one form, values the model kind ignores dropped and reported in
 /// `notes`. Seeds are resolved by `ace_generation_create`, not here.
