@@ -153,6 +153,10 @@ def test_calls_follow_the_guidance_plan_and_the_erg_lists(pipe, v1_package):
 def test_unguided_and_heun_call_counts(pipe):
     comps = [c[0] for c in calls_of(pipe, request(guidance_scale=1.0, inference_steps=5))]
     assert comps == ["text_encoder", "condition_encoder"] + ["dit_decoder"] * 5 + ["dcae_decoder", "vocoder"]
+    # one step: the interval [int(0.25), int(0.75)) is empty, so guidance 15 never runs (and says so)
+    assert "unguided" in " ".join(pipe.plan(request(inference_steps=1))["notes"])
+    comps = [c[0] for c in calls_of(pipe, request(inference_steps=1))]
+    assert comps == ["text_encoder", "condition_encoder", "dit_decoder", "dcae_decoder", "vocoder"]
     # Heun: 2N − 1 = 11 calls, the interval [1, 4) on the call index (counted on N = 6)
     comps = [c[0] for c in calls_of(pipe, request(scheduler_type="heun", inference_steps=6))]
     assert comps.count("dit_decoder") == 11 + 3

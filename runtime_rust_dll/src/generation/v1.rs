@@ -27,7 +27,6 @@ use serde_json::{json, Value};
 use super::{cast_f32, check_tensor, expect_shape, resolve_seeds, Buffer, Call, Input, Output, Source, Stage, Submitted};
 use crate::error::{Error, Result};
 use crate::frames;
-use crate::guidance;
 use crate::lyrics_v1::V1LyricTokenizer;
 use crate::noise::NoiseMode;
 use crate::package::{DType, Dim, Package};
@@ -145,45 +144,16 @@ impl V1Run {
             schedule::v1_default_sigma_min(loop_config.shift)?,
         )?);
 
-        // Which decodes each model call needs (the rule V1Diffusion::decodes applies call by call).
-        let double = guidance::v1_double_condition_active(request.guidance_scale_text, request.guidance_scale_lyric);
-        let mut plan = Vec::with_capacity(diffusion.num_calls());
-        for call in 0..diffusion.num_calls() {
-            let g = guidance::v1_call_guidance(
-                call as u32,
-                request.inference_steps,
-                request.guidance_interval,
-                request.guidance_scale,
-                request.min_guidance_scale,
-                request.guidance_interval_decay,
-            )
-            .map_err(|e| Error::new(e.kind, format!("request: {}", e.message)))?;
-            let mut list = vec![Condition::Conditional];
-            if g.active {
-                if double {
-                    list.push(Condition::TextOnly);
-                }
-                list.push(Condition::Unconditional { erg: request.use_erg_diffusion });
-            }
-            plan.push(list);
-        }
+        // Which decodes each model call needs: the encodes and the progress total follow from it.
+        let plan = diffusion.plan()?;
+        let double = plan.iter().flatten().any(|c| *c == Condition::TextOnly);
         let guided = plan.iter().any(|l| l.len() > 1);
-        if !guided {
-            let unused: Vec<&str> = [
-                ("use_erg_tag", request.use_erg_tag),
-                ("use_erg_lyric", request.use_erg_lyric),
-                ("use_erg_diffusion", request.use_erg_diffusion),
-            ]
-            .iter()
-            .filter(|(_, on)| *on)
-            .map(|(k, _)| *k)
-            .collect();
-            if !unused.is_empty() && request.guidance_scale != 0.0 && request.guidance_scale != 1.0 {
-                notes.push(format!(
-                    "no model call lies in the guidance interval ({} steps, guidance_interval {}): the run is unguided",
-                    request.inference_steps, request.guidance_interval
-                ));
-            }
+        if !guided && request.guidance_scale != 0.0 && request.guidance_scale != 1.0 {
+            notes.push(format!(
+                "guidance_scale {}: no model call lies in the guidance interval ({} steps, guidance_interval {}), \
+                 so the run is unguided",
+                request.guidance_scale, request.inference_steps, request.guidance_interval
+            ));
         }
         let mut encodes = vec![Encode::Text { erg: false }];
         if guided && request.use_erg_tag {
