@@ -33,6 +33,14 @@
 
 #define ACE_V1_SAMPLES_PER_FRAME 4096
 
+// Version of the v1 track-id parameter set; bump it when what goes in changes.
+#define V1_TRACK_ID_SCHEME 1
+
+// Mel frames a vocoder run keeps (≈ 23.8 s), and the context it sees on each side beyond them.
+#define VOCODER_WINDOW 2048
+
+#define VOCODER_CONTEXT 256
+
 // Caption length after which only the newline is allowed.
 #define ACE_CAPTION_MAX_TOKENS 512
 
@@ -432,7 +440,8 @@ AceStatus ace_generation_submit(AceGeneration *generation, const AceTensor *outp
 // `size_t`s.
 AceStatus ace_generation_result_audio(const AceGeneration *generation, const float **out_data, size_t *out_shape);
 
-// Like `ace_generation_result_audio`, for the final latents (float32 [batch, frames, 64]).
+// Like `ace_generation_result_audio`, for the final latents: float32 [batch, frames, 64] for
+// ACE-Step 1.5; [batch, 128, frames] for v1 (its [batch, 8, 16, frames] latents, same memory).
 //
 // # Safety
 // As `ace_generation_result_audio`.
@@ -481,7 +490,8 @@ AceStatus ace_package_free(AcePackage *pkg);
 // `pkg` a live handle; `out` a valid `char *` slot.
 AceStatus ace_package_info_json(const AcePackage *pkg, char **out);
 
-// Normalises a request (`request_json`, a JSON object) for the package's model kind and writes
+// Normalises a request (`request_json`, a JSON object) with the schema of the package's model
+// family (ACE-Step 1.5 or v1; a key of the other family is an error naming it) and kind, and writes
 // `{"request": {...}, "notes": [...]}` to `*out` (free with `ace_string_free`): aliases applied,
 // defaults filled, numbers in one form, values the model kind ignores dropped and reported in
 // `notes`. Seeds are resolved by `ace_generation_create`, not here.

@@ -58,8 +58,9 @@ def samples_48k(frames: int) -> int:
     return -(-frames * 4096 * 48000 // 44100)  # ceil, spec §2
 
 
-def calls_of(pipe: Pipeline, req: dict) -> list:
-    """Runs a generation like the pipeline does and records every call (component, inputs)."""
+def calls_of(pipe: Pipeline, req: dict, audio: list | None = None) -> list:
+    """Runs a generation like the pipeline does and records every call (component, inputs); appends
+    the result audio to ``audio`` when given."""
     seen = []
     with Generation(pipe.package, req) as gen:
         kept = {}
@@ -78,6 +79,8 @@ def calls_of(pipe: Pipeline, req: dict) -> list:
             for key in call.release:
                 kept.pop(key)
         assert kept == {}, f"host values never released: {sorted(kept)}"
+        if audio is not None:
+            audio.append(gen.audio())
     return seen
 
 
@@ -178,6 +181,26 @@ def test_other_settings_run(pipe, extra):
     b = extra.get("batch_size", 1)
     assert r.audio.shape == (b, 2, samples_48k(frames_of(1.0))) and np.isfinite(r.audio).all()
     assert len(set(r.track_ids)) == b
+
+
+def test_windowed_vocoder_equals_the_whole_song_vocoder(pipe):
+    """30 s = 2576 mel frames: two vocoder windows (2048 kept frames, 256 of context each side). The
+    same mel through one whole-song vocoder run, resampled and peak-guarded, gives the same audio."""
+    from acestep_runtime.audio_resample import resample
+
+    req = request(duration=30.0, inference_steps=1)
+    result = []
+    calls = calls_of(pipe, req, result)
+    vocoder = [c for c in calls if c[0] == "vocoder"]
+    assert [v[1]["mel"][1].shape[2] for v in vocoder] == [2048 + 256, 2576 - 2048 + 256]
+    assert [(v[3], v[4]) for v in vocoder] == [(1, 3), (2, 3)]
+    mel = np.concatenate([vocoder[0][1]["mel"][1][:, :, :2048], vocoder[1][1]["mel"][1][:, :, 256:]], axis=2)
+    whole = pipe.sessions.run("vocoder", {"mel": mel}, ["audio"])[0]
+    expect = resample(whole, 44100, 48000)
+    expect /= max(1.0, float(np.abs(expect).max()))
+    got = result[0][0]
+    assert got.shape == expect.shape
+    assert np.abs(got - expect).max() <= 1e-6
 
 
 def test_cancel_between_calls_raises_and_returns_nothing(pipe):

@@ -14,11 +14,15 @@
 //!    condition it lists, each on the batch of B items (conditions differ in their q-scales, so
 //!    they are separate runs, as in the official loop); the core guides and steps.
 //! 4. `dcae_decoder` — the final latents to stereo log-mel `[B, 2, 128, 8T]`, submitted;
-//! 5. `vocoder` — the mel as `[2B, 128, 8T]` rows (row 2b left, 2b+1 right), submitted; the core
-//!    resamples 44.1 → 48 kHz (output `ceil(4096·T·48000/44100)` samples) and applies the peak guard.
+//! 5. `vocoder` — per window of the mel, as `[2B, 128, frames]` rows (row 2b left, 2b+1 right),
+//!    submitted; the core keeps each window's centre, then resamples 44.1 → 48 kHz (output
+//!    `ceil(4096·T·48000/44100)` samples) and applies the peak guard.
 //!
-//! The whole song decodes in one DCAE and one vocoder run (the graphs take any length; the official
-//! `decode_overlap` windowing is not used).
+//! The DCAE decodes the whole song in one run: its EfficientViT attention is global over the song,
+//! so a windowed decode (the official opt-in `decode_overlap`) would change the result. The vocoder
+//! is convolutional (receptive field ≈ ±90 mel frames): windows of [`VOCODER_WINDOW`] mel frames
+//! with [`VOCODER_CONTEXT`] frames of context on each side give the whole-song result up to float
+//! rounding, with the vocoder's activations bounded by the window instead of growing with the song.
 
 use std::sync::Arc;
 
@@ -42,6 +46,11 @@ const MIN_FRAMES: u32 = 3;
 const MEL_PER_LATENT: usize = 8;
 const MEL_BINS: usize = 128;
 const SPEAKER_DIM: usize = 512;
+/// Vocoder samples per mel frame (the hop).
+const HOP: usize = 512;
+/// Mel frames a vocoder run keeps (≈ 23.8 s), and the context it sees on each side beyond them.
+pub const VOCODER_WINDOW: usize = 2048;
+pub const VOCODER_CONTEXT: usize = 256;
 
 // Host keys.
 const KEY_TEXT: &str = "text_hidden_states";
@@ -63,7 +72,8 @@ enum Step {
     /// Decode `k` of the current model call.
     Dit(usize),
     Dcae,
-    Vocoder,
+    /// Vocoder window `k`.
+    Vocoder(usize),
     Finished,
 }
 
@@ -107,6 +117,11 @@ pub struct V1Run {
     velocities: Vec<Vec<f32>>,
     mel: Vec<f32>,
     mel_frames: usize,
+    /// Vocoder windows in mel frames: (input start, input end, kept start, kept end).
+    windows: Vec<(usize, usize, usize, usize)>,
+    /// The current window's input rows, and the 44.1 kHz rows [2B, 512·F] assembled from the windows.
+    window_mel: Vec<f32>,
+    audio44: Vec<f32>,
     audio: Vec<f32>,
     samples: usize,
     peaks: Vec<f32>,
@@ -250,6 +265,9 @@ impl V1Run {
             velocities: Vec::new(),
             mel: Vec::new(),
             mel_frames: frames * MEL_PER_LATENT,
+            windows: vocoder_windows(frames * MEL_PER_LATENT),
+            window_mel: Vec::new(),
+            audio44: Vec::new(),
             audio: Vec::new(),
             samples,
             peaks: Vec::new(),
@@ -470,17 +488,20 @@ impl V1Run {
                 release: vec![],
                 stage: Stage::Decode,
                 stage_done: 0,
-                stage_total: 2,
+                stage_total: 1 + self.windows.len(),
             },
-            Step::Vocoder => Call {
-                component: "vocoder",
-                inputs: vec![core("mel", DType::F32, vec![2 * b, MEL_BINS as i64, self.mel_frames as i64], Buffer::Mel)],
-                outputs: vec![Output { name: "audio", keep_as: None }],
-                release: vec![],
-                stage: Stage::Decode,
-                stage_done: 1,
-                stage_total: 2,
-            },
+            Step::Vocoder(k) => {
+                let (start, end, _, _) = self.windows[k];
+                Call {
+                    component: "vocoder",
+                    inputs: vec![core("mel", DType::F32, vec![2 * b, MEL_BINS as i64, (end - start) as i64], Buffer::Mel)],
+                    outputs: vec![Output { name: "audio", keep_as: None }],
+                    release: vec![],
+                    stage: Stage::Decode,
+                    stage_done: 1 + k,
+                    stage_total: 1 + self.windows.len(),
+                }
+            }
             Step::Finished => unreachable!("describe is not called once finished"),
         }
     }
@@ -507,7 +528,7 @@ impl V1Run {
             Buffer::DitErgQScale => bytes(&self.q_dit_erg),
             Buffer::Latents => bytes(self.diffusion.latents()),
             Buffer::Timestep => bytes(&self.timestep),
-            Buffer::Mel => bytes(&self.mel),
+            Buffer::Mel => bytes(&self.window_mel),
             _ => &[],
         }
     }
@@ -568,14 +589,27 @@ impl V1Run {
                 crate::error::ensure_finite(mel, "dcae_decoder output mel")?;
                 // [B, 2, 128, F] is [2B, 128, F] in memory: row 2b is item b's left channel.
                 self.mel = mel.to_vec();
+                self.audio44 = super::filled(2 * self.batch * self.mel_frames * HOP, 0.0)?;
             }
-            Step::Vocoder => {
+            Step::Vocoder(k) => {
                 let out = get("audio");
-                let s44 = self.mel_frames as i64 * 512;
-                expect_shape(&out, &[Some(2 * b), Some(s44)], "vocoder")?;
+                let (start, end, keep_start, keep_end) = self.windows[k];
+                expect_shape(&out, &[Some(2 * b), Some(((end - start) * HOP) as i64)], "vocoder")?;
                 let audio = cast_f32(&out)?;
                 crate::error::ensure_finite(audio, "vocoder output audio")?;
-                self.finish(audio)?;
+                let (len, total) = ((end - start) * HOP, self.mel_frames * HOP);
+                let (from, to) = ((keep_start - start) * HOP, (keep_end - start) * HOP);
+                for row in 0..2 * self.batch {
+                    self.audio44[row * total + keep_start * HOP..row * total + keep_end * HOP]
+                        .copy_from_slice(&audio[row * len + from..row * len + to]);
+                }
+                if k + 1 == self.windows.len() {
+                    let audio44 = std::mem::take(&mut self.audio44);
+                    if let Err(e) = self.finish(&audio44) {
+                        self.audio44 = audio44;
+                        return Err(e);
+                    }
+                }
             }
             Step::Finished => unreachable!("pending is false once finished"),
         }
@@ -586,16 +620,27 @@ impl V1Run {
             Step::Dit(_) if !self.velocities.is_empty() => Step::Dit(self.velocities.len()),
             Step::Dit(_) if self.diffusion.is_finished() => Step::Dcae,
             Step::Dit(_) => Step::Dit(0),
-            Step::Dcae => Step::Vocoder,
-            Step::Vocoder => Step::Finished,
+            Step::Dcae => Step::Vocoder(0),
+            Step::Vocoder(k) if k + 1 < self.windows.len() => Step::Vocoder(k + 1),
+            Step::Vocoder(_) => Step::Finished,
             Step::Finished => Step::Finished,
         };
         if let Step::Dit(0) = self.step {
             let ts = self.diffusion.timestep()?;
             self.timestep = vec![ts; self.batch];
         }
+        if let Step::Vocoder(k) = self.step {
+            // The window's rows: mel[row, start..end] of every row.
+            let (start, end, _, _) = self.windows[k];
+            let f = self.mel_frames;
+            self.window_mel.clear();
+            for row in self.mel.chunks_exact(f) {
+                self.window_mel.extend_from_slice(&row[start..end]);
+            }
+        }
         if self.step == Step::Finished {
             self.mel = Vec::new();
+            self.window_mel = Vec::new();
         }
         Ok(())
     }
@@ -748,6 +793,20 @@ impl V1Run {
     }
 }
 
+/// The vocoder windows of a song of `frames` mel frames: kept regions of [`VOCODER_WINDOW`] frames
+/// tiling the song, each run with up to [`VOCODER_CONTEXT`] frames of context on each side.
+fn vocoder_windows(frames: usize) -> Vec<(usize, usize, usize, usize)> {
+    if frames <= VOCODER_WINDOW + 2 * VOCODER_CONTEXT {
+        return vec![(0, frames, 0, frames)];
+    }
+    (0..frames.div_ceil(VOCODER_WINDOW))
+        .map(|k| {
+            let (keep_start, keep_end) = (k * VOCODER_WINDOW, ((k + 1) * VOCODER_WINDOW).min(frames));
+            (keep_start.saturating_sub(VOCODER_CONTEXT), (keep_end + VOCODER_CONTEXT).min(frames), keep_start, keep_end)
+        })
+        .collect()
+}
+
 /// The package's lyric tokenizer (`tokenizers.lyric`).
 fn lyric_tokenizer(package: &Package) -> Result<V1LyricTokenizer> {
     let dir = package.manifest().pointer("/tokenizers/lyric/dir").and_then(Value::as_str).ok_or_else(|| {
@@ -771,5 +830,31 @@ fn fixed_dim(package: &Package, component: &str, name: &str, axis: usize) -> Res
         other => Err(Error::invalid_argument(format!(
             "component {component} {name} dimension {axis} is {other:?}, expected a fixed size (incompatible exporter version?)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocoder_windows_tile_the_song_with_bounded_context() {
+        assert_eq!(vocoder_windows(100), vec![(0, 100, 0, 100)]);
+        let whole = VOCODER_WINDOW + 2 * VOCODER_CONTEXT;
+        assert_eq!(vocoder_windows(whole), vec![(0, whole, 0, whole)]);
+        for frames in [whole + 1, 8 * 2583, 5 * VOCODER_WINDOW, 5 * VOCODER_WINDOW + 3] {
+            let w = vocoder_windows(frames);
+            assert_eq!(w.len(), frames.div_ceil(VOCODER_WINDOW));
+            let mut covered = 0;
+            for &(start, end, keep_start, keep_end) in &w {
+                assert_eq!(keep_start, covered, "kept regions are contiguous");
+                assert!(start <= keep_start && keep_end <= end && end <= frames && keep_start < keep_end);
+                // full context wherever the song has it
+                assert_eq!(keep_start - start, VOCODER_CONTEXT.min(keep_start));
+                assert_eq!(end - keep_end, VOCODER_CONTEXT.min(frames - keep_end));
+                covered = keep_end;
+            }
+            assert_eq!(covered, frames);
+        }
     }
 }
