@@ -33,14 +33,6 @@
 
 #define ACE_V1_SAMPLES_PER_FRAME 4096
 
-// Version of the v1 track-id parameter set; bump it when what goes in changes.
-#define V1_TRACK_ID_SCHEME 1
-
-// Mel frames a vocoder run keeps (≈ 23.8 s), and the context it sees on each side beyond them.
-#define VOCODER_WINDOW 2048
-
-#define VOCODER_CONTEXT 256
-
 // Caption length after which only the newline is allowed.
 #define ACE_CAPTION_MAX_TOKENS 512
 

@@ -39,7 +39,7 @@ use crate::schedule;
 use crate::v1_diffusion::{Condition, V1Diffusion, V1LoopConfig, CHANNELS, HEIGHT};
 
 /// Version of the v1 track-id parameter set; bump it when what goes in changes.
-pub const V1_TRACK_ID_SCHEME: u32 = 1;
+const V1_TRACK_ID_SCHEME: u32 = 1;
 /// The DCAE graphs need at least 3 latent frames (contract §6).
 const MIN_FRAMES: u32 = 3;
 /// Mel frames per latent frame and mel bins (contract §6–§7).
@@ -49,8 +49,8 @@ const SPEAKER_DIM: usize = 512;
 /// Vocoder samples per mel frame (the hop).
 const HOP: usize = 512;
 /// Mel frames a vocoder run keeps (≈ 23.8 s), and the context it sees on each side beyond them.
-pub const VOCODER_WINDOW: usize = 2048;
-pub const VOCODER_CONTEXT: usize = 256;
+const VOCODER_WINDOW: usize = 2048;
+const VOCODER_CONTEXT: usize = 256;
 
 // Host keys.
 const KEY_TEXT: &str = "text_hidden_states";
