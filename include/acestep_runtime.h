@@ -432,7 +432,8 @@ AceStatus ace_generation_submit(AceGeneration *generation, const AceTensor *outp
 // `size_t`s.
 AceStatus ace_generation_result_audio(const AceGeneration *generation, const float **out_data, size_t *out_shape);
 
-// Like `ace_generation_result_audio`, for the final latents (float32 [batch, frames, 64]).
+// Like `ace_generation_result_audio`, for the final latents: float32 [batch, frames, 64] for
+// ACE-Step 1.5; [batch, 128, frames] for v1 (its [batch, 8, 16, frames] latents, same memory).
 //
 // # Safety
 // As `ace_generation_result_audio`.
@@ -481,7 +482,8 @@ AceStatus ace_package_free(AcePackage *pkg);
 // `pkg` a live handle; `out` a valid `char *` slot.
 AceStatus ace_package_info_json(const AcePackage *pkg, char **out);
 
-// Normalises a request (`request_json`, a JSON object) for the package's model kind and writes
+// Normalises a request (`request_json`, a JSON object) with the schema of the package's model
+// family (ACE-Step 1.5 or v1; a key of the other family is an error naming it) and kind, and writes
 // `{"request": {...}, "notes": [...]}` to `*out` (free with `ace_string_free`): aliases applied,
 // defaults filled, numbers in one form, values the model kind ignores dropped and reported in
 // `notes`. Seeds are resolved by `ace_generation_create`, not here.

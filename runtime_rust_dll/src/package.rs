@@ -127,6 +127,32 @@ pub struct PackageConfig {
     pub hop_length: u32,
 }
 
+/// The model family a package holds (manifest `model_family`): it decides the request schema and
+/// the generation the driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// ACE-Step 1.5 (any manifest that does not name another family).
+    V15,
+    /// ACE-Step v1 3.5B (`"ace-step-v1"`, docs/io_contract_v1.md).
+    V1,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V15 => "ace-step-v1.5",
+            Family::V1 => "ace-step-v1",
+        }
+    }
+
+    fn of(manifest: &Value) -> Self {
+        match manifest.get("model_family").and_then(Value::as_str) {
+            Some("ace-step-v1") => Family::V1,
+            _ => Family::V15,
+        }
+    }
+}
+
 /// How to open a package (`ace_package_open`'s options JSON).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +176,7 @@ pub struct Package {
     root: PathBuf,
     manifest: Value,
     manifest_sha256: String,
+    family: Family,
     kind: ModelKind,
     components: BTreeMap<String, Component>,
     config: PackageConfig,
@@ -206,11 +233,17 @@ impl Package {
         let reader = ManifestReader { root: &root, manifest_path: &manifest_path };
         reader.check_files(&manifest, options.verify_sha256)?;
         let components = reader.components(&manifest)?;
-        let config = reader.config(&manifest)?;
+        let family = Family::of(&manifest);
+        let config = reader.config(&manifest, family)?;
         let kind = model_kind(&manifest);
-        let silence_latent = reader.array(&manifest, "silence_latent")?.ok_or_else(|| {
-            package_error(&manifest_path, "lists no file \"silence_latent\" (needed by every generation)")
-        })?;
+        let silence_latent = match (reader.array(&manifest, "silence_latent")?, family) {
+            (Some(a), _) => a,
+            // v1 starts from noise alone and builds its null conditions from the graphs.
+            (None, Family::V1) => Array { shape: vec![1, 0, config.latent_channels], data: Vec::new() },
+            (None, Family::V15) => {
+                return Err(package_error(&manifest_path, "lists no file \"silence_latent\" (needed by every generation)"))
+            }
+        };
         if silence_latent.shape.len() != 3
             || silence_latent.shape[0] != 1
             || silence_latent.shape[2] != config.latent_channels
@@ -237,6 +270,7 @@ impl Package {
             root,
             manifest,
             manifest_sha256,
+            family,
             kind,
             components,
             config,
@@ -257,6 +291,10 @@ impl Package {
 
     pub fn kind(&self) -> ModelKind {
         self.kind
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     pub fn variant(&self) -> &str {
@@ -351,7 +389,10 @@ impl Package {
             "path": self.root.to_string_lossy(),
             "model_family": self.manifest.get("model_family"),
             "model_variant": self.manifest.get("model_variant"),
-            "model_kind": self.kind.name(),
+            "model_kind": match self.family {
+                Family::V15 => self.kind.name(),
+                Family::V1 => "v1",
+            },
             "random_weights": self.random_weights(),
             "precision": self.manifest.get("precision"),
             "profile": profile_summary(&self.manifest),
@@ -582,7 +623,7 @@ impl ManifestReader<'_> {
             .collect()
     }
 
-    fn config(&self, manifest: &Value) -> Result<PackageConfig> {
+    fn config(&self, manifest: &Value, family: Family) -> Result<PackageConfig> {
         let cfg = manifest.get("config").cloned().unwrap_or(json!({}));
         let uint = |pointer: &str, default: u64| -> Result<u64> {
             match cfg.pointer(pointer) {
@@ -593,6 +634,17 @@ impl ManifestReader<'_> {
                     .ok_or_else(|| self.err(format!("config{} must be a positive integer, got {v}", pointer.replace('/', ".")))),
             }
         };
+        if family == Family::V1 {
+            // docs/io_contract_v1.md §9: the output rate (after the core's 44.1 → 48 kHz step).
+            return Ok(PackageConfig {
+                caption_max_length: uint("/text_encoder/max_length", 256)? as usize,
+                lyric_max_length: 0,
+                sample_rate: uint("/audio/output_sample_rate", 48_000)? as u32,
+                audio_channels: uint("/audio/audio_channels", 2)? as usize,
+                latent_channels: uint("/transformer/latent_channels", 8)? as usize,
+                hop_length: uint("/audio/samples_per_latent", crate::frames::V1_SAMPLES_PER_FRAME as u64)? as u32,
+            });
+        }
         Ok(PackageConfig {
             caption_max_length: uint("/text_encoder/caption_max_length", 256)? as usize,
             lyric_max_length: uint("/text_encoder/lyric_max_length", 2048)? as usize,

@@ -172,7 +172,7 @@ const NOT_SUPPORTED_YET: [(&str, &str); 8] = [
 /// Alias → canonical key (the official example files use the aliases).
 const ALIASES: [(&str, &str); 3] = [("language", "vocal_language"), ("seed", "seeds"), ("think", "thinking")];
 
-const KEYS: [&str; 33] = [
+pub const KEYS: [&str; 33] = [
     "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration",
     "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps", "guidance_scale",
     "guidance_type", "cfg_interval_start", "cfg_interval_end", "audio_codes", "noise_mode", "audio_format",
@@ -194,6 +194,12 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
             return Err(field_error(key, format!("not supported yet: {key} ({why})")));
         }
         if !KEYS.contains(&key.as_str()) {
+            if crate::request_v1::KEYS.contains(&key.as_str()) {
+                return Err(field_error(
+                    key,
+                    format!("an ACE-Step v1 setting; this model package is ACE-Step 1.5, which takes: {}", KEYS.join(", ")),
+                ));
+            }
             return Err(field_error(key, format!("unknown key (known: {})", KEYS.join(", "))));
         }
     }

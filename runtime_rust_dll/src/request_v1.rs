@@ -28,17 +28,20 @@ const MAX_BATCH: u64 = 16;
 const SCHEDULERS: [&str; 3] = ["euler", "heun", "pingpong"];
 const CFG_TYPES: [&str; 3] = ["apg", "cfg", "cfg_star"];
 
-const ALIASES: [(&str, &str); 5] = [
+const ALIASES: [(&str, &str); 7] = [
     ("prompt", "caption"),
+    ("language", "vocal_language"),
+    ("guidance_type", "cfg_type"),
     ("audio_duration", "duration"),
     ("infer_step", "inference_steps"),
     ("manual_seeds", "seeds"),
     ("seed", "seeds"),
 ];
 
-const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 23] = [
     "caption",
     "lyrics",
+    "vocal_language",
     "duration",
     "inference_steps",
     "guidance_scale",
@@ -58,6 +61,7 @@ const KEYS: [&str; 21] = [
     "seeds",
     "batch_size",
     "audio_format",
+    "noise_mode",
 ];
 
 /// Official keys of tasks this runtime does not run (yet): an error that says so, not "unknown".
@@ -75,6 +79,8 @@ const NOT_SUPPORTED: [(&str, &str); 6] = [
 pub struct V1Request {
     pub caption: String,
     pub lyrics: String,
+    /// The lyrics' language (the lyric tokenizer's `[lang]` tag and text cleaners); default "en".
+    pub vocal_language: String,
     pub duration: f64,
     /// Latent frames for `duration` ([`frames::v1_frames_from_duration`]).
     pub frames: u32,
@@ -96,6 +102,8 @@ pub struct V1Request {
     pub seeds: Vec<i64>,
     pub batch_size: u32,
     pub audio_format: Option<String>,
+    /// The initial and PingPong noise's generator ("torch_cpu", default, or "torch_cuda").
+    pub noise_mode: String,
 }
 
 /// Parses and normalises a v1 request (JSON object text).
@@ -110,6 +118,15 @@ pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
             return Err(field_error(key, format!("not supported yet for ACE-Step v1: {what}")));
         }
         if !KEYS.contains(&key.as_str()) {
+            if crate::request::KEYS.contains(&key.as_str()) {
+                return Err(field_error(
+                    key,
+                    format!(
+                        "an ACE-Step 1.5 setting; this model package is ACE-Step v1, which takes: {}",
+                        KEYS.join(", ")
+                    ),
+                ));
+            }
             return Err(field_error(key, format!("unknown key (known: {})", KEYS.join(", "))));
         }
     }
@@ -129,6 +146,7 @@ pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
     Ok(V1Request {
         caption: f.string_or("caption", "")?,
         lyrics: f.string_or("lyrics", "")?,
+        vocal_language: vocal_language(&f)?,
         duration,
         frames,
         inference_steps: f.uint_in("inference_steps", 1, crate::limits::MAX_STEPS as u64)?.unwrap_or(DEFAULT_STEPS) as u32,
@@ -149,7 +167,28 @@ pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
         seeds,
         batch_size,
         audio_format,
+        noise_mode: f.choice("noise_mode", "torch_cpu", &["torch_cpu", "torch_cuda"])?,
     })
+}
+
+/// The lyric language: one the v1 tokenizer tags and this runtime cleans (checked here, so a
+/// request with lyrics in another language fails before any graph runs). "unknown", as 1.5
+/// requests say, is English here (the official per-line detection falls back to English).
+fn vocal_language(f: &Fields) -> Result<String> {
+    let lang = f.string_or("vocal_language", "en")?.to_ascii_lowercase();
+    if lang == "unknown" {
+        return Ok("en".into());
+    }
+    let base = lang.split('-').next().unwrap_or("").to_string();
+    if !crate::lyrics_v1::CLEANED_LANGUAGES.contains(&base.as_str()) {
+        let known = crate::lyrics_v1::LANGUAGES.contains(&base.as_str());
+        let why = if known { "its lyric text cleaners are not ported yet" } else { "not a language of the v1 lyric tokenizer" };
+        return Err(field_error(
+            "vocal_language",
+            format!("{lang:?}: {why}; supported: {}", crate::lyrics_v1::CLEANED_LANGUAGES.join(", ")),
+        ));
+    }
+    Ok(base)
 }
 
 impl V1Request {
@@ -158,6 +197,7 @@ impl V1Request {
         json!({
             "caption": self.caption,
             "lyrics": self.lyrics,
+            "vocal_language": self.vocal_language,
             "duration": self.duration,
             "inference_steps": self.inference_steps,
             "guidance_scale": self.guidance_scale,
@@ -177,6 +217,7 @@ impl V1Request {
             "seeds": self.seeds,
             "batch_size": self.batch_size,
             "audio_format": self.audio_format,
+            "noise_mode": self.noise_mode,
         })
     }
 }
@@ -222,6 +263,9 @@ mod tests {
             (r#"{"oss_steps": [1]}"#, "request.oss_steps"),
             (r#"{"bogus": 1}"#, "request.bogus"),
             (r#"{"audio_format": "ogg"}"#, "request.audio_format"),
+            (r#"{"thinking": true}"#, "request.thinking: an ACE-Step 1.5 setting"),
+            (r#"{"vocal_language": "ko"}"#, "request.vocal_language"),
+            (r#"{"language": "xx"}"#, "request.vocal_language"),
         ] {
             let e = normalize(text).unwrap_err();
             assert!(e.message.starts_with(field), "{text}: {}", e.message);

@@ -216,9 +216,13 @@ impl V1Diffusion {
     }
 
     fn guidance(&self) -> Result<guidance::V1CallGuidance> {
+        self.guidance_at(self.call)
+    }
+
+    fn guidance_at(&self, call: usize) -> Result<guidance::V1CallGuidance> {
         let c = &self.config;
         guidance::v1_call_guidance(
-            self.call as u32,
+            call as u32,
             c.steps,
             c.guidance_interval,
             c.guidance_scale,
@@ -234,7 +238,17 @@ impl V1Diffusion {
     /// The decodes the next call needs, in the order [`V1Diffusion::submit`] expects them.
     pub fn decodes(&self) -> Result<Vec<Condition>> {
         self.current()?;
-        if !self.guidance()?.active {
+        self.decodes_at(self.call)
+    }
+
+    /// The decodes of every model call, in order (what [`V1Diffusion::decodes`] will list call by
+    /// call): a driver plans its encodes and progress from it.
+    pub fn plan(&self) -> Result<Vec<Vec<Condition>>> {
+        (0..self.plan.len()).map(|call| self.decodes_at(call)).collect()
+    }
+
+    fn decodes_at(&self, call: usize) -> Result<Vec<Condition>> {
+        if !self.guidance_at(call)?.active {
             return Ok(vec![Condition::Conditional]);
         }
         let mut list = vec![Condition::Conditional];
@@ -386,7 +400,9 @@ mod tests {
         for (sched, calls) in [(Scheduler::Euler, 8), (Scheduler::PingPong, 8), (Scheduler::Heun, 15)] {
             let d = V1Diffusion::new(config(sched, CfgType::Apg), 5, &seeds, NoiseMode::default()).unwrap();
             assert_eq!(d.num_calls(), calls);
+            let planned = d.plan().unwrap();
             let (x, seen) = run(d);
+            assert_eq!(planned, seen, "{sched:?}: plan() lists what decodes() asks call by call");
             assert!(x.iter().all(|v| v.is_finite()));
             // guided calls are [int(0.25·8), int(0.75·8)) = [2, 6) of the call index, also for Heun
             for (i, list) in seen.iter().enumerate() {

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / "bindings" / "csharp" / "bin"
 PACKAGE = Path(os.environ.get("ACESTEP_TEST_PACKAGE", ROOT / "fixtures" / "generated" / "tiny-package")).resolve()
 BASE_PACKAGE = (ROOT / "fixtures" / "generated" / "tiny-package-base").resolve()
+V1_PACKAGE = (ROOT / "fixtures" / "generated" / "tiny-v1-package").resolve()
 
 # The Python host's test cases (package, request), shared by the driver host's and the per-step
 # example's tests: the Python host runs each once per session. The tiny package has a 5 Hz LM, which
@@ -46,6 +47,10 @@ CASES = {
     # base model with classifier-free guidance (APG): conditional and unconditional DiT passes
     "guided_base": (BASE_PACKAGE, {"caption": "jazz trio, brushed drums", "instrumental": True, "duration": 10,
                                    "seed": 4, "inference_steps": 6, "guidance_scale": 5.0, "guidance_type": "apg"}),
+    # ACE-Step v1 (the second model family): ERG text/condition encodes, APG-guided DiT decodes, DCAE,
+    # vocoder rows and the core's 44.1 → 48 kHz step — with no v1 code in the host
+    "v1_guided": (V1_PACKAGE, {"caption": "lofi hip hop, mellow", "lyrics": "[verse]\nhello world", "duration": 1.5,
+                               "seed": 9, "inference_steps": 6}),
 }
 
 
@@ -64,6 +69,11 @@ def ort_library() -> str:
 
 
 def require_package(package: Path) -> Path:
+    if package == V1_PACKAGE and not (package / "manifest.json").is_file():
+        # Built on first use by the v1 exporter (torch, dev setup), as the Python v1 tests do.
+        from tools.onnx_export.v1.fixtures import tiny_v1_package_dir
+
+        tiny_v1_package_dir()
     if not (package / "manifest.json").is_file():
         pytest.fail(f"tiny model package missing at {package}: scripts/setup.sh --dev builds it "
                     "(scripts/make_tiny_package.sh; tools.parity.fixtures.tiny_package_dir(variant='base') for the base one)")

@@ -21,6 +21,18 @@ from csharp_hosts import CASES, PACKAGE, ROOT, mono, ok, require_package
 
 SUFFIX = {"wav16": ".wav", "wav24": ".24bit.wav", "wav32f": ".f32.wav"}
 
+def is_v1(result) -> bool:
+    return result.sidecars[0]["model"].get("family") == "ace-step-v1"
+
+
+def samples_of(result) -> int:
+    """Samples per channel the spec gives for the run's latent frames: 1.5 decodes 1920 per frame at
+    48 kHz; v1 4096 per frame at 44.1 kHz, resampled to 48 kHz (ace_step_v1.md §2)."""
+    if is_v1(result):
+        return -(-result.frames * 4096 * 48000 // 44100)
+    return 1920 * result.frames
+
+
 def core_fields(sidecar: dict) -> dict:
     return {k: v for k, v in sidecar.items() if k != "host"}
 
@@ -38,7 +50,7 @@ def check_tracks(paths: list[Path], result, fmt: str) -> None:
         data = path.read_bytes()
         assert data == audio_io.encode(result.audio[b], fmt), f"{path.name}: WAV bytes differ from the Python host's"
         info = sf.info(str(path))
-        assert (info.samplerate, info.channels, info.frames) == (48000, 2, 1920 * result.frames)
+        assert (info.samplerate, info.channels, info.frames) == (48000, 2, samples_of(result))
         assert info.subtype == {"wav16": "PCM_16", "wav24": "PCM_24", "wav32f": "FLOAT"}[fmt]
         text = Path(str(path) + ".json").read_text(encoding="utf-8")
         sidecar = json.loads(text)
@@ -52,7 +64,8 @@ def check_tracks(paths: list[Path], result, fmt: str) -> None:
         assert host["runtime"]["onnxruntime"] == onnxruntime.__version__
         # The C# host lists this run's components; the Python host every session its pipeline loaded so far.
         providers = host["runtime"]["providers"]
-        assert {"dit_decoder", "vae_decoder"} <= set(providers) <= set(result.sidecars[b]["host"]["runtime"]["providers"])
+        decoder = "vocoder" if is_v1(result) else "vae_decoder"
+        assert {"dit_decoder", decoder} <= set(providers) <= set(result.sidecars[b]["host"]["runtime"]["providers"])
         assert set(providers.values()) == {"CPUExecutionProvider"}
         assert {"load", "encode", "diffusion", "decode", "total"} <= set(host["timings_s"])
         assert 0 < host["ort_seconds"] <= host["timings_s"]["total"]
@@ -67,7 +80,7 @@ def check_identity(case: str, latents: np.ndarray, audio: np.ndarray, seeds, tra
     assert audio.tobytes() == expect.audio.tobytes(), f"audio max_abs {np.abs(audio - expect.audio).max()}"
     assert list(seeds) == expect.seeds and list(track_ids) == expect.track_ids
     batch, channels, samples = expect.audio.shape
-    assert channels == 2 and samples == 1920 * expect.frames
+    assert channels == 2 and samples == samples_of(expect)
     # The cases cover what they say.
     if case == "tiled_24s":
         from acestep_runtime.frames import vae_tile_plan

@@ -303,7 +303,8 @@ pub unsafe extern "C" fn ace_generation_result_audio(
     guard(|| result_out(generation, out_data, out_shape, Generation::audio))
 }
 
-/// Like `ace_generation_result_audio`, for the final latents (float32 [batch, frames, 64]).
+/// Like `ace_generation_result_audio`, for the final latents: float32 [batch, frames, 64] for
+/// ACE-Step 1.5; [batch, 128, frames] for v1 (its [batch, 8, 16, frames] latents, same memory).
 ///
 /// # Safety
 /// As `ace_generation_result_audio`.

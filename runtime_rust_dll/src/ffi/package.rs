@@ -70,7 +70,8 @@ pub unsafe extern "C" fn ace_package_info_json(pkg: *const AcePackage, out: *mut
     })
 }
 
-/// Normalises a request (`request_json`, a JSON object) for the package's model kind and writes
+/// Normalises a request (`request_json`, a JSON object) with the schema of the package's model
+/// family (ACE-Step 1.5 or v1; a key of the other family is an error naming it) and kind, and writes
 /// `{"request": {...}, "notes": [...]}` to `*out` (free with `ace_string_free`): aliases applied,
 /// defaults filled, numbers in one form, values the model kind ignores dropped and reported in
 /// `notes`. Seeds are resolved by `ace_generation_create`, not here.
@@ -91,8 +92,16 @@ pub unsafe extern "C" fn ace_request_normalize(
         ptr::ensure_out(out, "out")?;
         let p = ptr::handle_ref(pkg, "pkg")?;
         let text = ptr::str_in(request_json, "request_json")?;
-        let n = crate::request::normalize(text, p.inner.kind())?;
-        let json = serde_json::json!({"request": n.request.to_json(), "notes": n.notes});
+        let json = match p.inner.family() {
+            crate::package::Family::V15 => {
+                let n = crate::request::normalize(text, p.inner.kind())?;
+                serde_json::json!({"request": n.request.to_json(), "notes": n.notes})
+            }
+            crate::package::Family::V1 => {
+                let r = crate::request_v1::normalize(text)?;
+                serde_json::json!({"request": r.to_json(), "notes": []})
+            }
+        };
         ptr::string_out(out, json.to_string(), "out")
     })
 }

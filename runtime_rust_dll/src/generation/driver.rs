@@ -1,18 +1,95 @@
-//! [`Generation`]: the LM phases (when the request and package call for them), then the DiT run
-//! built from what the LM wrote. Hosts see one stream of calls.
+//! [`Generation`]: the run of one request, by the package's model family. ACE-Step 1.5: the LM
+//! phases (when the request and package call for them), then the DiT run built from what the LM
+//! wrote; ACE-Step v1: [`V1Run`]. Hosts see one stream of calls either way.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::lm::{package_has_lm, LmRun};
+use super::v1::V1Run;
 use super::{resolve_seeds, Buffer, Call, DitRun, Submitted};
 use crate::error::{Error, Result};
-use crate::package::Package;
+use crate::package::{Family, Package};
 use crate::request::{self, Normalized};
 
 /// One generation; see the module documentation.
-pub struct Generation {
+pub enum Generation {
+    V15(V15Generation),
+    V1(Box<V1Run>),
+}
+
+/// Forwards a method to the family's run.
+macro_rules! by_family {
+    ($self:ident, $g:ident => $e:expr) => {
+        match $self {
+            Generation::V15($g) => $e,
+            Generation::V1($g) => $e,
+        }
+    };
+}
+
+impl Generation {
+    /// Normalises the request with the schema of the package's model family and sets up its run
+    /// (see [`V15Generation::new`] and [`V1Run::new`]).
+    pub fn new(package: Arc<Package>, request_json: &str) -> Result<Self> {
+        match package.family() {
+            Family::V15 => Ok(Self::V15(V15Generation::new(package, request_json)?)),
+            Family::V1 => Ok(Self::V1(Box::new(V1Run::new(package, request_json)?))),
+        }
+    }
+
+    /// The graphs this run needs, in the order of first use.
+    pub fn components(&self) -> Vec<&'static str> {
+        by_family!(self, g => g.components())
+    }
+
+    pub fn batch(&self) -> usize {
+        by_family!(self, g => g.batch())
+    }
+
+    pub fn is_finished(&self) -> bool {
+        by_family!(self, g => g.is_finished())
+    }
+
+    /// The next graph run, or `None` once the audio is ready.
+    pub fn next(&mut self) -> Result<Option<Call>> {
+        by_family!(self, g => g.next())
+    }
+
+    /// The bytes of a core-owned input buffer of the pending call.
+    pub fn buffer(&self, buffer: Buffer) -> &[u8] {
+        by_family!(self, g => g.buffer(buffer))
+    }
+
+    /// Takes the outputs of the pending call (a rejected submission changes nothing).
+    pub fn submit(&mut self, outputs: &[Submitted]) -> Result<()> {
+        by_family!(self, g => g.submit(outputs))
+    }
+
+    /// Audio [B, channels, samples] at the package's output rate (peak-guarded), once finished.
+    pub fn audio(&self) -> Result<(&[f32], [usize; 3])> {
+        by_family!(self, g => g.audio())
+    }
+
+    /// The final latents (1.5: [B, T, 64]; v1: [B, 8·16, T]), once finished.
+    pub fn latents(&self) -> Result<(&[f32], [usize; 3])> {
+        by_family!(self, g => g.latents())
+    }
+
+    /// The plan: everything decided before the first graph run.
+    pub fn info_json(&self) -> Result<Value> {
+        by_family!(self, g => g.info_json())
+    }
+
+    /// The sidecar of item `item`, with the host's own fields under `"host"`.
+    pub fn sidecar_json(&self, item: usize, host: Value) -> Result<Value> {
+        by_family!(self, g => g.sidecar_json(item, host))
+    }
+}
+
+/// An ACE-Step 1.5 generation: the LM phases, then the DiT run.
+pub struct V15Generation {
     package: Arc<Package>,
     /// The normalised request as given (seeds resolved), for the plan before the DiT exists.
     request: request::Request,
@@ -24,7 +101,7 @@ pub struct Generation {
     release: Vec<&'static str>,
 }
 
-impl Generation {
+impl V15Generation {
     /// Normalises the request for `package` and sets up its run: the LM phases when `thinking`
     /// (default: the package has an LM) or simple mode (`description`) ask for them, else the DiT
     /// run at once (see [`DitRun::new`]).

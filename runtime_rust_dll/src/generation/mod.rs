@@ -30,6 +30,7 @@
 mod driver;
 mod lm;
 mod params;
+mod v1;
 
 pub use driver::Generation;
 pub use lm::package_has_lm;
@@ -110,6 +111,19 @@ pub enum Buffer {
     LmIds,
     LmMask,
     LmPositions,
+    // ACE-Step v1 (see `v1`).
+    ZeroLyricIds,
+    ZeroText,
+    Speaker,
+    EncoderMask,
+    FrameMask,
+    TextQScale,
+    TextErgQScale,
+    LyricQScale,
+    LyricErgQScale,
+    DitQScale,
+    DitErgQScale,
+    Mel,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -615,7 +629,7 @@ impl DitRun {
             Buffer::GuidedContext => bytes(&self.guided_context),
             Buffer::GuidedEncoder => bytes(&self.guided_encoder),
             Buffer::Tile => bytes(&self.tile),
-            Buffer::LmIds | Buffer::LmMask | Buffer::LmPositions => &[],
+            _ => &[],
         }
     }
 
