@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AceStepConfig
-from .layers import Attention, RMSNorm, SwiGLU, additive_mask, band_keep, rope_tables
+from .layers import Attention, RMSNorm, SwiGLU, rope_tables
 
 
 def timestep_sinusoid(t: torch.Tensor, dim: int = 256, scale: float = 1000.0, max_period: float = 10000.0
@@ -55,12 +55,13 @@ class DiTLayer(nn.Module):
         self.mlp = SwiGLU(h, cfg.intermediate_size)
         self.scale_shift_table = nn.Parameter(torch.zeros(1, 6, h))
 
-    def forward(self, x, tproj, rope, self_mask, enc=None, cross_kv=None):
-        """enc: embedded encoder states [B, L, H], or cross_kv: their (k, v) from `cross_attn.project_kv`."""
+    def forward(self, x, tproj, rope, self_mask, enc=None, cross_kv=None, band=None):
+        """enc: embedded encoder states [B, L, H], or cross_kv: their (k, v) from `cross_attn.project_kv`.
+        band: self-attention restricted to |i − j| <= band (instead of an additive self_mask)."""
         m = self.scale_shift_table + tproj  # [B, 6, H]
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = m.chunk(6, dim=1)
         n = self.self_attn_norm(x) * (1 + scale_sa) + shift_sa
-        x = x + self.self_attn(n, mask=self_mask, rope=rope) * gate_sa
+        x = x + self.self_attn(n, mask=self_mask, rope=rope, band=band) * gate_sa
         # no RoPE, no mask, no gate
         x = x + self.cross_attn(self.cross_attn_norm(x), context=enc, kv=cross_kv)
         n = self.mlp_norm(x) * (1 + scale_ff) + shift_ff
@@ -121,11 +122,12 @@ class DiTDecoder(nn.Module):
         x = self.proj_in(x)  # [B, S = ceil(T/p), H]
 
         rope = rope_tables(x, cfg.head_dim, cfg.rope_theta)
-        sliding_mask = additive_mask(band_keep(x, cfg.sliding_window))[None, None] if cfg.use_sliding_window else None
+        # Sliding layers: the band is the DiT's only self-attention mask, computed blockwise in O(S·window)
+        # (layers.band_attention); without use_sliding_window they attend fully, like the official code.
         for i, layer in enumerate(self.layers):
-            sliding = cfg.layer_types[layer.layer_idx] == "sliding_attention"
+            sliding = cfg.use_sliding_window and cfg.layer_types[layer.layer_idx] == "sliding_attention"
             kv = None if cross_kv is None else (cross_kv[:, 2 * i], cross_kv[:, 2 * i + 1])
-            x = layer(x, tproj, rope, sliding_mask if sliding else None, enc, kv)
+            x = layer(x, tproj, rope, None, enc, kv, band=cfg.sliding_window if sliding else None)
 
         shift, scale = (self.scale_shift_table + temb[:, None, :]).chunk(2, dim=1)
         x = self.norm_out(x) * (1 + scale) + shift

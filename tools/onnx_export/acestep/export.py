@@ -4,6 +4,7 @@ Exporter: torch.onnx dynamo exporter (torch 2.9.1 + onnxscript), opset 18, fp32,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .layers import fused_attention_export
 from .model import AceStepModel
 
 OPSET = 18
@@ -22,6 +24,9 @@ GRAPH_FILES = {
     "audio_tokenizer": "audio_tokenizer.onnx",
 }
 NULL_CONDITION_FILE = "null_condition_emb.npy"
+# Graphs whose unmasked attention is exported as com.microsoft.MultiHeadAttention (flash attention in ORT's
+# CPU kernel: memory O(S) instead of the [B, heads, S, S] scores that make long songs not fit).
+FUSED_ATTENTION_GRAPHS = ("dit_decoder",)
 # graphs whose fp32 weights exceed this many bytes keep them in a sidecar `<name>.onnx.data`
 # (protobuf caps a single file at 2 GiB; with the 2B checkpoints: dit_decoder and condition_encoder)
 EXTERNAL_DATA_BYTES = 1 << 30
@@ -160,16 +165,20 @@ def _wrapper(name: str, model: AceStepModel) -> nn.Module:
 
 def export_graph(name: str, model: AceStepModel, path: Path, *, opset: int = OPSET) -> None:
     module = _wrapper(name, model)
-    args = example_inputs(model)[name]
+    # T = 301: the patched length S = 151 spans two band blocks (layers.band_attention); with one block the
+    # exporter would fix the block count at 1 (size-1 dimensions are specialised)
+    args = example_inputs(model, t=301)[name]
     inputs, outputs = IO_NAMES[name]
     n_params = sum(p.numel() for p in module.parameters())
     with torch.no_grad(), warnings.catch_warnings():
         # "axis name X will not be used, since it shares the same shape constraints": expected, the same
         # Dim is deliberately shared by several inputs
         warnings.filterwarnings("ignore", message=r".*shares the same shape constraints.*")
-        prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
-                                 output_names=outputs, dynamic_shapes=_dynamic_shapes(name),
-                                 optimize=True, verify=False, report=False)
+        fused = fused_attention_export() if name in FUSED_ATTENTION_GRAPHS else contextlib.nullcontext()
+        with fused:
+            prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
+                                     output_names=outputs, dynamic_shapes=_dynamic_shapes(name),
+                                     optimize=True, verify=False, report=False)
     prog.save(str(path), external_data=4 * n_params > EXTERNAL_DATA_BYTES)
 
 

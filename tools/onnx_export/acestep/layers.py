@@ -6,6 +6,7 @@ branch depends on tensor values, so the modules trace/export with dynamic sequen
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -100,6 +101,60 @@ def encoder_masks(x: torch.Tensor, cfg: AceStepConfig, key_padding: Optional[tor
     return full, sliding
 
 
+_FUSED_EXPORT = False
+
+
+@contextlib.contextmanager
+def fused_attention_export():
+    """While active, unmasked attention is traced as ONNX Runtime's `com.microsoft.MultiHeadAttention`
+    (3-D query/key/value, no bias: ORT's CPU kernel then runs flash attention, O(S) memory instead of
+    the [B, heads, S, L] scores). Eager torch keeps the explicit path, so torch-vs-ORT tests compare the two."""
+    global _FUSED_EXPORT
+    previous, _FUSED_EXPORT = _FUSED_EXPORT, True
+    try:
+        yield
+    finally:
+        _FUSED_EXPORT = previous
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q·kᵀ·scale)·v as one MultiHeadAttention node; q [B, H, S, D], k/v [B, H, L, D] -> [B, H, S, D]."""
+    b, h, s, d = q.shape
+    l = k.shape[2]
+    q3 = q.transpose(1, 2).reshape(b, s, h * d)
+    k3 = k.transpose(1, 2).reshape(b, l, h * d)
+    v3 = v.transpose(1, 2).reshape(b, l, h * d)
+    y = torch.onnx.ops.symbolic("com.microsoft::MultiHeadAttention", [q3, k3, v3],
+                                {"num_heads": h, "scale": float(scale)}, dtype=q.dtype, shape=(b, s, h * d), version=1)
+    return y.reshape(b, s, h, d).transpose(1, 2)
+
+
+def band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float) -> torch.Tensor:
+    """Attention restricted to the band |i − j| <= window, block by block: queries b·w .. b·w + w − 1
+    (w = window) can only reach keys b·w − w .. b·w + 2w − 1, so each block attends to those 3w keys.
+    The same result as the full attention with the additive band mask (its masked weights are exactly 0),
+    in O(S·3w) memory and time instead of O(S²). q/k/v [B, H, S, D] -> [B, H, S, D]."""
+    b, h, s, d = q.shape
+    w = window
+    nb = (s + w - 1) // w
+    pad = nb * w - s
+    qb = F.pad(q, (0, 0, 0, pad)).reshape(b, h, nb, w, d)
+    kp = F.pad(k, (0, 0, w, w + pad))  # padded row r is key r − w
+    vp = F.pad(v, (0, 0, w, w + pad))
+    start = torch.arange(nb, device=q.device) * w
+    cols = torch.arange(3 * w, device=q.device)
+    rows = (start[:, None] + cols[None, :]).reshape(-1)  # [nb·3w]
+    kb = kp.index_select(2, rows).reshape(b, h, nb, 3 * w, d)
+    vb = vp.index_select(2, rows).reshape(b, h, nb, 3 * w, d)
+    scores = torch.matmul(qb, kb.transpose(-1, -2)) * scale  # [B, H, nb, w, 3w]
+    i = start[:, None, None] + torch.arange(w, device=q.device)[None, :, None]
+    j = start[:, None, None] + cols[None, None, :] - w
+    keep = ((i - j).abs() <= w) & (j >= 0) & (j < s)
+    probs = torch.softmax((scores + additive_mask(keep)).float(), dim=-1).to(q.dtype)
+    out = torch.matmul(probs, vb).reshape(b, h, nb * w, d)
+    return out.index_select(2, torch.arange(s, device=q.device))
+
+
 class Attention(nn.Module):
     """Qwen3-style attention: q/k RMSNorm per head BEFORE RoPE, GQA (query head h -> kv head h // group)."""
 
@@ -135,9 +190,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
                 context: Optional[torch.Tensor] = None,
-                kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+                kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                band: Optional[int] = None) -> torch.Tensor:
         """Self-attention over x, or cross-attention over `context` — or over its precomputed
-        `project_kv(context)` given as `kv`."""
+        `project_kv(context)` given as `kv`. `band`: the only mask is |i − j| <= band (computed
+        blockwise, see `band_attention`; `mask` must then be None)."""
         q = self.q_norm(self._heads(self.q_proj(x), self.n_heads))
         if kv is not None:
             k, v = kv
@@ -148,11 +205,18 @@ class Attention(nn.Module):
             k = apply_rope(k, *rope)
         k = self._repeat_kv(k)
         v = self._repeat_kv(v)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-        if mask is not None:
-            scores = scores + mask
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v)  # [B, H, L, D]
+        if band is not None:
+            if mask is not None:
+                raise ValueError("band attention takes no other mask")
+            out = band_attention(q, k, v, band, self.scale)
+        elif mask is None and _FUSED_EXPORT:
+            out = fused_attention(q, k, v, self.scale)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+            if mask is not None:
+                scores = scores + mask
+            probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+            out = torch.matmul(probs, v)  # [B, H, L, D]
         b, _, l, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
 

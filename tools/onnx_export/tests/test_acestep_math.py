@@ -391,3 +391,27 @@ def test_detokenizer_matches_reference(tiny):
             x = ref.encoder_stack("detokenizer.", x, cfg.num_attention_pooler_hidden_layers)
             y = ref.lin("detokenizer.proj_out.", x)
             assert rel_err(out[b, 5 * j: 5 * j + 5], y) < TOL
+
+
+@pytest.mark.parametrize("s", [1, 3, 4, 5, 8, 11, 16, 23])
+def test_band_attention_equals_masked_full_attention(s):
+    """The blockwise band attention (window w = 4 here: blocks of 4 queries against 12 keys) against the
+    full softmax with the additive band mask |i − j| <= w, in float64 numpy, for S below, at and above
+    one or several blocks."""
+    from tools.onnx_export.acestep.layers import band_attention
+
+    w, h, d = 4, 2, 8
+    g = torch.Generator().manual_seed(s)
+    q, k, v = (torch.randn(2, h, s, d, generator=g) for _ in range(3))
+    out = band_attention(q, k, v, w, d ** -0.5).double().numpy()
+    qn, kn, vn = (t.double().numpy() for t in (q, k, v))
+    scores = qn @ kn.transpose(0, 1, 3, 2) * d ** -0.5
+    i = np.arange(s)
+    scores = np.where(np.abs(i[:, None] - i[None]) <= w, scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    ref = (p / p.sum(-1, keepdims=True)) @ vn
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    if s > w + 1:  # a band one wider is visibly different: the comparison can fail
+        wider = band_attention(q, k, v, w + 1, d ** -0.5).double().numpy()
+        assert np.abs(wider - ref).max() > 1e-3

@@ -111,6 +111,18 @@ def test_cached_cross_kv_path_matches_full_dit(exported, sessions, case):
     assert float(np.abs(v2 - v).max()) > 1e-3
 
 
+def test_dit_attention_is_fused_or_banded(exported):
+    """dit_decoder: unmasked attention (full self-attention layers, cross-attention) is one
+    com.microsoft.MultiHeadAttention each; the sliding layers' band is the blockwise Softmax over 3·window
+    keys — no Softmax over [S, S] scores is left in the step graph."""
+    model, out, _ = exported
+    cfg = model.config
+    ops = [n.op_type for n in onnx.load(str(out / "dit_decoder.onnx")).graph.node]
+    sliding = sum(t == "sliding_attention" for t in cfg.layer_types[:cfg.num_hidden_layers])
+    assert ops.count("MultiHeadAttention") == (cfg.num_hidden_layers - sliding) + cfg.num_hidden_layers
+    assert ops.count("Softmax") == sliding
+
+
 def test_host_config(exported):
     model, _, _ = exported
     hc = acestep_host_config(model)
