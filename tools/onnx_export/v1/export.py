@@ -154,6 +154,9 @@ def graph_modules(models: dict) -> dict[str, nn.Module]:
     return out
 
 
+DCAE_MAX_FRAMES = 8191
+
+
 def _dims():
     D = torch.export.Dim
     return {"batch": D("batch", min=1, max=64), "text": D("text_length", min=2, max=4096),
@@ -161,8 +164,11 @@ def _dims():
             "enc": D("encoder_length", min=3, max=16384), "n": D("n", min=1, max=128),
             "mel": D("mel_frames", min=2, max=131072),
             "chunks": D("chunks", min=1, max=4096),
-            # DCAE: diffusers picks linear attention iff 16·frames > attention_head_dim (32): frames >= 3
-            "dcae_frames": D("frames", min=3, max=16384), "mel8": D("mel_frames_8", min=3, max=16384)}
+            # DCAE: diffusers picks linear attention iff 16·frames > attention_head_dim (32): frames >= 3.
+            # At most 8191: torch's nearest-upsample kernel indexes with int32, and at the official widths
+            # (256 channels × 128 × 8 per latent frame = 262144 values) tracing guards 262144·frames < 2^31;
+            # a larger bound fails the export of the full-size DCAE (8191 frames = 760 s of audio).
+            "dcae_frames": D("frames", min=3, max=DCAE_MAX_FRAMES), "mel8": D("mel_frames_8", min=3, max=DCAE_MAX_FRAMES)}
 
 
 def _spec(name: str, models: dict):

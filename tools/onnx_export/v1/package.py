@@ -8,14 +8,16 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
-from ..common import DEFAULT_EXTERNAL_DATA_MIN_BYTES, DEFAULT_OPSET, CheckpointError, require_dir, require_file
+from ..common import (DEFAULT_EXTERNAL_DATA_MIN_BYTES, DEFAULT_OPSET, CheckpointError, read_json, require_dir,
+                      require_file)
 from ..package import (FORMAT_VERSION, MANIFEST_FILE, PRECISION, RANDOM_WEIGHTS_MARKER, PackageError, _git_commit,
                        check_output_dir, describe_components, describe_extra_files, describe_tokenizer_dir,
                        library_versions, staged_package_dir, write_json_atomic)
 from .config import (DCAE_DIR, LYRIC_TOKENIZER_DIR, LYRIC_TOKENIZER_FILE, TEXT_ENCODER_DIR, TRANSFORMER_DIR,
-                     VOCODER_DIR)
+                     VOCODER_DIR, V1Config)
 
 MODEL_FAMILY = "ace-step-v1"          # the 1.5 writer says "ace-step-v1.5"
 MODEL_VARIANT = "ace-step-v1-3.5b"
@@ -74,6 +76,11 @@ def lyric_tokenizer_config(tokenizer_file: Path, vocab_size: int) -> dict:
             "structure_ids": {t: ids[t] for t in LYRIC_STRUCTURE}}
 
 
+def _check_vocoder(vocoder) -> None:
+    if vocoder.config["n_mels"] != 128:
+        raise PackageError(f"vocoder n_mels = {vocoder.config['n_mels']}, the DCAE decodes 128 mel bins")
+
+
 def export_v1_package(opts: V1ExportOptions) -> Path:
     from .dcae import load_dcae
     from .export import export_v1_graphs, v1_host_config
@@ -96,22 +103,34 @@ def export_v1_package(opts: V1ExportOptions) -> Path:
     require_file(lyric_tok, "lyric tokenizer (the official acestep/models/lyrics_utils/vocab.json; "
                             "pass --lyric-tokenizer)")
 
+    # configs first: a mismatch is reported before minutes of export
+    tr_cfg = V1Config.from_dir(ckpt / TRANSFORMER_DIR)
+    te_dim = read_json(ckpt / TEXT_ENCODER_DIR / "config.json", "UMT5 config").get("d_model")
+    if tr_cfg.text_embedding_dim != te_dim:
+        raise PackageError(f"checkpoints do not fit together: transformer text_embedding_dim = "
+                           f"{tr_cfg.text_embedding_dim} but umt5 d_model = {te_dim}")
+    lyric_cfg = lyric_tokenizer_config(lyric_tok, tr_cfg.lyric_encoder_vocab_size)
+
     with staged_package_dir(out) as staging:
-        opts.log(f"loading {ckpt}")
-        models = {"text_encoder": load_umt5(ckpt / TEXT_ENCODER_DIR), "transformer": load_transformer(ckpt / TRANSFORMER_DIR),
-                  "dcae": load_dcae(ckpt / DCAE_DIR), "vocoder": load_vocoder(ckpt / VOCODER_DIR)}
-        tr, te = models["transformer"].config, models["text_encoder"].config
-        if tr.text_embedding_dim != te.d_model:
-            raise PackageError(f"checkpoints do not fit together: transformer text_embedding_dim = "
-                               f"{tr.text_embedding_dim} but umt5 d_model = {te.d_model}")
-        if models["vocoder"].config["n_mels"] != 128:
-            raise PackageError(f"vocoder n_mels = {models['vocoder'].config['n_mels']}, the DCAE decodes 128 mel bins")
-        lyric_cfg = lyric_tokenizer_config(lyric_tok, tr.lyric_encoder_vocab_size)
-        host = v1_host_config(models, lyric_cfg)
-        files = export_v1_graphs(models, staging, opset=opts.opset,
-                                 external_data_min_bytes=opts.external_data_min_bytes, log=opts.log)
-        del models
-        gc.collect()
+        # One component at a time: load, export its graphs, free it. The full-size transformer alone is
+        # 10.4 GB in fp32 (inference keys only); holding every component at once would add ~2 GB more.
+        loaders = (("text_encoder", lambda: load_umt5(ckpt / TEXT_ENCODER_DIR)),
+                   ("vocoder", lambda: load_vocoder(ckpt / VOCODER_DIR)),
+                   ("dcae", lambda: load_dcae(ckpt / DCAE_DIR)),
+                   ("transformer", lambda: load_transformer(ckpt / TRANSFORMER_DIR, inference_only=True)))
+        configs: dict = {}
+        files: dict = {}
+        for name, load in loaders:
+            opts.log(f"loading {name} from {ckpt / COMPONENT_DIRS[name]}")
+            model = load()
+            configs[name] = SimpleNamespace(config=model.config) if hasattr(model, "config") else model
+            if name == "vocoder":
+                _check_vocoder(model)
+            files.update(export_v1_graphs({name: model}, staging, opset=opts.opset,
+                                          external_data_min_bytes=opts.external_data_min_bytes, log=opts.log))
+            del model
+            gc.collect()
+        host = v1_host_config(configs, lyric_cfg)
 
         copy_tokenizer_files(ckpt / TEXT_ENCODER_DIR, staging / TEXT_TOKENIZER_DIR)
         host["text_encoder"]["tokenizer_appends_eos"] = tokenizer_appends_eos(

@@ -2,12 +2,13 @@
 `decode` (one velocity evaluation), with the official state-dict key names, and its strict loader."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..common import load_safetensors_fp32, load_state_dict_strict, require_dir, require_file
+from ..common import CheckpointError, check_state_dict, require_dir, require_file
 from .config import DIFFUSERS_WEIGHTS, V1Config
 from .conformer import ConformerEncoder
 from .layers import (NEG, FinalLayer, LinearTransformerBlock, PatchEmbed, TimestepEmbedding, rope_inv_freq, rope_table,
@@ -85,17 +86,73 @@ def expected_state_shapes(cfg: V1Config) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in build_transformer(cfg, "meta").state_dict().items()}
 
 
-def load_transformer(ckpt_dir: Path) -> V1Transformer:
-    """Strictly load `ace_step_transformer/` (config.json + diffusion_pytorch_model.safetensors) as fp32."""
+# Parameters of the official checkpoint the inference graphs never read (spec §3.3): the cross-attention's
+# add_* projections (4·D² per block) and the SSL training heads. 0.72 B of the 3.31 B parameters.
+UNUSED_AT_INFERENCE = ("cross_attn.add_q_proj.", "cross_attn.add_k_proj.", "cross_attn.add_v_proj.",
+                       "cross_attn.to_add_out.")
+UNUSED_PREFIXES = ("projectors.",)
+
+
+def is_unused_at_inference(key: str) -> bool:
+    return key.startswith(UNUSED_PREFIXES) or any(part in key for part in UNUSED_AT_INFERENCE)
+
+
+@contextmanager
+def _skip_param_init():
+    """Build modules without running torch's random initialisers: parameters stay torch.empty (pages not
+    touched, so not resident) until the checkpoint's values are copied in. Computed buffers (RoPE and
+    sinusoid tables) are unaffected."""
+    names = ("kaiming_uniform_", "uniform_", "normal_", "ones_", "zeros_", "trunc_normal_", "xavier_uniform_",
+             "constant_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def load_transformer(ckpt_dir: Path, *, inference_only: bool = False) -> V1Transformer:
+    """Strictly load `ace_step_transformer/` (config.json + diffusion_pytorch_model.safetensors) as fp32.
+
+    Tensors are read and widened one at a time straight into the model (peak: the fp32 model plus one
+    tensor; the full-size model is 13.2 GB in fp32). `inference_only`: the keys nothing at inference reads
+    (UNUSED_AT_INFERENCE) are still checked for name and shape but not read, and their modules are
+    removed — the exporter's case (the full-size model then holds 2.59 B parameters, 10.4 GB)."""
+    from safetensors import safe_open
+
     ckpt_dir = require_dir(Path(ckpt_dir), "v1 transformer checkpoint directory")
     cfg = V1Config.from_dir(ckpt_dir)
     weights = require_file(ckpt_dir / DIFFUSERS_WEIGHTS, "v1 transformer weights")
-    state = load_safetensors_fp32(weights, "v1 transformer weights")
-    model = build_transformer(cfg)
-    load_state_dict_strict(model, state, str(weights))
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    with _skip_param_init():
+        model = build_transformer(cfg)
+    target = model.state_dict()
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as fh:
+            header = {k: torch.empty(fh.get_slice(k).get_shape(), device="meta") for k in fh.keys()}
+            check_state_dict(model, header, str(weights))
+            bad = []
+            with torch.no_grad():
+                for key in header:
+                    if inference_only and is_unused_at_inference(key):
+                        continue
+                    value = fh.get_tensor(key)
+                    if value.is_floating_point() and not torch.isfinite(value).all():
+                        bad.append(key)
+                    target[key].copy_(value)
+                    del value
+    except CheckpointError:
+        raise
+    except Exception as exc:  # safetensors raises several error types for corrupt files
+        raise CheckpointError(f"cannot read v1 transformer weights {weights}: {exc}") from exc
     if bad:
         raise ValueError(f"{weights}: non-finite values in {', '.join(sorted(bad)[:20])}")
+    del target
+    if inference_only:
+        model.projectors = nn.ModuleList()
+        for block in model.transformer_blocks:
+            for name in ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"):
+                delattr(block.cross_attn, name)
     return model.float().eval()
-
-
