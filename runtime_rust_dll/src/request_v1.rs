@@ -38,7 +38,7 @@ const ALIASES: [(&str, &str); 7] = [
     ("seed", "seeds"),
 ];
 
-pub const KEYS: [&str; 23] = [
+pub const KEYS: [&str; 24] = [
     "caption",
     "lyrics",
     "vocal_language",
@@ -62,6 +62,7 @@ pub const KEYS: [&str; 23] = [
     "batch_size",
     "audio_format",
     "noise_mode",
+    "overlapped_decode",
 ];
 
 /// Official keys of tasks this runtime does not run (yet): an error that says so, not "unknown".
@@ -104,6 +105,9 @@ pub struct V1Request {
     pub audio_format: Option<String>,
     /// The initial and PingPong noise's generator ("torch_cpu", default, or "torch_cuda").
     pub noise_mode: String,
+    /// Decode in the official overlapping windows (`decode_overlap`) when the song is longer than
+    /// 48 s; default false, as in the official pipeline. Changes the song; bounds the decode memory.
+    pub overlapped_decode: bool,
 }
 
 /// Parses and normalises a v1 request (JSON object text).
@@ -168,6 +172,7 @@ pub fn normalize_map(mut map: Map<String, Value>) -> Result<V1Request> {
         batch_size,
         audio_format,
         noise_mode: f.choice("noise_mode", "torch_cpu", &["torch_cpu", "torch_cuda"])?,
+        overlapped_decode: f.bool_or("overlapped_decode", false)?,
     })
 }
 
@@ -218,6 +223,7 @@ impl V1Request {
             "batch_size": self.batch_size,
             "audio_format": self.audio_format,
             "noise_mode": self.noise_mode,
+            "overlapped_decode": self.overlapped_decode,
         })
     }
 }

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance-scale", type=_finite, help="1.5 base/sft packages and v1 packages (v1 default 15)")
     gen.add_argument("--guidance-type", choices=["apg", "cfg"])
     gen.add_argument("--audio-codes", help="LM codes: <|audio_code_N|> tokens or comma-separated ints")
+    gen.add_argument("--overlapped-decode", action="store_true", default=None,
+                     help="v1 packages, songs over 48 s: decode in the official overlapping windows (changes the "
+                          "song slightly; needed for long songs at full size within 24 GiB, see docs/performance_v1.md)")
     lm = gen.add_argument_group("5 Hz LM (packages with an LM; defaults are the official ones)")
     lm.add_argument("--think", dest="thinking", action="store_true", default=None,
                     help="run the LM: CoT metadata, then audio codes (default when the package has an LM)")
@@ -134,7 +137,7 @@ def _request_from_args(args) -> dict:
                     "duration", "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps",
                     "guidance_scale", "guidance_type", "noise_mode", "audio_codes", "thinking", "description",
                     "lm_temperature", "lm_cfg_scale", "lm_top_p", "lm_top_k", "lm_negative_prompt",
-                    "lm_max_text_tokens")
+                    "lm_max_text_tokens", "overlapped_decode")
         if getattr(args, key, None) is not None
     }
     if args.lyrics_file is not None:
@@ -274,7 +277,7 @@ _FLAGS = {"vocal_language": "--language", "seeds": "--seed", "batch_size": "--ba
           "shift": "--shift", "timesteps": "--timesteps", "thinking": "--think/--no-think", "description": "--simple",
           "lm_temperature": "--lm-temperature", "lm_cfg_scale": "--lm-cfg-scale", "lm_top_p": "--lm-top-p",
           "lm_top_k": "--lm-top-k", "lm_negative_prompt": "--lm-negative-prompt",
-          "lm_max_text_tokens": "--lm-max-text-tokens"}
+          "lm_max_text_tokens": "--lm-max-text-tokens", "overlapped_decode": "--overlapped-decode"}
 
 
 def _with_flag(message: str) -> str:

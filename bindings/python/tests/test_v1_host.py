@@ -203,6 +203,95 @@ def test_windowed_vocoder_equals_the_whole_song_vocoder(pipe):
     assert np.abs(got - expect).max() <= 1e-6
 
 
+def official_decode_overlap(pipe: Pipeline, latents: np.ndarray) -> np.ndarray:
+    """`MusicDCAE.decode_overlap` of the official v1 code (music_dcae_pipeline.py, d612523) transcribed
+    loop for loop in numpy, for one item's latents [8, 16, T], with the package's DCAE decoder and
+    vocoder graphs (which include the official scaling and mel denormalisation). Returns the 44.1 kHz
+    rows [2, 512·F]: the official cut to the song's length (it cuts after resampling)."""
+    run = pipe.sessions.run
+    win, offset, hop, trim = 512, 128, 256, 1024
+    T = latents.shape[-1]
+    anchors = list(range(offset, T - offset, hop)) or [offset]
+    segments = []
+    for i, anchor in enumerate(anchors):
+        s = max(0, anchor - offset)
+        e = min(T, s + win)
+        mel = run("dcae_decoder", {"latents": np.ascontiguousarray(latents[None, :, :, s:e])}, ["mel"])[0]
+        first, last = i == 0, i == len(anchors) - 1
+        if first and last:
+            segments.append(mel[..., :(e - s) * 8])
+        elif first:
+            segments.append(mel[..., :-trim])
+        elif last:
+            segments.append(mel[..., trim:])
+        else:
+            segments.append(mel[..., trim:-trim])
+    mels = np.concatenate(segments, axis=3)[0]  # [2, 128, F]
+    frames = mels.shape[2]
+    block_len, overlap, fade = 512 * 512, 1024, 128
+    block_hop = block_len - 2 * overlap
+
+    def vocoder(start):
+        block = mels[:, :, start:start + 512]
+        block = np.pad(block, ((0, 0), (0, 0), (0, 512 - block.shape[2])))
+        return run("vocoder", {"mel": np.ascontiguousarray(block)}, ["audio"])[0]
+
+    tail, head = np.linspace(1, 0, fade, dtype=np.float32), np.linspace(0, 1, fade, dtype=np.float32)
+    current = vocoder(0)[:, :-overlap]
+    p, total = block_hop, frames * 512
+    while p < total:
+        new = vocoder(p // 512)
+        n = min(fade, current.shape[1], new.shape[1] - (overlap - fade))
+        current[:, -n:] = current[:, -n:] * tail[:n] + new[:, overlap - n:overlap] * head[:n]
+        final = p + block_hop >= total
+        current = np.concatenate([current, new[:, overlap:] if final else new[:, overlap:-overlap]], axis=1)
+        p += block_hop
+    return current[:, :total]
+
+
+def test_overlapped_decode_is_the_official_decode_overlap(pipe):
+    """60 s (645 latent frames) with `overlapped_decode`: two DCAE windows (512 latents, 128 of context
+    trimmed) and 11 vocoder blocks of 512 mel frames joined with the official crossfade, equal to the
+    transcribed official loop on the same latents; without the flag the song is decoded whole, and
+    the two differ (the DCAE attention sees one window), as they do in the official code."""
+    from acestep_runtime.audio_resample import resample
+
+    req = request(duration=60.0, inference_steps=1, overlapped_decode=True)
+    plan = pipe.plan(req)
+    assert plan["decode"] == {"overlapped": True, "dcae_windows": 2, "vocoder_windows": 11}
+    result = []
+    calls = calls_of(pipe, req, result)
+    dcae = [c for c in calls if c[0] == "dcae_decoder"]
+    vocoder = [c for c in calls if c[0] == "vocoder"]
+    assert [d[1]["latents"][1].shape[3] for d in dcae] == [512, 645 - 256]
+    assert {v[1]["mel"][1].shape for v in vocoder} == {(2, 128, 512)}
+    assert [(c[3], c[4]) for c in dcae + vocoder] == [(k, 13) for k in range(13)]
+    got = pipe.generate(req)
+    assert np.array_equal(got.audio[0], result[0][0])  # the recorded run is the pipeline's run
+
+    audio44 = official_decode_overlap(pipe, got.latents.reshape(8, 16, 645))
+    expect = resample(np.ascontiguousarray(audio44), 44100, 48000)
+    expect /= max(1.0, float(np.abs(expect).max()))
+    assert got.audio[0].shape == expect.shape == (2, samples_48k(645))
+    err = np.abs(got.audio[0] - expect).max()
+    print(f"overlapped decode vs the official loop: max |Δ| {err:.1e}")
+    assert err <= 1e-6
+
+    whole = pipe.generate(request(duration=60.0, inference_steps=1))
+    assert pipe.plan(request(duration=60.0))["decode"] == {"overlapped": False, "dcae_windows": 1,
+                                                          "vocoder_windows": 3}
+    assert np.array_equal(whole.latents, got.latents)
+    diff = np.abs(whole.audio[0] - got.audio[0]).max()
+    print(f"overlapped vs whole decode: max |Δ| {diff:.1e}")
+    assert diff > 1e-4
+
+
+def test_overlapped_decode_is_whole_up_to_48_s(pipe):
+    plan = pipe.plan(request(duration=48.0, overlapped_decode=True))
+    assert plan["decode"]["overlapped"] is False and plan["decode"]["dcae_windows"] == 1
+    assert any("overlapped_decode: applies to songs longer than 48" in n for n in plan["notes"])
+
+
 def test_cancel_between_calls_raises_and_returns_nothing(pipe):
     cancel = threading.Event()
     seen = []
@@ -227,6 +316,7 @@ def test_cancel_between_calls_raises_and_returns_nothing(pipe):
     ({"vocal_language": "ko"}, "request.vocal_language"),
     ({"inference_steps": 0}, "request.inference_steps"),
     ({"colour": 1}, "request.colour: unknown key"),
+    ({"overlapped_decode": "yes"}, "request.overlapped_decode"),
 ])
 def test_bad_requests_name_the_field(pipe, req, field):
     with pytest.raises(AceError) as e:

@@ -31,6 +31,7 @@ mod driver;
 mod lm;
 mod params;
 mod v1;
+mod v1_windows;
 
 pub use driver::Generation;
 pub use lm::package_has_lm;
@@ -123,6 +124,7 @@ pub enum Buffer {
     LyricErgQScale,
     DitQScale,
     DitErgQScale,
+    WindowLatents,
     Mel,
 }
 

@@ -13,21 +13,19 @@
 //! 3. `dit_decoder` — per model call of [`V1Diffusion`] (N, or 2N − 1 for Heun), one decode per
 //!    condition it lists, each on the batch of B items (conditions differ in their q-scales, so
 //!    they are separate runs, as in the official loop); the core guides and steps.
-//! 4. `dcae_decoder` — the final latents to stereo log-mel `[B, 2, 128, 8T]`, submitted;
-//! 5. `vocoder` — per window of the mel, as `[2B, 128, frames]` rows (row 2b left, 2b+1 right),
-//!    submitted; the core keeps each window's centre, then resamples 44.1 → 48 kHz (output
+//! 4. `dcae_decoder` — per DCAE window of the final latents, stereo log-mel `[B, 2, 128, 8·t]`,
+//!    submitted (one window, the whole song, unless the request asks for `overlapped_decode`);
+//! 5. `vocoder` — per vocoder window of the mel, as `[2B, 128, frames]` rows (row 2b left, 2b+1
+//!    right), submitted; the core joins the windows, then resamples 44.1 → 48 kHz (output
 //!    `ceil(4096·T·48000/44100)` samples) and applies the peak guard.
 //!
-//! The DCAE decodes the whole song in one run: its EfficientViT attention is global over the song,
-//! so a windowed decode (the official opt-in `decode_overlap`) would change the result. The vocoder
-//! is convolutional (receptive field ≈ ±90 mel frames): windows of [`VOCODER_WINDOW`] mel frames
-//! with [`VOCODER_CONTEXT`] frames of context on each side give the whole-song result up to float
-//! rounding, with the vocoder's activations bounded by the window instead of growing with the song.
+//! The windows and how they are joined are in [`super::v1_windows`].
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::v1_windows::{self, Window, VOCODER_CROSSFADE};
 use super::{cast_f32, check_tensor, expect_shape, resolve_seeds, Buffer, Call, Input, Output, Source, Stage, Submitted};
 use crate::error::{Error, Result};
 use crate::frames;
@@ -39,7 +37,7 @@ use crate::schedule;
 use crate::v1_diffusion::{Condition, V1Diffusion, V1LoopConfig, CHANNELS, HEIGHT};
 
 /// Version of the v1 track-id parameter set; bump it when what goes in changes.
-const V1_TRACK_ID_SCHEME: u32 = 1;
+const V1_TRACK_ID_SCHEME: u32 = 2;
 /// The DCAE graphs need at least 3 latent frames (contract §6).
 const MIN_FRAMES: u32 = 3;
 /// Mel frames per latent frame and mel bins (contract §6–§7).
@@ -48,9 +46,8 @@ const MEL_BINS: usize = 128;
 const SPEAKER_DIM: usize = 512;
 /// Vocoder samples per mel frame (the hop).
 const HOP: usize = 512;
-/// Mel frames a vocoder run keeps (≈ 23.8 s), and the context it sees on each side beyond them.
-const VOCODER_WINDOW: usize = 2048;
-const VOCODER_CONTEXT: usize = 256;
+/// The official `overlapped_decode` applies only to songs longer than this (seconds).
+const OVERLAPPED_DECODE_MIN_DURATION: f64 = 48.0;
 
 // Host keys.
 const KEY_TEXT: &str = "text_hidden_states";
@@ -71,7 +68,8 @@ enum Step {
     Encode(usize),
     /// Decode `k` of the current model call.
     Dit(usize),
-    Dcae,
+    /// DCAE window `k`.
+    Dcae(usize),
     /// Vocoder window `k`.
     Vocoder(usize),
     Finished,
@@ -115,11 +113,16 @@ pub struct V1Run {
     timestep: Vec<f32>,
     /// Velocities of the current model call's decodes so far.
     velocities: Vec<Vec<f32>>,
+    /// Whether the official overlapped layout is used (requested, and the song is long enough).
+    overlapped: bool,
+    /// DCAE windows in latent frames, the current one's latent rows, and the joined mel rows.
+    dcae_windows: Vec<Window>,
+    window_latents: Vec<f32>,
     mel: Vec<f32>,
     mel_frames: usize,
-    /// Vocoder windows in mel frames: (input start, input end, kept start, kept end).
-    windows: Vec<(usize, usize, usize, usize)>,
-    /// The current window's input rows, and the 44.1 kHz rows [2B, 512·F] assembled from the windows.
+    /// Vocoder windows in mel frames, the current one's mel rows, and the joined 44.1 kHz rows
+    /// [2B, 512 · joined frames] (past the song for a padded last block; cut at the end).
+    vocoder_windows: Vec<Window>,
     window_mel: Vec<f32>,
     audio44: Vec<f32>,
     audio: Vec<f32>,
@@ -231,6 +234,14 @@ impl V1Run {
         let needs_zero_text = encodes.contains(&Encode::Condition(Condition::Unconditional { erg: request.use_erg_diffusion }))
             && !request.use_erg_tag;
         let samples = frames::v1_samples_48k(request.frames) as usize;
+        let overlapped = request.overlapped_decode && request.duration > OVERLAPPED_DECODE_MIN_DURATION;
+        if request.overlapped_decode && !overlapped {
+            notes.push(format!(
+                "overlapped_decode: applies to songs longer than {OVERLAPPED_DECODE_MIN_DURATION} s (as in the official \
+                 pipeline); this {} s song is decoded whole",
+                request.duration
+            ));
+        }
 
         let run = Self {
             batch,
@@ -263,9 +274,12 @@ impl V1Run {
             q_dit_erg,
             timestep: Vec::new(),
             velocities: Vec::new(),
+            overlapped,
+            dcae_windows: v1_windows::dcae_windows(frames, overlapped),
+            window_latents: Vec::new(),
             mel: Vec::new(),
             mel_frames: frames * MEL_PER_LATENT,
-            windows: vocoder_windows(frames * MEL_PER_LATENT),
+            vocoder_windows: v1_windows::vocoder_windows(frames * MEL_PER_LATENT, overlapped),
             window_mel: Vec::new(),
             audio44: Vec::new(),
             audio: Vec::new(),
@@ -481,25 +495,33 @@ impl V1Run {
                     stage_total: self.decodes_total,
                 }
             }
-            Step::Dcae => Call {
-                component: "dcae_decoder",
-                inputs: vec![core("latents", DType::F32, vec![b, CHANNELS as i64, HEIGHT as i64, t], Buffer::Latents)],
-                outputs: vec![Output { name: "mel", keep_as: None }],
-                release: vec![],
-                stage: Stage::Decode,
-                stage_done: 0,
-                stage_total: 1 + self.windows.len(),
-            },
+            Step::Dcae(k) => {
+                let len = self.dcae_windows[k].len as i64;
+                Call {
+                    component: "dcae_decoder",
+                    inputs: vec![core(
+                        "latents",
+                        DType::F32,
+                        vec![b, CHANNELS as i64, HEIGHT as i64, len],
+                        Buffer::WindowLatents,
+                    )],
+                    outputs: vec![Output { name: "mel", keep_as: None }],
+                    release: vec![],
+                    stage: Stage::Decode,
+                    stage_done: k,
+                    stage_total: self.decode_calls(),
+                }
+            }
             Step::Vocoder(k) => {
-                let (start, end, _, _) = self.windows[k];
+                let len = self.vocoder_windows[k].len as i64;
                 Call {
                     component: "vocoder",
-                    inputs: vec![core("mel", DType::F32, vec![2 * b, MEL_BINS as i64, (end - start) as i64], Buffer::Mel)],
+                    inputs: vec![core("mel", DType::F32, vec![2 * b, MEL_BINS as i64, len], Buffer::Mel)],
                     outputs: vec![Output { name: "audio", keep_as: None }],
                     release: vec![],
                     stage: Stage::Decode,
-                    stage_done: 1 + k,
-                    stage_total: 1 + self.windows.len(),
+                    stage_done: self.dcae_windows.len() + k,
+                    stage_total: self.decode_calls(),
                 }
             }
             Step::Finished => unreachable!("describe is not called once finished"),
@@ -528,6 +550,7 @@ impl V1Run {
             Buffer::DitErgQScale => bytes(&self.q_dit_erg),
             Buffer::Latents => bytes(self.diffusion.latents()),
             Buffer::Timestep => bytes(&self.timestep),
+            Buffer::WindowLatents => bytes(&self.window_latents),
             Buffer::Mel => bytes(&self.window_mel),
             _ => &[],
         }
@@ -581,29 +604,33 @@ impl V1Run {
                 crate::error::ensure_finite(v, "dit_decoder output velocity")?;
                 self.take_velocity(v)?;
             }
-            Step::Dcae => {
+            Step::Dcae(k) => {
                 let out = get("mel");
-                let f = self.mel_frames as i64;
+                let w = self.dcae_windows[k];
+                let f = (w.len * MEL_PER_LATENT) as i64;
                 expect_shape(&out, &[Some(b), Some(2), Some(MEL_BINS as i64), Some(f)], "dcae_decoder")?;
                 let mel = cast_f32(&out)?;
                 crate::error::ensure_finite(mel, "dcae_decoder output mel")?;
+                if k == 0 {
+                    self.mel = super::filled(2 * self.batch * MEL_BINS * self.mel_frames, 0.0)?;
+                }
                 // [B, 2, 128, F] is [2B, 128, F] in memory: row 2b is item b's left channel.
-                self.mel = mel.to_vec();
-                self.audio44 = super::filled(2 * self.batch * self.mel_frames * HOP, 0.0)?;
+                v1_windows::join(&mut self.mel, self.frames, mel, &w, MEL_PER_LATENT, 0);
+                if k + 1 == self.dcae_windows.len() {
+                    let joined = v1_windows::joined_frames(&self.vocoder_windows);
+                    self.audio44 = super::filled(2 * self.batch * joined * HOP, 0.0)?;
+                }
             }
             Step::Vocoder(k) => {
                 let out = get("audio");
-                let (start, end, keep_start, keep_end) = self.windows[k];
-                expect_shape(&out, &[Some(2 * b), Some(((end - start) * HOP) as i64)], "vocoder")?;
+                let w = self.vocoder_windows[k];
+                expect_shape(&out, &[Some(2 * b), Some((w.len * HOP) as i64)], "vocoder")?;
                 let audio = cast_f32(&out)?;
                 crate::error::ensure_finite(audio, "vocoder output audio")?;
-                let (len, total) = ((end - start) * HOP, self.mel_frames * HOP);
-                let (from, to) = ((keep_start - start) * HOP, (keep_end - start) * HOP);
-                for row in 0..2 * self.batch {
-                    self.audio44[row * total + keep_start * HOP..row * total + keep_end * HOP]
-                        .copy_from_slice(&audio[row * len + from..row * len + to]);
-                }
-                if k + 1 == self.windows.len() {
+                let joined = v1_windows::joined_frames(&self.vocoder_windows);
+                let crossfade = if self.overlapped { VOCODER_CROSSFADE } else { 0 };
+                v1_windows::join(&mut self.audio44, joined, audio, &w, HOP, crossfade);
+                if k + 1 == self.vocoder_windows.len() {
                     let audio44 = std::mem::take(&mut self.audio44);
                     if let Err(e) = self.finish(&audio44) {
                         self.audio44 = audio44;
@@ -618,10 +645,11 @@ impl V1Run {
             Step::Encode(i) if i + 1 < self.encodes.len() => Step::Encode(i + 1),
             Step::Encode(_) => Step::Dit(0),
             Step::Dit(_) if !self.velocities.is_empty() => Step::Dit(self.velocities.len()),
-            Step::Dit(_) if self.diffusion.is_finished() => Step::Dcae,
+            Step::Dit(_) if self.diffusion.is_finished() => Step::Dcae(0),
             Step::Dit(_) => Step::Dit(0),
-            Step::Dcae => Step::Vocoder(0),
-            Step::Vocoder(k) if k + 1 < self.windows.len() => Step::Vocoder(k + 1),
+            Step::Dcae(k) if k + 1 < self.dcae_windows.len() => Step::Dcae(k + 1),
+            Step::Dcae(_) => Step::Vocoder(0),
+            Step::Vocoder(k) if k + 1 < self.vocoder_windows.len() => Step::Vocoder(k + 1),
             Step::Vocoder(_) => Step::Finished,
             Step::Finished => Step::Finished,
         };
@@ -629,18 +657,21 @@ impl V1Run {
             let ts = self.diffusion.timestep()?;
             self.timestep = vec![ts; self.batch];
         }
-        if let Step::Vocoder(k) = self.step {
-            // The window's rows: mel[row, start..end] of every row.
-            let (start, end, _, _) = self.windows[k];
-            let f = self.mel_frames;
-            self.window_mel.clear();
-            for row in self.mel.chunks_exact(f) {
-                self.window_mel.extend_from_slice(&row[start..end]);
+        match self.step {
+            Step::Dcae(k) => {
+                let w = self.dcae_windows[k];
+                v1_windows::cut(self.diffusion.latents(), self.frames, &w, 1, &mut self.window_latents);
             }
-        }
-        if self.step == Step::Finished {
-            self.mel = Vec::new();
-            self.window_mel = Vec::new();
+            Step::Vocoder(k) => {
+                self.window_latents = Vec::new();
+                let w = self.vocoder_windows[k];
+                v1_windows::cut(&self.mel, self.mel_frames, &w, 1, &mut self.window_mel);
+            }
+            Step::Finished => {
+                self.mel = Vec::new();
+                self.window_mel = Vec::new();
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -664,9 +695,24 @@ impl V1Run {
         Ok(())
     }
 
-    /// Vocoder rows → [B, 2, samples at 44.1 kHz] → 48 kHz → peak guard.
+    /// Calls of the decode stage: the DCAE windows, then the vocoder windows.
+    fn decode_calls(&self) -> usize {
+        self.dcae_windows.len() + self.vocoder_windows.len()
+    }
+
+    /// Joined vocoder rows → the song's 512·F samples per row at 44.1 kHz → 48 kHz → peak guard.
     fn finish(&mut self, audio44: &[f32]) -> Result<()> {
         let rows = 2 * self.batch;
+        let song = self.mel_frames * HOP;
+        let joined = audio44.len() / rows;
+        let cut: Vec<f32>;
+        let audio44 = if joined == song {
+            audio44
+        } else {
+            // The overlapped layout's last block runs on zero padding past the song: cut it off.
+            cut = audio44.chunks_exact(joined).flat_map(|row| &row[..song]).copied().collect();
+            &cut
+        };
         let mut out = super::filled(rows * self.samples, 0.0)?;
         crate::resample::resample(audio44, rows, frames::V1_SAMPLE_RATE, self.package.config().sample_rate, &mut out)?;
         let peaks = crate::peak_guard::peak_guard(&mut out, self.batch, 2, self.samples)?;
@@ -750,6 +796,11 @@ impl V1Run {
             "model_calls": self.plan.len(),
             "dit_decodes": self.decodes_total,
             "guided": self.plan.iter().any(|l| l.len() > 1),
+            "decode": {
+                "overlapped": self.overlapped,
+                "dcae_windows": self.dcae_windows.len(),
+                "vocoder_windows": self.vocoder_windows.len(),
+            },
             "erg_tau": self.erg_tau,
             "components": self.components(),
             "prompts": {"caption": self.request.caption, "lyrics": self.request.lyrics},
@@ -793,20 +844,6 @@ impl V1Run {
     }
 }
 
-/// The vocoder windows of a song of `frames` mel frames: kept regions of [`VOCODER_WINDOW`] frames
-/// tiling the song, each run with up to [`VOCODER_CONTEXT`] frames of context on each side.
-fn vocoder_windows(frames: usize) -> Vec<(usize, usize, usize, usize)> {
-    if frames <= VOCODER_WINDOW + 2 * VOCODER_CONTEXT {
-        return vec![(0, frames, 0, frames)];
-    }
-    (0..frames.div_ceil(VOCODER_WINDOW))
-        .map(|k| {
-            let (keep_start, keep_end) = (k * VOCODER_WINDOW, ((k + 1) * VOCODER_WINDOW).min(frames));
-            (keep_start.saturating_sub(VOCODER_CONTEXT), (keep_end + VOCODER_CONTEXT).min(frames), keep_start, keep_end)
-        })
-        .collect()
-}
-
 /// The package's lyric tokenizer (`tokenizers.lyric`).
 fn lyric_tokenizer(package: &Package) -> Result<V1LyricTokenizer> {
     let dir = package.manifest().pointer("/tokenizers/lyric/dir").and_then(Value::as_str).ok_or_else(|| {
@@ -830,31 +867,5 @@ fn fixed_dim(package: &Package, component: &str, name: &str, axis: usize) -> Res
         other => Err(Error::invalid_argument(format!(
             "component {component} {name} dimension {axis} is {other:?}, expected a fixed size (incompatible exporter version?)"
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vocoder_windows_tile_the_song_with_bounded_context() {
-        assert_eq!(vocoder_windows(100), vec![(0, 100, 0, 100)]);
-        let whole = VOCODER_WINDOW + 2 * VOCODER_CONTEXT;
-        assert_eq!(vocoder_windows(whole), vec![(0, whole, 0, whole)]);
-        for frames in [whole + 1, 8 * 2583, 5 * VOCODER_WINDOW, 5 * VOCODER_WINDOW + 3] {
-            let w = vocoder_windows(frames);
-            assert_eq!(w.len(), frames.div_ceil(VOCODER_WINDOW));
-            let mut covered = 0;
-            for &(start, end, keep_start, keep_end) in &w {
-                assert_eq!(keep_start, covered, "kept regions are contiguous");
-                assert!(start <= keep_start && keep_end <= end && end <= frames && keep_start < keep_end);
-                // full context wherever the song has it
-                assert_eq!(keep_start - start, VOCODER_CONTEXT.min(keep_start));
-                assert_eq!(end - keep_end, VOCODER_CONTEXT.min(frames - keep_end));
-                covered = keep_end;
-            }
-            assert_eq!(covered, frames);
-        }
     }
 }
