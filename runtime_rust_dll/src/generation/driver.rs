@@ -236,25 +236,8 @@ impl V15Generation {
         if self.lm_running() {
             let lm = self.lm.as_mut().expect("running");
             let call = lm.describe().expect("running");
-            let mut logits = None;
-            for (i, out) in outputs.iter().enumerate() {
-                if outputs[..i].iter().any(|o| o.name == out.name) {
-                    return Err(Error::invalid_argument(format!("submit: output {:?} is given twice", out.name)));
-                }
-                if out.name != "logits" {
-                    let kept = call.outputs.iter().any(|o| o.name == out.name);
-                    return Err(Error::invalid_argument(if kept {
-                        format!("submit: {} output {:?} is kept by the host, not submitted", call.component, out.name)
-                    } else {
-                        format!("submit: {} has no output {:?} to submit (expected [\"logits\"])", call.component, out.name)
-                    }));
-                }
-                super::check_tensor(out, call.component)?;
-                logits = Some(*out);
-            }
-            let logits = logits.ok_or_else(|| {
-                Error::invalid_argument(format!("submit: {} output \"logits\" is missing", call.component))
-            })?;
+            super::check_outputs(&call, outputs)?;
+            let logits = *outputs.iter().find(|o| o.name == "logits").expect("checked: the LM call's one submitted output");
             if lm.take_logits(logits)? {
                 self.start_dit()?;
             }

@@ -672,41 +672,9 @@ impl DitRun {
     /// Takes the outputs of the pending call. A rejected submission changes nothing: the host may
     /// correct it and submit again.
     pub fn submit(&mut self, outputs: &[Submitted]) -> Result<()> {
-        if !self.pending {
-            return Err(Error::invalid_state(if self.step == Step::Finished {
-                "submit: the generation is finished; there is no call to submit outputs for".to_string()
-            } else {
-                "submit: no call is pending; call ace_generation_next first (each call is submitted once)".to_string()
-            }));
-        }
+        check_pending(self.pending, self.step == Step::Finished)?;
         let call = self.describe();
-        let wanted: Vec<&Output> = call.outputs.iter().filter(|o| o.keep_as.is_none()).collect();
-        for (i, out) in outputs.iter().enumerate() {
-            if outputs[..i].iter().any(|o| o.name == out.name) {
-                return Err(Error::invalid_argument(format!("submit: output {:?} is given twice", out.name)));
-            }
-            if let Some(kept) = call.outputs.iter().find(|o| o.name == out.name && o.keep_as.is_some()) {
-                return Err(Error::invalid_argument(format!(
-                    "submit: {} output {:?} is kept by the host (as {:?}), not submitted",
-                    call.component,
-                    out.name,
-                    kept.keep_as.unwrap_or_default()
-                )));
-            }
-            if !wanted.iter().any(|o| o.name == out.name) {
-                let names: Vec<&str> = wanted.iter().map(|o| o.name).collect();
-                return Err(Error::invalid_argument(format!(
-                    "submit: {} has no output {:?} to submit (expected {names:?})",
-                    call.component, out.name
-                )));
-            }
-            check_tensor(out, call.component)?;
-        }
-        for w in &wanted {
-            if !outputs.iter().any(|o| o.name == w.name) {
-                return Err(Error::invalid_argument(format!("submit: {} output {:?} is missing", call.component, w.name)));
-            }
-        }
+        check_outputs(&call, outputs)?;
         let get = |name: &str| outputs.iter().find(|o| o.name == name).copied().expect("checked above");
         match self.step {
             Step::Detokenize => self.take_hints(get("lm_hints"))?,
@@ -1131,4 +1099,51 @@ fn cast_f32<'a>(out: &Submitted<'a>) -> Result<&'a [f32]> {
     bytemuck::try_cast_slice(out.data).map_err(|e| {
         Error::invalid_argument(format!("submit: output {:?} data is not float32-aligned: {e}", out.name))
     })
+}
+
+/// The first check of a submission: a call is pending (before `describe`, which has no call to
+/// describe once the run is finished).
+fn check_pending(pending: bool, finished: bool) -> Result<()> {
+    if pending {
+        return Ok(());
+    }
+    Err(Error::invalid_state(if finished {
+        "submit: the generation is finished; there is no call to submit outputs for"
+    } else {
+        "submit: no call is pending; call ace_generation_next first (each call is submitted once)"
+    }))
+}
+
+/// Checks a submission against the pending call before any state changes: every output the host
+/// must submit is there once, and none that it keeps or that the call lacks. Shared by the
+/// families' runs and the LM, so a host gets the same errors from each.
+fn check_outputs(call: &Call, outputs: &[Submitted]) -> Result<()> {
+    let wanted: Vec<&Output> = call.outputs.iter().filter(|o| o.keep_as.is_none()).collect();
+    for (i, out) in outputs.iter().enumerate() {
+        if outputs[..i].iter().any(|o| o.name == out.name) {
+            return Err(Error::invalid_argument(format!("submit: output {:?} is given twice", out.name)));
+        }
+        if let Some(kept) = call.outputs.iter().find(|o| o.name == out.name && o.keep_as.is_some()) {
+            return Err(Error::invalid_argument(format!(
+                "submit: {} output {:?} is kept by the host (as {:?}), not submitted",
+                call.component,
+                out.name,
+                kept.keep_as.unwrap_or_default()
+            )));
+        }
+        if !wanted.iter().any(|o| o.name == out.name) {
+            let names: Vec<&str> = wanted.iter().map(|o| o.name).collect();
+            return Err(Error::invalid_argument(format!(
+                "submit: {} has no output {:?} to submit (expected {names:?})",
+                call.component, out.name
+            )));
+        }
+        check_tensor(out, call.component)?;
+    }
+    for w in &wanted {
+        if !outputs.iter().any(|o| o.name == w.name) {
+            return Err(Error::invalid_argument(format!("submit: {} output {:?} is missing", call.component, w.name)));
+        }
+    }
+    Ok(())
 }

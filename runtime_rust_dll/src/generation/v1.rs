@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::v1_windows::{self, Window, VOCODER_CROSSFADE};
-use super::{cast_f32, check_tensor, expect_shape, resolve_seeds, Buffer, Call, Input, Output, Source, Stage, Submitted};
+use super::{cast_f32, check_outputs, check_pending, expect_shape, resolve_seeds, Buffer, Call, Input, Output, Source, Stage, Submitted};
 use crate::error::{Error, Result};
 use crate::frames;
 use crate::lyrics_v1::V1LyricTokenizer;
@@ -558,41 +558,9 @@ impl V1Run {
 
     /// Takes the outputs of the pending call; a rejected submission changes nothing.
     pub fn submit(&mut self, outputs: &[Submitted]) -> Result<()> {
-        if !self.pending {
-            return Err(Error::invalid_state(if self.step == Step::Finished {
-                "submit: the generation is finished; there is no call to submit outputs for".to_string()
-            } else {
-                "submit: no call is pending; call ace_generation_next first (each call is submitted once)".to_string()
-            }));
-        }
+        check_pending(self.pending, self.step == Step::Finished)?;
         let call = self.describe();
-        let wanted: Vec<&Output> = call.outputs.iter().filter(|o| o.keep_as.is_none()).collect();
-        for (i, out) in outputs.iter().enumerate() {
-            if outputs[..i].iter().any(|o| o.name == out.name) {
-                return Err(Error::invalid_argument(format!("submit: output {:?} is given twice", out.name)));
-            }
-            if let Some(kept) = call.outputs.iter().find(|o| o.name == out.name && o.keep_as.is_some()) {
-                return Err(Error::invalid_argument(format!(
-                    "submit: {} output {:?} is kept by the host (as {:?}), not submitted",
-                    call.component,
-                    out.name,
-                    kept.keep_as.unwrap_or_default()
-                )));
-            }
-            if !wanted.iter().any(|o| o.name == out.name) {
-                let names: Vec<&str> = wanted.iter().map(|o| o.name).collect();
-                return Err(Error::invalid_argument(format!(
-                    "submit: {} has no output {:?} to submit (expected {names:?})",
-                    call.component, out.name
-                )));
-            }
-            check_tensor(out, call.component)?;
-        }
-        for w in &wanted {
-            if !outputs.iter().any(|o| o.name == w.name) {
-                return Err(Error::invalid_argument(format!("submit: {} output {:?} is missing", call.component, w.name)));
-            }
-        }
+        check_outputs(&call, outputs)?;
         let get = |name: &str| outputs.iter().find(|o| o.name == name).copied().expect("checked above");
         let (b, t) = (self.batch as i64, self.frames as i64);
         match self.step {

@@ -16,8 +16,8 @@
 //!   240 s song in one run.
 
 /// Mel frames a whole-layout vocoder run keeps (≈ 23.8 s), and the context it sees on each side.
-pub const VOCODER_WINDOW: usize = 2048;
-pub const VOCODER_CONTEXT: usize = 256;
+const VOCODER_WINDOW: usize = 2048;
+const VOCODER_CONTEXT: usize = 256;
 
 /// The official `decode_overlap` parameters (music_dcae_pipeline.py): DCAE window, in latents.
 const DCAE_OVERLAP_WINDOW: usize = 512;
@@ -25,7 +25,7 @@ const DCAE_OVERLAP_WINDOW: usize = 512;
 /// (1024 samples), and the crossfade in samples.
 const VOCODER_BLOCK: usize = 512;
 const VOCODER_BLOCK_TRIM: usize = 2;
-pub const VOCODER_CROSSFADE: usize = 128;
+pub(super) const VOCODER_CROSSFADE: usize = 128;
 
 /// One window: input frames `start..end`, zero-padded to `len` frames; of its output, the part for
 /// frames `keep_start..keep_end` goes into the song.
