@@ -6,7 +6,8 @@ the project's PyTorch reference modules (tools/parity/torch_reference.py, fp32, 
 packages were exported from) — it reports per duration: session/model load, per-stage times (text = text
 encoder + lyric embedding, condition encoder, DiT per step, VAE decode), total, peak RSS, and for the ORT
 host the time inside ONNX Runtime and the host overhead. Each backend runs in its own worker process
-(one after the other, so memory is freed in between and peak RSS is per backend). The machine's fp32
+(one after the other, so memory is freed in between). Peak RSS is per duration: the process's high-water
+mark over that duration's runs (loaded weights + activations; the session-start timings before are excluded). The machine's fp32
 GEMM rate is measured before each backend and the load average is printed beside every figure: the
 machine is shared, and a ratio is only meaningful between figures of the same run.
 
@@ -49,7 +50,25 @@ STAGES = ("text", "condition", "dit_step", "vae")
 COMPONENTS = ["text_encoder", "lyric_embedding", "condition_encoder", "dit_cross_kv", "dit_decoder", "vae_decoder"]
 
 
+def reset_peak_rss() -> None:
+    """Restarts the process's RSS high-water mark (Linux: /proc/self/clear_refs), so that a peak
+    measures what follows, not the session-start measurements before it; elsewhere a no-op."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
+    """The RSS high-water mark since the last reset_peak_rss (or the process start)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -123,6 +142,7 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
             start["cached_s"], hits, _ = _session_start(model, threads, cache, False)
             assert all(hits.values()), hits
             start["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
+        reset_peak_rss()
         t0 = time.perf_counter()
         pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=cache)
         pipe.sessions.warm(COMPONENTS)
@@ -142,6 +162,7 @@ def _ort_runs(pipe, durations: list[float], repeats: int) -> dict:
     rows = []
     for duration in durations:
         runs = []
+        reset_peak_rss()
         for _ in range(repeats):
             before = (dict(stats.seconds), dict(stats.calls), dict(stats.cpu_seconds))
             cpu_start = time.process_time()
@@ -167,9 +188,9 @@ def _ort_runs(pipe, durations: list[float], repeats: int) -> dict:
                 "total_cpu": cpu_total,
                 "load_avg": load_avg(),
             })
-        rows.append(_row(duration, result.frames, runs))
+        rows.append({**_row(duration, result.frames, runs), "peak_rss_mb": peak_rss_mb()})
     pipe.close()
-    return {"rows": rows, "peak_rss_mb": peak_rss_mb()}
+    return {"rows": rows, "peak_rss_mb": max(r["peak_rss_mb"] for r in rows)}
 
 
 def _torch_worker(ckpt: Path, durations: list[float], repeats: int, threads: int | None) -> dict:
@@ -186,6 +207,7 @@ def _torch_worker(ckpt: Path, durations: list[float], repeats: int, threads: int
     rows = []
     for duration in durations:
         runs = []
+        reset_peak_rss()
         for _ in range(repeats):
             timings: dict = {}
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -199,8 +221,8 @@ def _torch_worker(ckpt: Path, durations: list[float], repeats: int, threads: int
                 "dit_step_cpu": statistics.median(timings["dit_steps_cpu"]), "vae_cpu": timings["vae_cpu"],
                 "total_cpu": cpu_total,
             })
-        rows.append(_row(duration, out["frames"], runs))
-    return {"load_s": load_s, "precision": "fp32", "rows": rows, "peak_rss_mb": peak_rss_mb(),
+        rows.append({**_row(duration, out["frames"], runs), "peak_rss_mb": peak_rss_mb()})
+    return {"load_s": load_s, "precision": "fp32", "rows": rows, "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
@@ -251,7 +273,7 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
             lines.append(
                 f"| {name} | {r['duration_s']:.0f} s | {res['load_s']:.1f} s | {r['text']:.2f} s | "
                 f"{r['condition']:.2f} s | {r['dit_step']:.2f} s | {r['vae']:.2f} s | {r['total']:.1f} s | "
-                f"{r['rtf']:.2f} | {res['peak_rss_mb'] / 1024:.1f} GiB | {res['gemm_gflops']:.0f} | "
+                f"{r['rtf']:.2f} | {r['peak_rss_mb'] / 1024:.1f} GiB | {res['gemm_gflops']:.0f} | "
                 f"{r['load_avg_max']:.1f} |")
     starts = {name: res for name, res in results.items() if "start" in res}
     if starts:

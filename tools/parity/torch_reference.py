@@ -237,9 +237,15 @@ def _check_loading(path: Path, info: dict) -> None:
         raise ValueError(f"{path}: checkpoint keys do not match the model: {bad}")
 
 
-@functools.lru_cache(maxsize=2)
-def load_models(checkpoints_dir: str, dit_dir: str = DIT_DIR):
+def load_models(checkpoints_dir, dit_dir: str = DIT_DIR):
     """(acestep model, Qwen3Model, AutoencoderOobleck), all fp32 eval on CPU; cached per directory."""
+    # One cache key per directory however it is named (str or Path, default spelled out or not): a
+    # second key would load a second copy, which at full size (~12.7 GB fp32) does not fit in 24 GiB.
+    return _load_models(str(Path(checkpoints_dir).resolve()), dit_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_models(checkpoints_dir: str, dit_dir: str):
     from diffusers import AutoencoderOobleck
     from transformers import Qwen3Model
 

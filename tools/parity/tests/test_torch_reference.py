@@ -304,3 +304,11 @@ def test_cli_saves_the_run(ckpt, tmp_path, single_runs):
     np.testing.assert_array_equal(saved["latents"], single_runs[11]["latents"])
     meta = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert meta["frames"] == 275 and meta["caption_ids"] == single_runs[11]["caption_ids"]
+
+
+def test_models_are_loaded_once_per_directory_however_it_is_named(ckpt):
+    # bench.py once named it (str) and run_reference (str, dit_dir): two cache keys, two copies of the
+    # fp32 models, which at full size was the out-of-memory kill of the reference worker.
+    models = ref.load_models(str(ckpt))
+    assert ref.load_models(Path(ckpt), ref.DIT_DIR) is models
+    assert ref.load_models(Path(ckpt) / "." , dit_dir=ref.DIT_DIR) is models
