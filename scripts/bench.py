@@ -29,7 +29,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_machine import gemm_gflops  # noqa: E402
+from bench_machine import gemm_gflops, load_avg  # noqa: E402
+from bench_memory import current_rss_mb, peak_rss_mb, reset_peak_rss  # noqa: E402
 
 # The DiT path only: a package with an LM would otherwise plan first (thinking is on by default there).
 REQUEST = {"caption": "an energetic pop track with bright synths", "lyrics": "[Verse]\nla la la", "thinking": False}
@@ -48,43 +48,6 @@ SEED = 1
 WARMUP_DURATION = 10.0  # the shortest request the core accepts: allocates the arenas
 STAGES = ("text", "condition", "dit_step", "vae")
 COMPONENTS = ["text_encoder", "lyric_embedding", "condition_encoder", "dit_cross_kv", "dit_decoder", "vae_decoder"]
-
-
-def reset_peak_rss() -> None:
-    """Restarts the process's RSS high-water mark (Linux: /proc/self/clear_refs), so that a peak
-    measures what follows, not the session-start measurements before it; elsewhere a no-op."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """The RSS high-water mark since the last reset_peak_rss (or the process start)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def current_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
-
-
-def load_avg() -> float:
-    return os.getloadavg()[0]
 
 
 # --- workers (one process per backend) ------------------------------------------------------------------

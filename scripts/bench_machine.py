@@ -23,6 +23,11 @@ def gemm_gflops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def load_avg() -> float:
+    """The 1-minute load average."""
+    return os.getloadavg()[0]
+
+
 def machine_line() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"machine: fp32 GEMM {gemm_gflops():.1f} GFLOP/s (numpy, n=1024), load average {load}, {os.cpu_count()} CPUs"

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_machine import gemm_gflops  # noqa: E402
+from bench_machine import gemm_gflops, load_avg  # noqa: E402
+from bench_memory import peak_rss_mb, reset_peak_rss  # noqa: E402
 
 TINY_PACKAGE = ROOT / "fixtures" / "generated" / "tiny-v1-package"
 TINY_CHECKPOINTS = ROOT / "fixtures" / "generated" / "tiny-v1-checkpoints"
@@ -55,32 +55,6 @@ def latent_frames(duration_s: float) -> int:
     return int(duration_s * 44100 / 512 / 8)  # spec §2 (truncation)
 
 
-def load_avg() -> float:
-    return os.getloadavg()[0]
-
-
-# --- per-stage peak RSS ----------------------------------------------------------------------------------
-
-def _reset_peak() -> bool:
-    """Reset the process's RSS high-water mark to its current RSS (Linux ≥ 4.0); False if impossible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 class Stage:
     """Times one call (wall and process CPU) and records the peak RSS since the call started."""
 
@@ -92,12 +66,12 @@ class Stage:
         walls, cpus, peaks, loads = [], [], [], []
         out = None
         for _ in range(repeats):
-            self.exact_peaks &= _reset_peak()
+            self.exact_peaks &= reset_peak_rss()
             t0, c0 = time.perf_counter(), time.process_time()
             out = fn()
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
-            peaks.append(_peak_mb())
+            peaks.append(peak_rss_mb())
             loads.append(load_avg())
         self.rows.append({"stage": name, "duration_s": duration, "batch": batch, "seconds": statistics.median(walls),
                           "cpu_seconds": statistics.median(cpus), "peak_rss_mb": max(peaks),
@@ -224,9 +198,9 @@ def run_group(backend, cfg: dict, group: str, durations: list[float], batches: l
     d_model = cfg["transformer"]["hidden_size"]
     outputs: dict[str, np.ndarray] = {}
     for name in GROUPS[group]:
-        stage.exact_peaks &= _reset_peak()
+        stage.exact_peaks &= reset_peak_rss()
         backend.load(name)
-        load_peak = _peak_mb()
+        load_peak = peak_rss_mb()
         # warm-up on a small request: allocator arenas, lazily built kernels
         w = request_inputs(cfg, WARMUP_FRAMES * 4096 / 44100 + 0.01, 1)
         if name == "text_encoder":
@@ -277,7 +251,7 @@ def run_group(backend, cfg: dict, group: str, durations: list[float], batches: l
                 del y
         stage.rows.append({"stage": name, "load_s": backend.load_s[name], "load_peak_rss_mb": load_peak})
         backend.unload(name)
-    return {"rows": stage.rows, "exact_peaks": stage.exact_peaks, "peak_rss_mb": _peak_mb()}
+    return {"rows": stage.rows, "exact_peaks": stage.exact_peaks, "peak_rss_mb": peak_rss_mb()}
 
 
 def y_len(mel: np.ndarray) -> int:
