@@ -168,6 +168,22 @@ def test_cli_request_file_flags_and_no_silent_overwrite(tmp_path, python_host):
     assert len(list(out.iterdir())) == 2
 
 
+def test_cli_fast_start_matches_the_python_hosts_fast_start(tmp_path, python_host):
+    """--fast-start (weights not pre-packed) gives the Python host's --fast-start bytes. Pre-packing
+    moves the tiny package's audio by ~2e-7, so equal bytes also show the option took effect."""
+    from acestep_runtime.pipeline import Pipeline
+
+    request = CASES["turbo_ode"][1]
+    with Pipeline.open(require_package(PACKAGE), device="cpu", threads=1, session_cache=None, prepack=False) as pipe:
+        expect = pipe.generate(request)
+    assert expect.audio.tobytes() != python_host.result(PACKAGE, request).audio.tobytes()
+    req = tmp_path / "case.json"
+    req.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    ok(cli("--request", req, "--out", f"{out}/", "--format", "wav32f", "--fast-start"))
+    check_tracks(sorted(out.glob("*.wav")), expect, "wav32f")
+
+
 def test_cli_cancelled_writes_nothing(tmp_path):
     proc = cli("--caption", "x", "--duration", "10", "--seed", "1", "--out", f"{tmp_path / 'o'}/", "--timeout", "0.001")
     assert proc.returncode == 130 and "cancelled: no output written" in proc.stderr, proc.stderr

@@ -76,6 +76,11 @@ class Sessions:
     instead of copying them into ORT's pre-packed GEMM layout: sessions start in about a second
     whatever the package size, and GEMMs pack their weights on the fly (docs/performance.md has the
     measured trade-off). ``load_workers``: how many sessions :meth:`preload` creates at once.
+
+    Every run ends by returning the CPU memory arena's free space to the system
+    (``memory.enable_memory_arena_shrinkage``): otherwise each session keeps the peak of its largest
+    run, and a long song holds the DiT's activations through the whole VAE decode (the 600 s fp32
+    run was killed for it). Re-allocating per run costs nothing measurable next to the run itself.
     """
 
     def __init__(self, package: ModelPackage, *, device: str = "auto", threads: int | None = None,
@@ -103,6 +108,8 @@ class Sessions:
         self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def _options(self, level=None):
         opts = self._ort.SessionOptions()
@@ -210,7 +217,7 @@ class Sessions:
     def run(self, name: str, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> list[np.ndarray]:
         """Runs a component; feed names must match the graph's inputs exactly. Returns the outputs
         named in ``output_names`` (all, in graph order, when None)."""
-        return self._timed(name, feeds, lambda sess: sess.run(output_names, feeds))
+        return self._timed(name, feeds, lambda sess: sess.run(output_names, feeds, self.run_options))
 
     def run_values(self, name: str, feeds: dict, output_names: list[str]) -> list:
         """Like :meth:`run`, on ``onnxruntime.OrtValue``\\s: a feed may be a numpy array (wrapped
@@ -218,7 +225,7 @@ class Sessions:
         value the host keeps (an LM KV cache) goes from one run to the next without numpy."""
         wrap = self._ort.OrtValue.ortvalue_from_numpy
         values = {k: v if isinstance(v, self._ort.OrtValue) else wrap(np.ascontiguousarray(v)) for k, v in feeds.items()}
-        return self._timed(name, feeds, lambda sess: sess.run_with_ort_values(output_names, values))
+        return self._timed(name, feeds, lambda sess: sess.run_with_ort_values(output_names, values, self.run_options))
 
     def _timed(self, name: str, feeds: dict, run):
         """Checks the feed names against the graph's inputs, then runs ``run(session)`` timed into

@@ -39,13 +39,15 @@ namespace AceStep.Runtime
 
         /// <summary>Opens the package at <paramref name="path"/> (checked by the core; <paramref name="verify"/>
         /// also checks every sha256) on ONNX Runtime (<paramref name="ortLibrary"/> or ACESTEP_ORT_LIB)
-        /// with <paramref name="device"/> "auto", "cpu" or "cuda".</summary>
-        public static Pipeline Open(string path, string device = "auto", int? threads = null, string ortLibrary = null, bool verify = false)
+        /// with <paramref name="device"/> "auto", "cpu" or "cuda"; <paramref name="fastStart"/> opens the
+        /// sessions without pre-packing their weights (see <see cref="OrtBackend"/>).</summary>
+        public static Pipeline Open(string path, string device = "auto", int? threads = null, string ortLibrary = null, bool verify = false,
+                                    bool fastStart = false)
         {
             ModelPackage package = ModelPackage.Open(path, verify);
             try
             {
-                return new Pipeline(package, new OrtBackend(ortLibrary, device, threads), owns: true);
+                return new Pipeline(package, new OrtBackend(ortLibrary, device, threads, fastStart), owns: true);
             }
             catch
             {

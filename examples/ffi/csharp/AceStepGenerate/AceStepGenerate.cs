@@ -6,7 +6,7 @@
 //        [--seed N[,N...]] [--batch-size N] [--out DIR/|FILE.wav] [--format wav16|wav24|wav32f] [--overwrite]
 //        [--instrumental] [--language L] [--bpm N] [--keyscale K] [--timesignature T] [--shift X]
 //        [--method ode|sde] [--steps N] [--guidance-scale X] [--device auto|cpu|cuda] [--threads N]
-//        [--ort-lib PATH] [--verify] [--timeout S] [--quiet]
+//        [--ort-lib PATH] [--fast-start] [--verify] [--timeout S] [--quiet]
 //
 // Flags given with --request override the file's values. Exit codes: 0 written, 1 error (one line
 // naming the problem), 2 usage, 130 cancelled (nothing written).
@@ -26,9 +26,9 @@ static class AceStepGenerate
         "       [--batch-size N] [--out DIR/|FILE.wav] [--format wav16|wav24|wav32f] [--overwrite] [--instrumental]\n" +
         "       [--language L] [--bpm N] [--keyscale K] [--timesignature T] [--shift X] [--method ode|sde] [--steps N]\n" +
         "       [--guidance-scale X] [--think|--no-think] [--simple IDEA] [--device auto|cpu|cuda] [--threads N] [--ort-lib PATH]\n" +
-        "       [--verify] [--timeout S] [--quiet]";
+        "       [--fast-start] [--verify] [--timeout S] [--quiet]";
 
-    static readonly HashSet<string> Switches = new HashSet<string> { "overwrite", "instrumental", "verify", "quiet", "think", "no-think" };
+    static readonly HashSet<string> Switches = new HashSet<string> { "overwrite", "instrumental", "verify", "quiet", "think", "no-think", "fast-start" };
     static readonly HashSet<string> Valued = new HashSet<string>
     {
         "model", "request", "caption", "lyrics", "duration", "seed", "batch-size", "out", "format", "language", "bpm",
@@ -148,7 +148,8 @@ static class AceStepGenerate
         bool overwrite = o.ContainsKey("overwrite"), quiet = o.ContainsKey("quiet");
         string ortLib;
         o.TryGetValue("ort-lib", out ortLib);
-        using (var pipe = Pipeline.Open(o["model"], o.ContainsKey("device") ? o["device"] : "auto", threads, ortLib, o.ContainsKey("verify")))
+        using (var pipe = Pipeline.Open(o["model"], o.ContainsKey("device") ? o["device"] : "auto", threads, ortLib, o.ContainsKey("verify"),
+                                           fastStart: o.ContainsKey("fast-start")))
         {
             // Everything that can fail before generating fails here: the request, the format, the targets.
             var plan = Json.ParseObject(pipe.Plan(requestJson));

@@ -23,6 +23,7 @@ namespace AceStep.Runtime.Inference
             CreateSession = 7,
             Run = 9,
             CreateSessionOptions = 10,
+            CreateRunOptions = 39,
             SetSessionGraphOptimizationLevel = 23,
             SetIntraOpNumThreads = 24,
             SetInterOpNumThreads = 25,
@@ -44,10 +45,13 @@ namespace AceStep.Runtime.Inference
             ReleaseMemoryInfo = 94,
             ReleaseSession = 95,
             ReleaseValue = 96,
+            ReleaseRunOptions = 97,
             ReleaseTensorTypeAndShapeInfo = 99,
             ReleaseSessionOptions = 100,
             GetAvailableProviders = 125,
             ReleaseAvailableProviders = 126,
+            AddSessionConfigEntry = 130,
+            AddRunConfigEntry = 165,
             SessionOptionsAppendExecutionProvider_CUDA_V2 = 204,
             CreateCUDAProviderOptions = 205,
             ReleaseCUDAProviderOptions = 208,
@@ -91,6 +95,8 @@ namespace AceStep.Runtime.Inference
         [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DGetAvailableProviders(out IntPtr names, out int count);
         [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DReleaseAvailableProviders(IntPtr names, int count);
         [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DAppendCuda(IntPtr options, IntPtr cudaOptions);
+        // AddSessionConfigEntry(OrtSessionOptions*, key, value) and AddRunConfigEntry(OrtRunOptions*, key, value).
+        [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DAddConfigEntry(IntPtr options, /* const char* */ byte[] key, /* const char* */ byte[] value);
 
         public readonly string LibraryPath;
         public readonly string Version;
@@ -101,6 +107,8 @@ namespace AceStep.Runtime.Inference
         public readonly DCreateSession CreateSession;
         public readonly DRun Run;
         public readonly DCreateSessionOptions CreateSessionOptions;
+        public readonly DCreateSessionOptions CreateRunOptions; // same shape: OrtStatus* (T** out)
+        public readonly DAddConfigEntry AddSessionConfigEntry, AddRunConfigEntry;
         public readonly DSetInt SetSessionGraphOptimizationLevel, SetIntraOpNumThreads, SetInterOpNumThreads;
         public readonly DGetCount SessionGetInputCount, SessionGetOutputCount;
         public readonly DGetName SessionGetInputName, SessionGetOutputName;
@@ -114,7 +122,7 @@ namespace AceStep.Runtime.Inference
         public readonly DAllocatorFree AllocatorFree;
         public readonly DGetAllocator GetAllocatorWithDefaultOptions;
         public readonly DRelease ReleaseEnv, ReleaseStatus, ReleaseMemoryInfo, ReleaseSession, ReleaseValue,
-            ReleaseTensorTypeAndShapeInfo, ReleaseSessionOptions, ReleaseCUDAProviderOptions;
+            ReleaseTensorTypeAndShapeInfo, ReleaseSessionOptions, ReleaseCUDAProviderOptions, ReleaseRunOptions;
         public readonly DGetAvailableProviders GetAvailableProviders;
         public readonly DReleaseAvailableProviders ReleaseAvailableProviders;
         public readonly DAppendCuda SessionOptionsAppendExecutionProvider_CUDA_V2;
@@ -132,6 +140,10 @@ namespace AceStep.Runtime.Inference
             CreateSession = Fn<DCreateSession>(Slot.CreateSession);
             Run = Fn<DRun>(Slot.Run);
             CreateSessionOptions = Fn<DCreateSessionOptions>(Slot.CreateSessionOptions);
+            CreateRunOptions = Fn<DCreateSessionOptions>(Slot.CreateRunOptions);
+            AddSessionConfigEntry = Fn<DAddConfigEntry>(Slot.AddSessionConfigEntry);
+            AddRunConfigEntry = Fn<DAddConfigEntry>(Slot.AddRunConfigEntry);
+            ReleaseRunOptions = Fn<DRelease>(Slot.ReleaseRunOptions);
             SetSessionGraphOptimizationLevel = Fn<DSetInt>(Slot.SetSessionGraphOptimizationLevel);
             SetIntraOpNumThreads = Fn<DSetInt>(Slot.SetIntraOpNumThreads);
             SetInterOpNumThreads = Fn<DSetInt>(Slot.SetInterOpNumThreads);

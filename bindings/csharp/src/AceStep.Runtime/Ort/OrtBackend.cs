@@ -1,6 +1,7 @@
-// IInferenceBackend over the ONNX Runtime C API (OrtApi.cs): one OrtEnv, session options as the
-// Python host sets them (graph optimisation "all"; `threads` intra-op threads and 1 inter-op thread
-// when given), the CUDA execution provider when asked for or, with device "auto", when present.
+// IInferenceBackend over the ONNX Runtime C API (OrtApi.cs): one OrtEnv, session and run options as
+// the Python host sets them (graph optimisation "all"; `threads` intra-op threads and 1 inter-op
+// thread when given; no weight pre-packing with `fastStart`; the CPU arena shrunk after every run),
+// the CUDA execution provider when asked for or, with device "auto", when present.
 using System;
 using System.Collections.Generic;
 using System.Runtime.InteropServices;
@@ -34,8 +35,11 @@ namespace AceStep.Runtime.Inference
         internal readonly OrtApi Api;
         readonly OrtHandle env;
         internal readonly OrtHandle CpuMemory;
+        // Every run ends by giving the CPU arena's free space back to the system: otherwise each session
+        // keeps the peak of its largest run (a long song's DiT activations stay held through the decode).
+        internal readonly OrtHandle RunOptions;
         readonly int? threads;
-        readonly bool useCuda;
+        readonly bool useCuda, fastStart;
 
         /// <summary>ONNX Runtime's version string, e.g. "1.32.0".</summary>
         public string OrtVersion { get { return Api.Version; } }
@@ -54,7 +58,11 @@ namespace AceStep.Runtime.Inference
         /// <param name="ortLibrary">Path of libonnxruntime (null: ACESTEP_ORT_LIB, then the usual search).</param>
         /// <param name="device">"auto" (CUDA when this ORT has it, else CPU), "cpu" or "cuda".</param>
         /// <param name="threads">Intra-op threads (null: ORT's default).</param>
-        public OrtBackend(string ortLibrary = null, string device = "auto", int? threads = null)
+        /// <param name="fastStart">Leave the weights memory-mapped from the package instead of copying them
+        /// into ORT's pre-packed GEMM layout ("session.disable_prepacking"): a session opens in about a
+        /// second whatever its size, and GEMMs pack their weights on every run (docs/performance.md,
+        /// "Session start"). The Python host's --fast-start.</param>
+        public OrtBackend(string ortLibrary = null, string device = "auto", int? threads = null, bool fastStart = false)
         {
             if (Array.IndexOf(Devices, device) < 0)
                 throw new ArgumentException("unknown device '" + device + "'; choose one of: " + string.Join(", ", Devices));
@@ -62,11 +70,16 @@ namespace AceStep.Runtime.Inference
                 throw new ArgumentOutOfRangeException("threads", "threads must be >= 1, got " + threads.Value);
             Api = OrtApi.Load(ortLibrary);
             this.threads = threads;
+            this.fastStart = fastStart;
             IntPtr p;
             Api.Check(Api.CreateEnv(LoggingLevelWarning, Utf8.Encode("acestep_runtime"), out p), "CreateEnv");
             env = new OrtHandle(p, Api.ReleaseEnv);
             Api.Check(Api.CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, out p), "CreateCpuMemoryInfo");
             CpuMemory = new OrtHandle(p, Api.ReleaseMemoryInfo);
+            Api.Check(Api.CreateRunOptions(out p), "CreateRunOptions");
+            RunOptions = new OrtHandle(p, Api.ReleaseRunOptions);
+            Api.Check(Api.AddRunConfigEntry(p, Utf8.Encode("memory.enable_memory_arena_shrinkage"), Utf8.Encode("cpu:0")),
+                "AddRunConfigEntry memory.enable_memory_arena_shrinkage");
             AvailableProviders = ReadProviders();
             bool hasCuda = Array.IndexOf(AvailableProviders, "CUDAExecutionProvider") >= 0;
             if (device == "cuda" && !hasCuda)
@@ -102,6 +115,9 @@ namespace AceStep.Runtime.Inference
                     Api.Check(Api.SetIntraOpNumThreads(o, threads.Value), name + ": SetIntraOpNumThreads");
                     Api.Check(Api.SetInterOpNumThreads(o, 1), name + ": SetInterOpNumThreads");
                 }
+                if (fastStart)
+                    Api.Check(Api.AddSessionConfigEntry(o, Utf8.Encode("session.disable_prepacking"), Utf8.Encode("1")),
+                        name + ": AddSessionConfigEntry session.disable_prepacking");
                 if (useCuda)
                 {
                     IntPtr cuda;
@@ -141,6 +157,7 @@ namespace AceStep.Runtime.Inference
 
         public void Dispose()
         {
+            RunOptions.Dispose();
             CpuMemory.Dispose();
             env.Dispose();
         }
@@ -223,7 +240,7 @@ namespace AceStep.Runtime.Inference
                         Name + ": input " + InputNames[i] + " " + t.ShapeText);
                 }
                 var clock = System.Diagnostics.Stopwatch.StartNew();
-                IntPtr status = api.Run(session.DangerousGetHandle(), IntPtr.Zero, inputNamePtrs, values, (UIntPtr)values.Length,
+                IntPtr status = api.Run(session.DangerousGetHandle(), backend.RunOptions.DangerousGetHandle(), inputNamePtrs, values, (UIntPtr)values.Length,
                     outputNamePtrs, (UIntPtr)outputs.Length, outputs);
                 backend.AddRunTime(clock.Elapsed.Ticks);
                 api.Check(status, Name + ": Run failed");
