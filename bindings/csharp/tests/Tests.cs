@@ -62,6 +62,7 @@ static class Tests
                 Run("package: open, info, normalize; missing package -> Io naming it", () => PackageInfo(pkg, package));
                 Run("generation misuse -> AceException with the core's status and message", () => GenerationMisuse(package));
                 Run("pipeline: cancel between graph runs writes nothing; sessions reused; no silent overwrite", () => PipelineCancelAndSave(package));
+                Run("pipeline: sessions open in parallel; a failed open throws itself, the others are kept", () => PipelineParallelOpen(package));
             }
         }
         else
@@ -580,6 +581,60 @@ static class Tests
             }
         }
         finally { Directory.Delete(dir, true); }
+    }
+
+    // Opens sessions through OrtBackend, except the components named in `failing`, which throw an
+    // OrtException as a damaged graph would; counts the opens and the most at once.
+    sealed class ProbeBackend : IInferenceBackend
+    {
+        readonly OrtBackend inner = new OrtBackend(null, "cpu", 1);
+        readonly string[] failing;
+        int active;
+        public int Opens, MostAtOnce;
+        public ProbeBackend(params string[] failing) { this.failing = failing; }
+        public string Device { get { return inner.Device; } }
+        public string Version { get { return inner.Version; } }
+        public IInferenceSession Open(string name, string modelPath)
+        {
+            int now = System.Threading.Interlocked.Increment(ref active);
+            lock (this) { MostAtOnce = Math.Max(MostAtOnce, now); Opens++; }
+            try
+            {
+                System.Threading.Thread.Sleep(100); // long enough for two opens to overlap
+                if (failing.Contains(name)) throw new OrtException(1, name + ": cannot load " + modelPath + " into ONNX Runtime");
+                return inner.Open(name, modelPath);
+            }
+            finally { System.Threading.Interlocked.Decrement(ref active); }
+        }
+        public void Dispose() { inner.Dispose(); }
+    }
+
+    static void PipelineParallelOpen(ModelPackage package)
+    {
+        const string request = "{\"thinking\": false, \"caption\": \"x\", \"duration\": 10, \"seed\": 5}";
+        using (var backend = new ProbeBackend("vae_decoder"))
+        using (var pipe = new Pipeline(package, backend))
+        {
+            var progress = new List<string>();
+            var e = Throws<OrtException>(() => pipe.Generate(request, (stage, done, total) => progress.Add(stage + " " + done)), "failed open");
+            Assert(e.Message.StartsWith("vae_decoder: cannot load"), e.Message);
+            Assert(backend.MostAtOnce == 2, "opened " + backend.MostAtOnce + " at once, expected 2");
+            Assert(!progress.Any(p => !p.StartsWith("load")), "ran a graph after a failed open: " + string.Join(", ", progress));
+            int opens = backend.Opens;
+            pipe.Session("dit_decoder");
+            Assert(backend.Opens == opens, "the session opened before the failure was not kept");
+        }
+        using (var backend = new ProbeBackend())
+        using (var pipe = new Pipeline(package, backend) { LoadWorkers = 1 })
+        {
+            var progress = new List<string>();
+            pipe.Generate(request, (stage, done, total) => progress.Add(stage + " " + done + "/" + total));
+            Assert(backend.MostAtOnce == 1, "LoadWorkers = 1 opened " + backend.MostAtOnce + " at once");
+            int n = backend.Opens;
+            Assert(progress.Take(n + 1).SequenceEqual(Enumerable.Range(0, n + 1).Select(i => "load " + i + "/" + n)), "load progress " + string.Join(", ", progress));
+            pipe.Generate(request);
+            Assert(backend.Opens == n, "the second generation opened sessions again");
+        }
     }
 
     // -- commands for the Python-driven tests -------------------------------------------------------

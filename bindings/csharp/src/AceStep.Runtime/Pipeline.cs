@@ -88,13 +88,7 @@ namespace AceStep.Runtime
             {
                 // Sessions load in their own stage, so the stage timings time what they say.
                 string[] needed = gen.Components;
-                for (int i = 0; i < needed.Length; i++)
-                {
-                    cancel.ThrowIfCancellationRequested();
-                    if (progress != null) progress("load", i, needed.Length);
-                    Session(needed[i]);
-                }
-                if (progress != null) progress("load", needed.Length, needed.Length);
+                OpenSessions(needed, progress, cancel);
                 timings["load"] = clock.Elapsed.TotalSeconds;
                 double runSeconds = Run(gen, progress, cancel, timings);
                 gen.RefreshInfo();
@@ -137,6 +131,82 @@ namespace AceStep.Runtime
                 result.RunSeconds = runSeconds;
                 return result;
             }
+        }
+
+        /// <summary>How many sessions <see cref="Generate"/> opens at once (default 2: on two cores this
+        /// nearly halves the start of a package's graphs; ORT allows sessions to be created from several
+        /// threads). 1 opens them one by one.</summary>
+        public int LoadWorkers
+        {
+            get { return loadWorkers; }
+            set
+            {
+                if (value < 1) throw new ArgumentOutOfRangeException("value", "LoadWorkers must be >= 1, got " + value);
+                loadWorkers = value;
+            }
+        }
+        int loadWorkers = 2;
+
+        // Opens the sessions of `names` not open yet, LoadWorkers at a time, in the core's order. Progress
+        // and cancellation stay on the calling thread. A failed open is rethrown as itself (not an
+        // AggregateException) once the loads under way have finished; the sessions that did open are kept.
+        void OpenSessions(string[] names, ProgressCallback progress, CancellationToken cancel)
+        {
+            var missing = new List<string>();
+            foreach (string name in names)
+                if (!sessions.ContainsKey(name) && !missing.Contains(name)) missing.Add(name);
+            int done = names.Length - missing.Count;
+            if (progress != null) progress("load", done, names.Length);
+            var gate = new SemaphoreSlim(loadWorkers);
+            var failed = new CancellationTokenSource(); // set by the first failed open
+            var pending = new List<System.Threading.Tasks.Task<IInferenceSession>>();
+            var pendingNames = new List<string>();
+            foreach (string name in missing)
+            {
+                string component = name;
+                string path = Package.ComponentPath(component);
+                pending.Add(System.Threading.Tasks.Task.Run(() =>
+                {
+                    gate.Wait();
+                    try
+                    {
+                        // A cancelled or failed start does not begin the loads still queued.
+                        if (cancel.IsCancellationRequested || failed.IsCancellationRequested) return null;
+                        return Backend.Open(component, path);
+                    }
+                    catch
+                    {
+                        failed.Cancel();
+                        throw;
+                    }
+                    finally
+                    {
+                        gate.Release();
+                    }
+                }));
+                pendingNames.Add(component);
+            }
+            Exception first = null;
+            while (pending.Count > 0)
+            {
+                int i = System.Threading.Tasks.Task.WaitAny(pending.ToArray());
+                var task = pending[i];
+                string name = pendingNames[i];
+                pending.RemoveAt(i);
+                pendingNames.RemoveAt(i);
+                if (task.IsFaulted)
+                {
+                    if (first == null) first = task.Exception.InnerException;
+                    continue;
+                }
+                if (task.Result == null) continue;
+                sessions.Add(name, task.Result);
+                done++;
+                if (progress != null && first == null && !cancel.IsCancellationRequested) progress("load", done, names.Length);
+            }
+            if (first != null)
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
+            cancel.ThrowIfCancellationRequested();
         }
 
         // The loop. Returns the seconds spent inside IInferenceSession.Run.
