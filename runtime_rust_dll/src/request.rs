@@ -77,6 +77,10 @@ pub struct Request {
     pub thinking: Option<bool>,
     /// Simple mode: a one-line idea the LM turns into caption, lyrics and metadata first.
     pub description: Option<String>,
+    /// Latent frames per VAE decode window (the official `ACESTEP_VAE_DECODE_CHUNK_SIZE`, default 512):
+    /// a smaller window needs less memory and decodes the same audio up to float rounding
+    /// (`tiling::MIN_REQUEST_CHUNK`); not part of the track id.
+    pub vae_decode_chunk: u32,
     /// LM sampling and CoT settings (official `GenerationParams` names, `lm_` prefix).
     pub lm: LmParams,
 }
@@ -172,12 +176,13 @@ const NOT_SUPPORTED_YET: [(&str, &str); 8] = [
 /// Alias → canonical key (the official example files use the aliases).
 const ALIASES: [(&str, &str); 3] = [("language", "vocal_language"), ("seed", "seeds"), ("think", "thinking")];
 
-pub const KEYS: [&str; 33] = [
+pub const KEYS: [&str; 34] = [
     "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration",
     "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps", "guidance_scale",
     "guidance_type", "cfg_interval_start", "cfg_interval_end", "audio_codes", "noise_mode", "audio_format",
     "thinking", "task_type", "description", "lm_temperature", "lm_cfg_scale", "lm_top_p", "lm_top_k",
     "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_language", "lm_max_text_tokens",
+    "vae_decode_chunk",
 ];
 
 /// Normalises a request for a package of the given kind (see the module documentation).
@@ -388,6 +393,9 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
         audio_format,
         thinking,
         description,
+        vae_decode_chunk: f
+            .uint_in("vae_decode_chunk", crate::tiling::MIN_REQUEST_CHUNK as u64, crate::frames::MAX_FRAMES as u64)?
+            .map_or(crate::tiling::DEFAULT_CHUNK, |n| n as u32),
         lm,
     };
     // The prompt rules (language list, key scale and time signature forms) live in `prompt`.
@@ -652,6 +660,7 @@ impl Request {
             "use_cot_caption": self.lm.use_cot_caption,
             "use_cot_language": self.lm.use_cot_language,
             "lm_max_text_tokens": self.lm.max_text_tokens,
+            "vae_decode_chunk": self.vae_decode_chunk,
         })
     }
 }
@@ -670,6 +679,17 @@ mod tests {
         let b = norm(r#"{"duration": 12.0, "bpm": 120.0, "seeds": [3.0]}"#).unwrap();
         assert_eq!(a.request.to_json().to_string(), b.request.to_json().to_string());
         assert_eq!(a.request.to_json()["duration"], json!(12.0));
+    }
+
+    #[test]
+    fn vae_decode_chunk_defaults_to_the_official_512_and_has_a_floor() {
+        assert_eq!(norm(r#"{"caption": "x"}"#).unwrap().request.vae_decode_chunk, 512);
+        assert_eq!(norm(r#"{"vae_decode_chunk": 128.0}"#).unwrap().request.vae_decode_chunk, 128);
+        assert_eq!(norm(r#"{"vae_decode_chunk": 128}"#).unwrap().request.to_json()["vae_decode_chunk"], json!(128));
+        for bad in ["63", "0", "-1", "15001", "100.5", "\"256\""] {
+            let e = norm(&format!(r#"{{"vae_decode_chunk": {bad}}}"#)).unwrap_err();
+            assert!(e.message.starts_with("request.vae_decode_chunk: must be an integer in 64..=15000"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

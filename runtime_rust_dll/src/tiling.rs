@@ -14,6 +14,18 @@ pub const DEFAULT_CHUNK: u32 = 512;
 // `bindings/python/tests/test_vae_tiling.py`; docs/performance.md, "VAE decode").
 pub const DEFAULT_OVERLAP: u32 = 64;
 
+/// Smallest window a request may ask for (`vae_decode_chunk`): its overlap, a quarter of it, is then 16
+/// frames, still more than the decoder's receptive radius, so every allowed chunk decodes the same audio
+/// up to float rounding; only the memory of a window (linear in its frames) and the frames decoded twice
+/// change.
+pub(crate) const MIN_REQUEST_CHUNK: u32 = 64;
+
+/// The overlap the driver uses for a window of `chunk` frames: the official 64, capped at a quarter of
+/// the chunk as the official `tiled_decode` caps it for small chunks.
+pub(crate) fn overlap_for_chunk(chunk: u32) -> u32 {
+    DEFAULT_OVERLAP.min(chunk / 4)
+}
+
 /// One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
 /// frames `[start, end)`, which gives `(end − start)·1920` samples, drops `crop_left` samples at the
 /// front and `crop_right` at the back, and appends the rest (`(core_end − core_start)·1920`).
@@ -134,6 +146,18 @@ mod tests {
         // 9.46…: an overlap of 16 (bindings/python/tests/test_vae_tiling.py) is above it with a margin
         assert!(radius > 9.0 && radius < 10.0, "{radius}");
         assert!(DEFAULT_OVERLAP as f64 >= radius.ceil(), "overlap {DEFAULT_OVERLAP} < receptive radius {radius}");
+    }
+
+    #[test]
+    fn every_chunk_a_request_may_ask_for_overlaps_past_the_receptive_field() {
+        let radius = decoder_receptive_radius();
+        assert_eq!(overlap_for_chunk(DEFAULT_CHUNK), DEFAULT_OVERLAP);
+        assert_eq!((overlap_for_chunk(128), overlap_for_chunk(MIN_REQUEST_CHUNK)), (32, 16));
+        for chunk in MIN_REQUEST_CHUNK..=2 * DEFAULT_CHUNK {
+            let overlap = overlap_for_chunk(chunk);
+            assert!(overlap as f64 >= radius.ceil(), "chunk {chunk}: overlap {overlap} < receptive radius {radius}");
+            assert!(tile_plan(6000, chunk, overlap).is_ok(), "chunk {chunk}");
+        }
     }
 
     #[test]

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overlapped-decode", action="store_true", default=None,
                      help="v1 packages, songs over 48 s: decode in the official overlapping windows (changes the "
                           "song slightly; needed for long songs at full size within 24 GiB, see docs/performance_v1.md)")
+    gen.add_argument("--vae-chunk", dest="vae_decode_chunk", type=int, metavar="FRAMES",
+                     help="1.5 packages: latent frames per VAE decode window (default 512, the official; at least "
+                          "64): smaller needs less memory for the same song, at the cost of frames decoded twice")
     lm = gen.add_argument_group("5 Hz LM (packages with an LM; defaults are the official ones)")
     lm.add_argument("--think", dest="thinking", action="store_true", default=None,
                     help="run the LM: CoT metadata, then audio codes (default when the package has an LM)")
@@ -137,7 +140,7 @@ def _request_from_args(args) -> dict:
                     "duration", "seeds", "batch_size", "shift", "timesteps", "infer_method", "inference_steps",
                     "guidance_scale", "guidance_type", "noise_mode", "audio_codes", "thinking", "description",
                     "lm_temperature", "lm_cfg_scale", "lm_top_p", "lm_top_k", "lm_negative_prompt",
-                    "lm_max_text_tokens", "overlapped_decode")
+                    "lm_max_text_tokens", "overlapped_decode", "vae_decode_chunk")
         if getattr(args, key, None) is not None
     }
     if args.lyrics_file is not None:

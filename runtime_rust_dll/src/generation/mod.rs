@@ -289,7 +289,8 @@ impl DitRun {
 
         let timbre_frames = TIMBRE_FRAMES.min(silence_frames);
         let silence_rows = |n: usize| &silence.data[..n * channels];
-        let plan = tiling::tile_plan(frames as u32, tiling::DEFAULT_CHUNK, tiling::DEFAULT_OVERLAP)?;
+        let chunk = request.vae_decode_chunk;
+        let plan = tiling::tile_plan(frames as u32, chunk, tiling::overlap_for_chunk(chunk))?;
         let tile_frames = plan.iter().map(|w| (w.end - w.start) as usize).max().unwrap_or(0);
         let samples = frames * config.hop_length as usize;
         let latent_len = checked_len(&[batch, frames, channels])?;
@@ -895,6 +896,7 @@ impl DitRun {
             "num_steps": self.ctx.num_steps(),
             "guided": self.guided,
             "vae_tiles": self.plan.len(),
+            "vae_tile_plan": {"chunk": self.request.vae_decode_chunk, "overlap": tiling::overlap_for_chunk(self.request.vae_decode_chunk)},
             "components": self.components(),
             "prompts": {"dit_caption": self.dit_caption, "dit_lyrics": self.dit_lyrics},
             "tokens": {

@@ -5,7 +5,7 @@
 //   mono AceStepGenerate.exe --model PKG (--request FILE | --caption TEXT) [--lyrics TEXT] [--duration S]
 //        [--seed N[,N...]] [--batch-size N] [--out DIR/|FILE.wav] [--format wav16|wav24|wav32f] [--overwrite]
 //        [--instrumental] [--language L] [--bpm N] [--keyscale K] [--timesignature T] [--shift X]
-//        [--method ode|sde] [--steps N] [--guidance-scale X] [--device auto|cpu|cuda] [--threads N]
+//        [--method ode|sde] [--steps N] [--guidance-scale X] [--vae-chunk FRAMES] [--device auto|cpu|cuda] [--threads N]
 //        [--ort-lib PATH] [--fast-start] [--verify] [--timeout S] [--quiet]
 //
 // Flags given with --request override the file's values. Exit codes: 0 written, 1 error (one line
@@ -25,7 +25,7 @@ static class AceStepGenerate
         "usage: AceStepGenerate.exe --model PKG (--request FILE | --caption TEXT) [--lyrics TEXT] [--duration S] [--seed N[,N...]]\n" +
         "       [--batch-size N] [--out DIR/|FILE.wav] [--format wav16|wav24|wav32f] [--overwrite] [--instrumental]\n" +
         "       [--language L] [--bpm N] [--keyscale K] [--timesignature T] [--shift X] [--method ode|sde] [--steps N]\n" +
-        "       [--guidance-scale X] [--think|--no-think] [--simple IDEA] [--device auto|cpu|cuda] [--threads N] [--ort-lib PATH]\n" +
+        "       [--guidance-scale X] [--vae-chunk FRAMES] [--think|--no-think] [--simple IDEA] [--device auto|cpu|cuda] [--threads N] [--ort-lib PATH]\n" +
         "       [--fast-start] [--verify] [--timeout S] [--quiet]";
 
     static readonly HashSet<string> Switches = new HashSet<string> { "overwrite", "instrumental", "verify", "quiet", "think", "no-think", "fast-start" };
@@ -33,7 +33,7 @@ static class AceStepGenerate
     {
         "model", "request", "caption", "lyrics", "duration", "seed", "batch-size", "out", "format", "language", "bpm",
         "keyscale", "timesignature", "shift", "method", "steps", "guidance-scale", "device", "threads", "ort-lib", "timeout",
-        "simple",
+        "simple", "vae-chunk",
     };
 
     static int Main(string[] args)
@@ -122,6 +122,7 @@ static class AceStepGenerate
         if (o.TryGetValue("steps", out v)) request["inference_steps"] = integer(v);
         if (o.TryGetValue("guidance-scale", out v)) request["guidance_scale"] = num(v);
         if (o.TryGetValue("batch-size", out v)) request["batch_size"] = integer(v);
+        if (o.TryGetValue("vae-chunk", out v)) request["vae_decode_chunk"] = integer(v);
         // The 5 Hz LM is the core's: these only set request keys (the core runs it by default when the
         // package has one).
         if (o.ContainsKey("think")) { request.Remove("think"); request["thinking"] = true; }
