@@ -686,9 +686,9 @@ mod tests {
         assert_eq!(norm(r#"{"caption": "x"}"#).unwrap().request.vae_decode_chunk, 512);
         assert_eq!(norm(r#"{"vae_decode_chunk": 128.0}"#).unwrap().request.vae_decode_chunk, 128);
         assert_eq!(norm(r#"{"vae_decode_chunk": 128}"#).unwrap().request.to_json()["vae_decode_chunk"], json!(128));
-        for bad in ["63", "0", "-1", "15001", "100.5", "\"256\""] {
+        for bad in ["127", "0", "-1", "15001", "200.5", "\"256\""] {
             let e = norm(&format!(r#"{{"vae_decode_chunk": {bad}}}"#)).unwrap_err();
-            assert!(e.message.starts_with("request.vae_decode_chunk: must be an integer in 64..=15000"), "{bad}: {}", e.message);
+            assert!(e.message.starts_with("request.vae_decode_chunk: must be an integer in 128..=15000"), "{bad}: {}", e.message);
         }
     }
 

@@ -14,16 +14,16 @@ pub const DEFAULT_CHUNK: u32 = 512;
 // `bindings/python/tests/test_vae_tiling.py`; docs/performance.md, "VAE decode").
 pub const DEFAULT_OVERLAP: u32 = 64;
 
-/// Smallest window a request may ask for (`vae_decode_chunk`): its overlap, a quarter of it, is then 16
+/// Smallest window a request may ask for (`vae_decode_chunk`): its overlap, an eighth of it, is then 16
 /// frames, still more than the decoder's receptive radius, so every allowed chunk decodes the same audio
 /// up to float rounding; only the memory of a window (linear in its frames) and the frames decoded twice
 /// change.
-pub(crate) const MIN_REQUEST_CHUNK: u32 = 64;
+pub(crate) const MIN_REQUEST_CHUNK: u32 = 128;
 
-/// The overlap the driver uses for a window of `chunk` frames: the official 64, capped at a quarter of
-/// the chunk as the official `tiled_decode` caps it for small chunks.
+/// The overlap the driver uses for a window of `chunk` frames: an eighth of it, capped at the official
+/// 64 (so the official 512 keeps its 64). The same proportion of frames is decoded twice at any chunk.
 pub(crate) fn overlap_for_chunk(chunk: u32) -> u32 {
-    DEFAULT_OVERLAP.min(chunk / 4)
+    DEFAULT_OVERLAP.min(chunk / 8)
 }
 
 /// One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
@@ -152,7 +152,7 @@ mod tests {
     fn every_chunk_a_request_may_ask_for_overlaps_past_the_receptive_field() {
         let radius = decoder_receptive_radius();
         assert_eq!(overlap_for_chunk(DEFAULT_CHUNK), DEFAULT_OVERLAP);
-        assert_eq!((overlap_for_chunk(128), overlap_for_chunk(MIN_REQUEST_CHUNK)), (32, 16));
+        assert_eq!((overlap_for_chunk(256), overlap_for_chunk(MIN_REQUEST_CHUNK)), (32, 16));
         for chunk in MIN_REQUEST_CHUNK..=2 * DEFAULT_CHUNK {
             let overlap = overlap_for_chunk(chunk);
             assert!(overlap as f64 >= radius.ceil(), "chunk {chunk}: overlap {overlap} < receptive radius {radius}");

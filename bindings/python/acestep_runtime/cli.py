@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "song slightly; needed for long songs at full size within 24 GiB, see docs/performance_v1.md)")
     gen.add_argument("--vae-chunk", dest="vae_decode_chunk", type=int, metavar="FRAMES",
                      help="1.5 packages: latent frames per VAE decode window (default 512, the official; at least "
-                          "64): smaller needs less memory for the same song, at the cost of frames decoded twice")
+                          "128): smaller needs less memory for the same song, at the cost of frames decoded twice")
     lm = gen.add_argument_group("5 Hz LM (packages with an LM; defaults are the official ones)")
     lm.add_argument("--think", dest="thinking", action="store_true", default=None,
                     help="run the LM: CoT metadata, then audio codes (default when the package has an LM)")
