@@ -80,18 +80,15 @@ def _session_start(model: Path, threads: int | None, cache, drop: bool, prepack:
     return seconds, hits, dropped
 
 
-def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None,
-                cache_dir: str = "off", drop_caches: bool = False) -> dict:
+def _ort_start_worker(model: Path, threads: int | None, cache_dir: str = "off", drop_caches: bool = False) -> dict:
+    """Session start, each a fresh Pipeline in this process: without the session cache twice (the first
+    after dropping the page cache with --drop-caches: "cold"), without pre-packing (--fast-start), then,
+    unless the cache is off, filling an empty cache (cold again when dropping) and from the filled cache
+    ("warm"). A process of its own: the timed runs' peak RSS must not count what these pipelines left."""
     sys.path.insert(0, str(ROOT / "bindings" / "python"))
     import shutil
     import tempfile
 
-    from acestep_runtime.pipeline import Pipeline
-
-    # Session start, each a fresh Pipeline in this process: without the session cache twice (the first
-    # after dropping the page cache with --drop-caches: "cold"), without pre-packing (--fast-start),
-    # then, unless the cache is off,
-    # filling an empty cache (cold again when dropping) and from the filled cache ("warm").
     use_cache = str(cache_dir) != "off"
     cache = Path(tempfile.mkdtemp(prefix="bench-session-cache-", dir=cache_dir)) if use_cache else None
     try:
@@ -105,18 +102,26 @@ def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int 
             start["cached_s"], hits, _ = _session_start(model, threads, cache, False)
             assert all(hits.values()), hits
             start["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
-        reset_peak_rss()
-        t0 = time.perf_counter()
-        pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=cache)
-        pipe.sessions.warm(COMPONENTS)
-        load_s = time.perf_counter() - t0
-        start["rss_after_start_mb"] = current_rss_mb()
-        precision = pipe.package.summary().get("precision")
-        result = _ort_runs(pipe, durations, repeats)
     finally:
         if cache is not None:
             shutil.rmtree(cache, ignore_errors=True)
-    return {"load_s": load_s, "precision": precision, "start": start, **result}
+    return {"start": start}
+
+
+def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None) -> dict:
+    """The timed runs, in a fresh process: open the package (pre-packed, no session cache), warm up, run."""
+    sys.path.insert(0, str(ROOT / "bindings" / "python"))
+    from acestep_runtime.pipeline import Pipeline
+
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=None)
+    pipe.sessions.warm(COMPONENTS)
+    load_s = time.perf_counter() - t0
+    rss_after_start = current_rss_mb()
+    precision = pipe.package.summary().get("precision")
+    result = _ort_runs(pipe, durations, repeats)
+    return {"load_s": load_s, "precision": precision, "rss_after_start_mb": rss_after_start, **result}
 
 
 def _ort_runs(pipe, durations: list[float], repeats: int) -> dict:
@@ -202,7 +207,7 @@ def run_worker(kind: str, target: str, args) -> dict:
            "--repeats", str(args.repeats)]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
-    if kind == "ort":
+    if kind == "ort-start":
         cmd += ["--session-cache-dir", str(args.session_cache_dir)]
         if args.drop_caches:
             cmd += ["--drop-caches"]
@@ -338,9 +343,10 @@ def main() -> int:
 
     if args._worker:
         kind, target = args._worker
-        if kind == "ort":
-            res = _ort_worker(Path(target), durations, args.repeats, args.threads, args.session_cache_dir,
-                              args.drop_caches)
+        if kind == "ort-start":
+            res = _ort_start_worker(Path(target), args.threads, args.session_cache_dir, args.drop_caches)
+        elif kind == "ort":
+            res = _ort_worker(Path(target), durations, args.repeats, args.threads)
         else:
             res = _torch_worker(Path(target), durations, args.repeats, args.threads)
         print(json.dumps(res))
@@ -366,6 +372,13 @@ def main() -> int:
         gemm, load = gemm_gflops(), load_avg()
         print(f"[{name}] {target} | GEMM {gemm:.0f} GFLOP/s, load {load:.2f} before", flush=True)
         res = run_worker(kind, target, args)
+        if kind == "ort" and "error" not in res:
+            # Session starts in a process of their own, after the runs' (see _ort_start_worker).
+            start = run_worker("ort-start", target, args)
+            if "error" in start:
+                print(f"  {name}: session-start worker FAILED, {start['error']}", flush=True)
+            else:
+                res["start"] = {**start["start"], "rss_after_start_mb": res.pop("rss_after_start_mb")}
         if "error" in res:
             print(f"  {name}: FAILED, {res['error']}; left out of the tables", flush=True)
             continue
