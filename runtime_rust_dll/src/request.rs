@@ -77,10 +77,10 @@ pub struct Request {
     pub thinking: Option<bool>,
     /// Simple mode: a one-line idea the LM turns into caption, lyrics and metadata first.
     pub description: Option<String>,
-    /// Latent frames per VAE decode window (the official `ACESTEP_VAE_DECODE_CHUNK_SIZE`, default 512):
-    /// a smaller window needs less memory and decodes the same audio up to float rounding
-    /// (`tiling::MIN_REQUEST_CHUNK`); not part of the track id.
-    pub vae_decode_chunk: u32,
+    /// Latent frames per VAE decode window (the official `ACESTEP_VAE_DECODE_CHUNK_SIZE`; `None`: the
+    /// official 512): a smaller window needs less memory and decodes the same audio up to float
+    /// rounding (`tiling::MIN_REQUEST_CHUNK`); not part of the track id.
+    pub vae_decode_chunk: Option<u32>,
     /// LM sampling and CoT settings (official `GenerationParams` names, `lm_` prefix).
     pub lm: LmParams,
 }
@@ -395,7 +395,7 @@ pub fn normalize_map(mut map: Map<String, Value>, kind: ModelKind) -> Result<Nor
         description,
         vae_decode_chunk: f
             .uint_in("vae_decode_chunk", crate::tiling::MIN_REQUEST_CHUNK as u64, crate::frames::MAX_FRAMES as u64)?
-            .map_or(crate::tiling::DEFAULT_CHUNK, |n| n as u32),
+            .map(|n| n as u32),
         lm,
     };
     // The prompt rules (language list, key scale and time signature forms) live in `prompt`.
@@ -683,8 +683,8 @@ mod tests {
 
     #[test]
     fn vae_decode_chunk_defaults_to_the_official_512_and_has_a_floor() {
-        assert_eq!(norm(r#"{"caption": "x"}"#).unwrap().request.vae_decode_chunk, 512);
-        assert_eq!(norm(r#"{"vae_decode_chunk": 128.0}"#).unwrap().request.vae_decode_chunk, 128);
+        assert_eq!(norm(r#"{"caption": "x"}"#).unwrap().request.vae_decode_chunk, None); // the driver's 512
+        assert_eq!(norm(r#"{"vae_decode_chunk": 128.0}"#).unwrap().request.vae_decode_chunk, Some(128));
         assert_eq!(norm(r#"{"vae_decode_chunk": 128}"#).unwrap().request.to_json()["vae_decode_chunk"], json!(128));
         for bad in ["127", "0", "-1", "15001", "200.5", "\"256\""] {
             let e = norm(&format!(r#"{{"vae_decode_chunk": {bad}}}"#)).unwrap_err();

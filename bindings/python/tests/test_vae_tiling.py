@@ -69,3 +69,18 @@ def test_a_smaller_vae_decode_chunk_gives_the_same_song():
     assert np.abs(small.audio - base.audio).max() <= 1e-5
     assert small.track_ids == base.track_ids
     assert small.sidecars[0]["request"]["vae_decode_chunk"] == 128
+    assert base.sidecars[0]["request"]["vae_decode_chunk"] is None  # not given: the official 512
+    assert not any("vae_decode_chunk" in n for n in small.notes)
+
+
+def test_a_vae_decode_chunk_that_changes_nothing_says_so():
+    """10 s is 250 latent frames: one window at 512 and at 256, so asking for 256 does nothing, and the
+    plan's notes say it; 128 splits the song and is not noted."""
+    from acestep_runtime.pipeline import Pipeline
+
+    request = {"caption": "x", "duration": 10, "seed": 1, "thinking": False}
+    with Pipeline.open(tiny_package_dir(), device="cpu", threads=1, session_cache=None) as pipe:
+        same = pipe.plan({**request, "vae_decode_chunk": 256})
+        split = pipe.plan({**request, "vae_decode_chunk": 128})
+    assert same["vae_tiles"] == 1 and any(n.startswith("vae_decode_chunk 256 changes nothing here") for n in same["notes"])
+    assert split["vae_tiles"] > 1 and not any("vae_decode_chunk" in n for n in split["notes"])

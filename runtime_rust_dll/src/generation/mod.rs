@@ -228,6 +228,8 @@ pub struct DitRun {
     timestep: Vec<f32>,
     tile: Vec<f32>,
     tile_frames: usize,
+    /// Latent frames per VAE window (the request's `vae_decode_chunk`, else the official 512).
+    tile_chunk: u32,
     audio: Vec<f32>,
     audio_written: usize,
     peaks: Vec<f32>,
@@ -289,8 +291,16 @@ impl DitRun {
 
         let timbre_frames = TIMBRE_FRAMES.min(silence_frames);
         let silence_rows = |n: usize| &silence.data[..n * channels];
-        let chunk = request.vae_decode_chunk;
-        let plan = tiling::tile_plan(frames as u32, chunk, tiling::overlap_for_chunk(chunk))?;
+        let tile_chunk = request.vae_decode_chunk.unwrap_or(tiling::DEFAULT_CHUNK);
+        let plan = tiling::tile_plan(frames as u32, tile_chunk, tiling::overlap_for_chunk(tile_chunk))?;
+        if tile_chunk != tiling::DEFAULT_CHUNK
+            && plan == tiling::tile_plan(frames as u32, tiling::DEFAULT_CHUNK, tiling::DEFAULT_OVERLAP)?
+        {
+            notes.push(format!(
+                "vae_decode_chunk {tile_chunk} changes nothing here: the song's {frames} latent frames are decoded in \
+                 one window either way"
+            ));
+        }
         let tile_frames = plan.iter().map(|w| (w.end - w.start) as usize).max().unwrap_or(0);
         let samples = frames * config.hop_length as usize;
         let latent_len = checked_len(&[batch, frames, channels])?;
@@ -333,6 +343,7 @@ impl DitRun {
             audio_written: 0,
             peaks: Vec::new(),
             plan,
+            tile_chunk,
             ctx,
             request,
             notes,
@@ -896,7 +907,7 @@ impl DitRun {
             "num_steps": self.ctx.num_steps(),
             "guided": self.guided,
             "vae_tiles": self.plan.len(),
-            "vae_tile_plan": {"chunk": self.request.vae_decode_chunk, "overlap": tiling::overlap_for_chunk(self.request.vae_decode_chunk)},
+            "vae_tile_plan": {"chunk": self.tile_chunk, "overlap": tiling::overlap_for_chunk(self.tile_chunk)},
             "components": self.components(),
             "prompts": {"dit_caption": self.dit_caption, "dit_lyrics": self.dit_lyrics},
             "tokens": {
