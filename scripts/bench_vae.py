@@ -32,10 +32,12 @@ LATENT_RATE_HZ = 25  # 48 kHz / hop 1920
 LATENT_CHANNELS = 64
 
 
-def session(path: str, threads: int, profile_dir: str | None = None):
+def session(path: str, threads: int, profile_dir: str | None = None, ops_library: str | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if ops_library is not None:  # the core's fused kernels (ai.acestep.Snake), as the hosts register them
+        opts.register_custom_ops_library(str(ops_library))
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as the hosts do
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -73,9 +75,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="one profiled decode per variant: op-type shares")
+    ap.add_argument("--ops", action="append", default=[], metavar="NAME",
+                    help="open variant NAME with the core library's custom ops registered (the hosts' default); "
+                         "without, a graph's ai.acestep.Snake functions run as their five-op bodies")
     args = ap.parse_args(argv)
 
     from acestep_runtime.frames import vae_tile_plan
+
+    from acestep_runtime.ort_ops import ops_library_path
 
     graphs = []
     for spec in args.graph:
@@ -83,6 +90,10 @@ def main(argv=None) -> int:
         if not sep or not Path(path).is_file():
             ap.error(f"--graph {spec!r}: expected NAME=PATH to an existing .onnx file")
         graphs.append((name, path))
+    unknown = set(args.ops) - {name for name, _ in graphs}
+    if unknown:
+        ap.error(f"--ops {sorted(unknown)}: no such --graph variant")
+    ops = {name: ops_library_path() if name in args.ops else None for name, _ in graphs}
     plans = []
     for spec in args.plan or ["512:64"]:
         chunk, _, overlap = spec.partition(":")
@@ -91,7 +102,7 @@ def main(argv=None) -> int:
     print(machine_line(), flush=True)
     print(f"threads {args.threads}, batch {args.batch}, onnxruntime {__import__('onnxruntime').__version__}")
     t = time.perf_counter()
-    sessions = {name: session(path, args.threads) for name, path in graphs}
+    sessions = {name: session(path, args.threads, ops_library=ops[name]) for name, path in graphs}
     print(f"sessions opened in {time.perf_counter() - t:.1f} s")
     variants = [(g, p) for g, _ in graphs for p in plans]
     label = {v: f"{v[0]}@{v[1][0]}:{v[1][1]}" for v in variants}
@@ -132,7 +143,7 @@ def main(argv=None) -> int:
         if args.profile:
             for name, path in graphs:
                 with tempfile.TemporaryDirectory() as tmp:
-                    sess = session(path, args.threads, tmp)
+                    sess = session(path, args.threads, tmp, ops[name])
                     decode(sess, latents, vae_tile_plan(frames, *plans[0]))  # warm-up inside the profile
                     t = time.perf_counter()
                     decode(sess, latents, vae_tile_plan(frames, *plans[0]))

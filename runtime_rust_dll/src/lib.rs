@@ -28,6 +28,7 @@ pub mod resample;
 pub mod sampling;
 pub mod schedule;
 pub mod shape;
+pub mod snake;
 pub mod solver;
 pub mod tiling;
 pub mod tokenizer;

@@ -28,6 +28,7 @@ from .common import (
     read_json,
     require_dir,
 )
+from .snake_op import fuse_snakes_in_file
 
 VAE_DIR = "vae"
 CONFIG_FILE = "config.json"
@@ -231,6 +232,9 @@ def export_vae_graphs(model, out_dir: Path, *, opset: int = DEFAULT_OPSET,
         output_shapes={"latent_mean": ["batch", latent, "frames"], "latent_std": ["batch", latent, "frames"]},
         opset=opset, external_data_min_bytes=external_data_min_bytes,
     )
+    for name in ("vae_decoder.onnx", "vae_encoder.onnx"):
+        if fuse_snakes_in_file(out_dir / name) == 0:
+            raise RuntimeError(f"{name}: no FoldedSnake node group found to fuse; did torch export Snake differently?")
     return {"vae_decoder": "vae_decoder.onnx", "vae_encoder": "vae_encoder.onnx"}
 
 

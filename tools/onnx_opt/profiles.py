@@ -109,9 +109,14 @@ def _int8_nbits(src: Path, dst: Path, external: bool) -> None:
 
 def _fp16(src: Path, dst: Path, external: bool) -> list[str]:
     import onnx
+    import onnx.inliner
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(src))
+    if len(model.functions):
+        # The VAE's ai.acestep.Snake functions: the fp16 graphs are for the CUDA provider, which runs
+        # the function bodies anyway; inlined, the converter types every node of them.
+        model = onnx.inliner.inline_local_functions(model)
     # Shape inference cannot serialise a > 2 GB model; the converter then types from the graph alone.
     model16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=external)
     _save(model16, dst, external)

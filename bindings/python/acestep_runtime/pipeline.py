@@ -72,14 +72,15 @@ class Pipeline:
 
     @classmethod
     def open(cls, path, *, device: str = "auto", threads: int | None = None, verify: bool = False,
-             session_cache="auto", prepack: bool = True) -> "Pipeline":
+             session_cache="auto", prepack: bool = True, fused_ops: bool = True) -> "Pipeline":
         """Opens the model package at ``path`` (checked by the core; ``verify`` also checks every
         file's sha256) and prepares ONNX Runtime sessions on ``device`` ("auto", "cpu", "cuda").
         ``session_cache``: directory of the optimised-graph cache, "auto" (``$ACESTEP_SESSION_CACHE``
         when set, else none) or None; ``prepack=False`` starts fast with memory-mapped weights (see
-        :class:`Sessions`)."""
+        :class:`Sessions`); ``fused_ops=False`` runs the VAE's Snake activations unfused (:mod:`.ort_ops`)."""
         package = ModelPackage.open(path, verify=verify)
-        return cls(package, Sessions(package, device=device, threads=threads, cache=session_cache, prepack=prepack))
+        return cls(package, Sessions(package, device=device, threads=threads, cache=session_cache, prepack=prepack,
+                                     fused_ops=fused_ops))
 
     def close(self) -> None:
         self.sessions.close()

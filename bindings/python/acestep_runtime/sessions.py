@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import session_cache
+from . import ort_ops, session_cache
 from .package import ModelPackage, PackageError
 
 log = logging.getLogger("acestep_runtime")
@@ -76,6 +76,9 @@ class Sessions:
     instead of copying them into ORT's pre-packed GEMM layout: sessions start in about a second
     whatever the package size, and GEMMs pack their weights on the fly (docs/performance.md has the
     measured trade-off). ``load_workers``: how many sessions :meth:`preload` creates at once.
+    ``fused_ops``: register the core library's ONNX Runtime kernels (:mod:`.ort_ops`) on CPU sessions,
+    so the VAE's Snake activations run as one pass each instead of five; False runs the graphs' plain
+    function bodies (the same song within ~1e-6).
 
     Every run ends by returning the CPU memory arena's free space to the system
     (``memory.enable_memory_arena_shrinkage``): otherwise each session keeps the peak of its largest
@@ -84,7 +87,8 @@ class Sessions:
     """
 
     def __init__(self, package: ModelPackage, *, device: str = "auto", threads: int | None = None,
-                 cache: str | os.PathLike | None = "auto", prepack: bool = True, load_workers: int = 2):
+                 cache: str | os.PathLike | None = "auto", prepack: bool = True, load_workers: int = 2,
+                 fused_ops: bool = True):
         import onnxruntime as ort
 
         if threads is not None and threads < 1:
@@ -96,6 +100,8 @@ class Sessions:
         self.providers = resolve_providers(device)
         self.threads = threads
         self.prepack = prepack
+        # The kernels are CPU code: a CUDA session runs the function bodies on the GPU instead.
+        self.fused_ops = fused_ops and self.providers == ["CPUExecutionProvider"]
         self.stats = RunStats()
         self.load_seconds: dict[str, float] = {}  # wall seconds to create each session
         self.cache_hits: dict[str, bool] = {}  # per component: loaded from the cache (True) or not
@@ -119,6 +125,8 @@ class Sessions:
             opts.inter_op_num_threads = 1
         if not self.prepack:
             opts.add_session_config_entry("session.disable_prepacking", "1")
+        if self.fused_ops and not ort_ops.register(opts):
+            self.fused_ops = False  # this onnxruntime refused them; said once, not per session
         return opts
 
     def _cache_key(self, name: str) -> dict:
@@ -128,7 +136,8 @@ class Sessions:
             component=name,
             files=self.package.component_files(name),
             ort_version=self._ort.__version__,
-            options={"level": "ORT_ENABLE_ALL", "providers": self.providers, "prepack": self.prepack},
+            options={"level": "ORT_ENABLE_ALL", "providers": self.providers, "prepack": self.prepack,
+                     "fused_ops": self.fused_ops},
         )
 
     def _create(self, name: str):
@@ -251,6 +260,7 @@ class Sessions:
             "acestep_runtime_core": _native.version(),
             "core_abi": _native.abi_version(),
             "onnxruntime": self._ort.__version__,
+            "fused_ops": ort_ops.DOMAIN if self.fused_ops else None,
             "providers": {name: self.session(name).get_providers()[0] for name in (components or list(self._sessions))},
         }
 

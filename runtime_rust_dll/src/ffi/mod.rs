@@ -17,6 +17,7 @@ mod package;
 pub mod guard;
 mod guidance;
 mod noise;
+mod ort_ops;
 mod peak_guard;
 mod resample;
 mod schedule;

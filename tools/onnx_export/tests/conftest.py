@@ -73,18 +73,23 @@ def manifest(tiny_package) -> dict:
 
 @pytest.fixture(scope="session")
 def ort_session():
-    """ort_session(path) -> cached onnxruntime CPU InferenceSession."""
+    """ort_session(path, fused_ops=False) -> cached onnxruntime CPU InferenceSession; ``fused_ops``
+    registers the core library's custom ops, as the hosts do (else ai.acestep functions run inlined)."""
     import onnxruntime as ort
 
-    cache: dict[str, object] = {}
+    cache: dict[tuple, object] = {}
 
-    def get(path: Path):
-        key = str(path)
+    def get(path: Path, fused_ops: bool = False):
+        key = (str(path), fused_ops)
         if key not in cache:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = 1
             opts.log_severity_level = 3
-            cache[key] = ort.InferenceSession(key, opts, providers=["CPUExecutionProvider"])
+            if fused_ops:
+                from acestep_runtime.ort_ops import ops_library_path
+
+                opts.register_custom_ops_library(str(ops_library_path()))
+            cache[key] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return cache[key]
 
     return get

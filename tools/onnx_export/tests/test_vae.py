@@ -22,25 +22,30 @@ def _component(manifest, tiny_package, name):
     return tiny_package / manifest["components"][name]["file"]
 
 
+FUSED = pytest.mark.parametrize("fused_ops", [False, True], ids=["function-bodies", "fused-kernel"])
+
+
+@FUSED
 @pytest.mark.parametrize("batch,frames", [(1, 1), (1, 8), (2, 13)])
-def test_decoder_matches_torch(torch_vae, manifest, tiny_package, ort_session, batch, frames):
+def test_decoder_matches_torch(torch_vae, manifest, tiny_package, ort_session, batch, frames, fused_ops):
     latents = torch.randn(batch, 64, frames, generator=torch.Generator().manual_seed(frames))
     with torch.no_grad():
         ref = torch_vae.decode(latents).sample.numpy()
-    sess = ort_session(_component(manifest, tiny_package, "vae_decoder"))
+    sess = ort_session(_component(manifest, tiny_package, "vae_decoder"), fused_ops)
     (audio,) = sess.run(None, {"latents": latents.numpy()})
     assert audio.shape == (batch, 2, 1920 * frames)  # decoded length is exactly hop · T (spec §1.8)
     assert np.abs(ref).max() > 1e-3, "reference output is ~0; the comparison would be vacuous"
     assert np.abs(audio - ref).max() <= TOL
 
 
+@FUSED
 @pytest.mark.parametrize("batch,frames", [(1, 5), (2, 12)])
-def test_encoder_matches_torch(torch_vae, manifest, tiny_package, ort_session, batch, frames):
+def test_encoder_matches_torch(torch_vae, manifest, tiny_package, ort_session, batch, frames, fused_ops):
     audio = 0.5 * torch.randn(batch, 2, 1920 * frames, generator=torch.Generator().manual_seed(frames))
     with torch.no_grad():
         dist = torch_vae.encode(audio).latent_dist
         ref_mean, ref_std = dist.mean.numpy(), dist.std.numpy()
-    sess = ort_session(_component(manifest, tiny_package, "vae_encoder"))
+    sess = ort_session(_component(manifest, tiny_package, "vae_encoder"), fused_ops)
     mean, std = sess.run(["latent_mean", "latent_std"], {"audio": audio.numpy()})
     assert mean.shape == std.shape == (batch, 64, frames)
     assert np.abs(mean - ref_mean).max() <= TOL
@@ -128,10 +133,13 @@ def test_folded_snake_matches_diffusers_snake():
         assert float(((vae_mod.FoldedSnake(wrong)(x).double() - ref).abs() / scale).max()) > 1e-2
 
 
-def test_exported_decoder_has_one_trig_pass_per_snake(manifest, tiny_package):
+def test_exported_decoder_has_one_snake_node_with_one_trig_pass_each(manifest, tiny_package):
     import onnx
 
-    graph = onnx.load(str(_component(manifest, tiny_package, "vae_decoder"))).graph
-    ops = [n.op_type for n in graph.node]
+    model = onnx.load(str(_component(manifest, tiny_package, "vae_decoder")))
+    ops = [(n.domain, n.op_type) for n in model.graph.node]
     # tiny decoder: 5 blocks × (1 + 3 units × 2) Snakes + the final one = 36
-    assert ops.count("Cos") == 36 and "Sin" not in ops and "Pow" not in ops, sorted(set(ops))
+    assert ops.count(("ai.acestep", "Snake")) == 36, sorted(set(ops))
+    assert not {"Cos", "Sin", "Pow"} & {op for _, op in ops}, "a Snake was left unfused"
+    (function,) = model.functions
+    assert [n.op_type for n in function.node] == ["Add", "Mul", "Cos", "Mul", "Sub"]
