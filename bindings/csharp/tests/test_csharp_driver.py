@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csharp_hosts import CASES, PACKAGE, ROOT, mono, ok, require_package
+from csharp_hosts import CASES, PACKAGE, ROOT, mono, ok, ort_library, require_package, to_numpy
 
 SUFFIX = {"wav16": ".wav", "wav24": ".24bit.wav", "wav32f": ".f32.wav"}
 
@@ -67,6 +67,8 @@ def check_tracks(paths: list[Path], result, fmt: str) -> None:
         decoder = "vocoder" if is_v1(result) else "vae_decoder"
         assert {"dit_decoder", decoder} <= set(providers) <= set(result.sidecars[b]["host"]["runtime"]["providers"])
         assert set(providers.values()) == {"CPUExecutionProvider"}
+        # Both hosts register the core's fused kernels on CPU sessions: the bytes above are equal only then.
+        assert host["runtime"]["fused_ops"] == result.sidecars[b]["host"]["runtime"]["fused_ops"] == "ai.acestep"
         assert {"load", "encode", "diffusion", "decode", "total"} <= set(host["timings_s"])
         assert 0 < host["ort_seconds"] <= host["timings_s"]["total"]
     leftovers = [p.name for p in paths[0].parent.iterdir() if p.name.startswith(".") or p.suffix == ".partial"]
@@ -103,6 +105,27 @@ def test_in_process_host_matches_the_python_host(tmp_path, python_host, clr_host
     check_identity(case, latents, audio, result.Seeds, result.TrackIds, expect)
     paths = [Path(p) for p in result.Save(f"{tmp_path}/", "wav32f", False)]
     check_tracks(paths, expect, "wav32f")
+
+
+def test_in_process_host_unfused_matches_the_python_hosts_unfused(python_host, clr_host):
+    """fusedOps: false in both hosts runs the graphs' function bodies: equal bytes, which differ from
+    the fused (default) run's audio by float rounding, so the switch takes effect in each host."""
+    from acestep_runtime.pipeline import Pipeline
+    from AceStep.Runtime import Pipeline as ClrPipeline
+
+    package, request = CASES["turbo_ode"]
+    with Pipeline.open(require_package(package), device="cpu", threads=1, session_cache=None, fused_ops=False) as pipe:
+        expect = pipe.generate(request)
+    assert expect.sidecars[0]["host"]["runtime"]["fused_ops"] is None
+    assert expect.audio.tobytes() != python_host.result(package, request).audio.tobytes()
+    pipe = ClrPipeline.Open(str(require_package(package)), "cpu", 1, ort_library(), False, False, False)
+    try:
+        result = pipe.Generate(json.dumps(request, ensure_ascii=False))
+        audio = to_numpy(result.Audio, result.AudioShape)
+        assert json.loads(result.Sidecars[0])["host"]["runtime"]["fused_ops"] is None
+    finally:
+        pipe.Dispose()
+    assert audio.tobytes() == expect.audio.tobytes()
 
 
 @pytest.fixture(scope="module")

@@ -40,20 +40,28 @@ namespace AceStep.Runtime
         /// <summary>Opens the package at <paramref name="path"/> (checked by the core; <paramref name="verify"/>
         /// also checks every sha256) on ONNX Runtime (<paramref name="ortLibrary"/> or ACESTEP_ORT_LIB)
         /// with <paramref name="device"/> "auto", "cpu" or "cuda"; <paramref name="fastStart"/> opens the
-        /// sessions without pre-packing their weights (see <see cref="OrtBackend"/>).</summary>
+        /// sessions without pre-packing their weights, <paramref name="fusedOps"/> false runs the VAE's
+        /// Snake activations unfused (see <see cref="OrtBackend"/>).</summary>
         public static Pipeline Open(string path, string device = "auto", int? threads = null, string ortLibrary = null, bool verify = false,
-                                    bool fastStart = false)
+                                    bool fastStart = false, bool fusedOps = true)
         {
             ModelPackage package = ModelPackage.Open(path, verify);
             try
             {
-                return new Pipeline(package, new OrtBackend(ortLibrary, device, threads, fastStart), owns: true);
+                return new Pipeline(package, new OrtBackend(ortLibrary, device, threads, fastStart, fusedOps), owns: true);
             }
             catch
             {
                 package.Dispose();
                 throw;
             }
+        }
+
+        /// <summary>"ai.acestep" when the sessions run the core's fused kernels, else null (sidecar runtime.fused_ops).</summary>
+        string FusedOpsDomain()
+        {
+            var ort = Backend as OrtBackend;
+            return ort != null && ort.FusedOps ? OrtBackend.FusedOpsDomain : null;
         }
 
         /// <summary>The session of <paramref name="component"/>, created on first use.</summary>
@@ -110,6 +118,7 @@ namespace AceStep.Runtime
                             { "acestep_runtime_core", Ace.Version },
                             { "core_abi", (long)Ace.AbiVersion },
                             { "onnxruntime", Backend.Version },
+                            { "fused_ops", FusedOpsDomain() },
                             { "providers", providers },
                             { "host", "csharp" },
                         } },

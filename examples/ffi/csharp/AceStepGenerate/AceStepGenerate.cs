@@ -176,6 +176,9 @@ static class AceStepGenerate
                 };
             }
             GenerationResult result = pipe.Generate(requestJson, progress, cancel);
+            var ort = pipe.Backend as OrtBackend;
+            if (ort != null && ort.FusedOpsUnavailable != null)
+                Console.Error.WriteLine("warning: " + ort.FusedOpsUnavailable);
             cancel.ThrowIfCancellationRequested(); // cancelled after the last graph run: still write nothing
             string[] written = result.Save(output, format, overwrite);
             for (int b = 0; b < written.Length; b++)

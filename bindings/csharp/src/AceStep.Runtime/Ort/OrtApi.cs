@@ -55,7 +55,11 @@ namespace AceStep.Runtime.Inference
             SessionOptionsAppendExecutionProvider_CUDA_V2 = 204,
             CreateCUDAProviderOptions = 205,
             ReleaseCUDAProviderOptions = 208,
+            RegisterCustomOpsLibrary_V2 = 228,
         }
+
+        /// <summary>The first ONNX Runtime whose custom-op API the core's kernels need (API 17).</summary>
+        public static readonly Version FusedOpsMinimum = new Version(1, 17);
 
         [StructLayout(LayoutKind.Sequential)]
         struct OrtApiBase
@@ -95,6 +99,8 @@ namespace AceStep.Runtime.Inference
         [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DGetAvailableProviders(out IntPtr names, out int count);
         [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DReleaseAvailableProviders(IntPtr names, int count);
         [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DAppendCuda(IntPtr options, IntPtr cudaOptions);
+        // RegisterCustomOpsLibrary_V2(OrtSessionOptions*, const ORTCHAR_T* library_path).
+        [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DRegisterLibrary(IntPtr options, IntPtr libraryPath);
         // AddSessionConfigEntry(OrtSessionOptions*, key, value) and AddRunConfigEntry(OrtRunOptions*, key, value).
         [UnmanagedFunctionPointer(CallingConvention.Winapi)] public delegate IntPtr DAddConfigEntry(IntPtr options, /* const char* */ byte[] key, /* const char* */ byte[] value);
 
@@ -126,6 +132,9 @@ namespace AceStep.Runtime.Inference
         public readonly DGetAvailableProviders GetAvailableProviders;
         public readonly DReleaseAvailableProviders ReleaseAvailableProviders;
         public readonly DAppendCuda SessionOptionsAppendExecutionProvider_CUDA_V2;
+        /// <summary>Null before <see cref="FusedOpsMinimum"/>: the slot is read only where the core's
+        /// kernels could run, never past the end of an older library's table.</summary>
+        public readonly DRegisterLibrary RegisterCustomOpsLibrary_V2;
 
         readonly IntPtr table;
 
@@ -172,6 +181,18 @@ namespace AceStep.Runtime.Inference
             SessionOptionsAppendExecutionProvider_CUDA_V2 = Fn<DAppendCuda>(Slot.SessionOptionsAppendExecutionProvider_CUDA_V2);
             CreateCUDAProviderOptions = Fn<DCreateSessionOptions>(Slot.CreateCUDAProviderOptions);
             ReleaseCUDAProviderOptions = Fn<DRelease>(Slot.ReleaseCUDAProviderOptions);
+            if (AtLeast(version, FusedOpsMinimum))
+                RegisterCustomOpsLibrary_V2 = Fn<DRegisterLibrary>(Slot.RegisterCustomOpsLibrary_V2);
+        }
+
+        /// <summary>Whether the version string "major.minor[.patch...]" is at least <paramref name="minimum"/>.</summary>
+        internal static bool AtLeast(string version, Version minimum)
+        {
+            string[] parts = (version ?? "").Split('.');
+            int major, minor;
+            if (parts.Length < 2 || !int.TryParse(parts[0], out major) || !int.TryParse(parts[1], out minor))
+                return false;
+            return new Version(major, minor) >= minimum;
         }
 
         T Fn<T>(Slot slot) where T : class

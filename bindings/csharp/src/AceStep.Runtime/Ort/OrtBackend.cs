@@ -1,7 +1,8 @@
 // IInferenceBackend over the ONNX Runtime C API (OrtApi.cs): one OrtEnv, session and run options as
 // the Python host sets them (graph optimisation "all"; `threads` intra-op threads and 1 inter-op
-// thread when given; no weight pre-packing with `fastStart`; the CPU arena shrunk after every run),
-// the CUDA execution provider when asked for or, with device "auto", when present.
+// thread when given; no weight pre-packing with `fastStart`; the CPU arena shrunk after every run;
+// the core library's fused kernels registered on CPU sessions), the CUDA execution provider when
+// asked for or, with device "auto", when present.
 using System;
 using System.Collections.Generic;
 using System.Runtime.InteropServices;
@@ -40,6 +41,18 @@ namespace AceStep.Runtime.Inference
         internal readonly OrtHandle RunOptions;
         readonly int? threads;
         readonly bool useCuda, fastStart;
+        volatile bool fusedOps;
+
+        /// <summary>The custom-op domain of the core library's kernels ("ai.acestep"), registered on CPU sessions.</summary>
+        public const string FusedOpsDomain = "ai.acestep";
+
+        /// <summary>Whether sessions opened from here on run the core's fused kernels (the VAE's Snake as
+        /// one pass); false with fusedOps: false, on CUDA, or when ONNX Runtime refused them (see
+        /// <see cref="FusedOpsUnavailable"/>); then the graphs run their plain function bodies.</summary>
+        public bool FusedOps { get { return fusedOps; } }
+
+        /// <summary>Why the fused kernels were asked for but are not used, else null.</summary>
+        public string FusedOpsUnavailable { get; private set; }
 
         /// <summary>ONNX Runtime's version string, e.g. "1.32.0".</summary>
         public string OrtVersion { get { return Api.Version; } }
@@ -62,7 +75,11 @@ namespace AceStep.Runtime.Inference
         /// into ORT's pre-packed GEMM layout ("session.disable_prepacking"): a session opens in about a
         /// second whatever its size, and GEMMs pack their weights on every run (docs/performance.md,
         /// "Session start"). The Python host's --fast-start.</param>
-        public OrtBackend(string ortLibrary = null, string device = "auto", int? threads = null, bool fastStart = false)
+        /// <param name="fusedOps">Register the core library's ONNX Runtime kernels (custom-op domain
+        /// "ai.acestep": the VAE's Snake activations in one pass instead of five) on CPU sessions; the song
+        /// is the unfused graphs' within ~1e-6. Off, or on CUDA, the graphs run their function bodies.</param>
+        public OrtBackend(string ortLibrary = null, string device = "auto", int? threads = null, bool fastStart = false,
+                          bool fusedOps = true)
         {
             if (Array.IndexOf(Devices, device) < 0)
                 throw new ArgumentException("unknown device '" + device + "'; choose one of: " + string.Join(", ", Devices));
@@ -86,6 +103,43 @@ namespace AceStep.Runtime.Inference
                 throw new NotSupportedException("device 'cuda' requested, but ONNX Runtime at " + Api.LibraryPath +
                     " has no CUDAExecutionProvider (available: " + string.Join(", ", AvailableProviders) + ")");
             useCuda = device != "cpu" && hasCuda;
+            // The kernels are CPU code: a CUDA session runs the function bodies on the GPU instead.
+            this.fusedOps = fusedOps && !useCuda;
+            if (this.fusedOps && Api.RegisterCustomOpsLibrary_V2 == null)
+                DisableFusedOps("ONNX Runtime " + Api.Version + " is older than " + OrtApi.FusedOpsMinimum);
+        }
+
+        void DisableFusedOps(string why)
+        {
+            fusedOps = false;
+            FusedOpsUnavailable = "the core's fused ONNX Runtime kernels (" + FusedOpsDomain + ") are not used: " + why +
+                "; the graphs run unfused";
+        }
+
+        /// <summary>Registers the core library (it exports ONNX Runtime's RegisterCustomOps) on the options.</summary>
+        void RegisterFusedOps(IntPtr options, string name)
+        {
+            // The library this process loaded, or its file name, which the OS search resolves to the same one.
+            string library = AceLibrary.LoadedFrom ?? NativeLoader.FileName(NativeMethods.LibName);
+            IntPtr path = OrtPath(library);
+            try
+            {
+                Api.Check(Api.RegisterCustomOpsLibrary_V2(options, path), name + ": RegisterCustomOpsLibrary_V2 " + library);
+            }
+            catch (OrtException e)
+            {
+                DisableFusedOps(e.Message);
+            }
+            finally
+            {
+                Marshal.FreeHGlobal(path);
+            }
+        }
+
+        // ORTCHAR_T is wchar_t on Windows, char (UTF-8) elsewhere.
+        static IntPtr OrtPath(string path)
+        {
+            return NativeLoader.Platform == NativePlatform.Windows ? Marshal.StringToHGlobalUni(path) : AllocUtf8(path);
         }
 
         string[] ReadProviders()
@@ -118,6 +172,8 @@ namespace AceStep.Runtime.Inference
                 if (fastStart)
                     Api.Check(Api.AddSessionConfigEntry(o, Utf8.Encode("session.disable_prepacking"), Utf8.Encode("1")),
                         name + ": AddSessionConfigEntry session.disable_prepacking");
+                if (fusedOps)
+                    RegisterFusedOps(o, name);
                 if (useCuda)
                 {
                     IntPtr cuda;
@@ -131,10 +187,7 @@ namespace AceStep.Runtime.Inference
                         Api.ReleaseCUDAProviderOptions(cuda);
                     }
                 }
-                // ORTCHAR_T is wchar_t on Windows, char (UTF-8) elsewhere.
-                IntPtr path = NativeLoader.Platform == NativePlatform.Windows
-                    ? Marshal.StringToHGlobalUni(modelPath)
-                    : AllocUtf8(modelPath);
+                IntPtr path = OrtPath(modelPath);
                 try
                 {
                     Api.Check(Api.CreateSession(env.DangerousGetHandle(), path, o, out p), name + ": cannot load " + modelPath + " into ONNX Runtime");
