@@ -236,7 +236,8 @@ def test_library_exports_exactly_the_header_functions(folder):
     out = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True).stdout
     exported = {line.split()[-1] for line in out.splitlines() if line.strip()}
     declared = set(re.findall(r"^\w[\w\s\*]*?\b(ace_\w+)\(", HEADER.read_text(), re.M))
-    assert declared and exported == declared
+    # Besides the header's functions, only ONNX Runtime's custom-op entry point (docs/dll_api.md).
+    assert declared and exported == declared | {"RegisterCustomOps"}
 
 
 def test_c_example_builds_with_werror_against_the_release_and_matches_torch(folder, tmp_path):

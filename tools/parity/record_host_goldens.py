@@ -109,7 +109,10 @@ def package_identity(package_dir: Path) -> dict:
 def open_pipeline(package_dir: Path):
     from acestep_runtime.pipeline import Pipeline
 
-    return Pipeline.open(package_dir, device="cpu", threads=THREADS)
+    # The per-step host opens plain ONNX Runtime sessions, which run the VAE's ai.acestep.Snake functions
+    # as their five-op bodies; so does this pipeline, for the bits to compare (the fused kernel is checked
+    # against those bodies in bindings/python/tests/test_fused_ops.py).
+    return Pipeline.open(package_dir, device="cpu", threads=THREADS, fused_ops=False)
 
 
 def run_pipeline(pipeline, request: dict) -> dict:

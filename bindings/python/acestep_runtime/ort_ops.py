@@ -9,7 +9,9 @@ runtime) runs that body and computes what graphs without the op did.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from pathlib import Path
 
 from ._native import library_path
@@ -17,6 +19,9 @@ from ._native import library_path
 log = logging.getLogger(__name__)
 
 DOMAIN = "ai.acestep"
+
+_first_session = threading.Lock()
+_domain_known = False
 
 
 def ops_library_path() -> Path:
@@ -34,3 +39,18 @@ def register(opts) -> bool:
                     DOMAIN, exc)
         return False
     return True
+
+
+@contextlib.contextmanager
+def first_session_alone():
+    """Wrap the creation of a session whose options have the ops registered. ONNX Runtime adds a custom
+    domain to a process-wide table when the first such session is created, with a check-then-add that
+    two sessions created at once can race ("the domain is already exist"; seen with the hosts' parallel
+    session loading). So that first session is created alone; once it exists, sessions load in parallel."""
+    global _domain_known
+    if _domain_known:
+        yield
+        return
+    with _first_session:
+        yield
+        _domain_known = True

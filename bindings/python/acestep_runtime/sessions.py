@@ -7,6 +7,7 @@ so a caller can separate ONNX Runtime time from host overhead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -129,6 +130,9 @@ class Sessions:
             self.fused_ops = False  # this onnxruntime refused them; said once, not per session
         return opts
 
+    def _registration_guard(self):
+        return ort_ops.first_session_alone() if self.fused_ops else contextlib.nullcontext()
+
     def _cache_key(self, name: str) -> dict:
         return session_cache.SessionCache.key(
             package_root=self.package.root,
@@ -152,7 +156,8 @@ class Sessions:
             if cached is not None:
                 try:
                     opts = self._options(self._ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-                    sess, hit = self._ort.InferenceSession(str(cached), opts, providers=self.providers), True
+                    with self._registration_guard():
+                        sess, hit = self._ort.InferenceSession(str(cached), opts, providers=self.providers), True
                 except Exception as exc:  # a damaged entry: rebuild it from the package
                     log.warning("%s: session cache entry %s unusable (%s); rebuilding it", name, cached.parent, exc)
                     self.cache.discard(key)
@@ -167,7 +172,8 @@ class Sessions:
                     log.warning("session cache %s not writable (%s); not caching", self.cache.root, exc)
                     tmp, opts = None, self._options()
             try:
-                sess = self._ort.InferenceSession(str(path), opts, providers=self.providers)
+                with self._registration_guard():
+                    sess = self._ort.InferenceSession(str(path), opts, providers=self.providers)
             except Exception as exc:  # ORT raises its own exception types
                 if tmp is not None:
                     shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,6 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
 use crate::snake::snake_row;
 
@@ -74,11 +73,9 @@ struct Api {
     kernel_context_parallel_for: unsafe extern "system" fn(*const Opaque, RowFn, usize, usize, *mut c_void) -> OrtStatus,
 }
 
-static API: OnceLock<Api> = OnceLock::new();
-
 impl Api {
     /// # Safety
-    /// `table` is ORT's OrtApi for a version ≥ [`API_VERSION`].
+    /// `table` is ORT's OrtApi, of a runtime that gave it for [`API_VERSION`] (registration checks).
     unsafe fn read(table: *const *const c_void) -> Api {
         let f = |i: usize| *table.add(i);
         Api {
@@ -133,17 +130,24 @@ pub struct CustomOp {
 // SAFETY: the table is immutable and its pointers are functions and null.
 unsafe impl Sync for CustomOp {}
 
-/// Snake has no state: every kernel is this one address.
-static KERNEL: u8 = 0;
+/// A kernel holds the API table of the ONNX Runtime that created it: one process may hold two (the
+/// Python wheel's and the libonnxruntime a C# host loaded), and a context is only valid with its own.
+struct Kernel {
+    api: Api,
+}
 
-unsafe extern "system" fn create_kernel(_: *const CustomOp, _: *const c_void, _: *const Opaque) -> *mut c_void {
-    &KERNEL as *const u8 as *mut c_void
+unsafe extern "system" fn create_kernel(_: *const CustomOp, api: *const c_void, _: *const Opaque) -> *mut c_void {
+    Box::into_raw(Box::new(Kernel { api: Api::read(api as *const *const c_void) })) as *mut c_void
 }
 unsafe extern "system" fn create_kernel_v2(op: *const CustomOp, api: *const c_void, info: *const Opaque, out: *mut *mut c_void) -> OrtStatus {
     *out = create_kernel(op, api, info);
     std::ptr::null_mut()
 }
-unsafe extern "system" fn kernel_destroy(_: *mut c_void) {}
+unsafe extern "system" fn kernel_destroy(kernel: *mut c_void) {
+    if !kernel.is_null() {
+        drop(Box::from_raw(kernel as *mut Kernel));
+    }
+}
 unsafe extern "system" fn snake_name(_: *const CustomOp) -> *const c_char {
     SNAKE.as_ptr()
 }
@@ -177,8 +181,8 @@ unsafe extern "system" fn kernel_compute(kernel: *mut c_void, context: *mut Opaq
     let _ = kernel_compute_v2(kernel, context);
 }
 
-unsafe extern "system" fn kernel_compute_v2(_: *mut c_void, context: *mut Opaque) -> OrtStatus {
-    let Some(api) = API.get() else { return std::ptr::null_mut() }; // unreachable: set at registration
+unsafe extern "system" fn kernel_compute_v2(kernel: *mut c_void, context: *mut Opaque) -> OrtStatus {
+    let api = &(*(kernel as *const Kernel)).api;
     match catch_unwind(AssertUnwindSafe(|| compute_snake(api, context))) {
         Ok(Ok(())) => std::ptr::null_mut(),
         Ok(Err(Failure::Ort(status))) => status,
@@ -343,7 +347,7 @@ pub unsafe extern "system" fn RegisterCustomOps(options: *mut Opaque, api_base: 
             .unwrap_or_default();
         return create_status(ORT_FAIL, text.as_ptr());
     }
-    let api = API.get_or_init(|| Api::read(table));
+    let api = Api::read(table);
     let mut domain = std::ptr::null_mut();
     // The domain is never released: ORT keeps a pointer to it in every session made from `options`.
     let status = (api.create_custom_op_domain)(DOMAIN.as_ptr(), &mut domain);

@@ -42,6 +42,8 @@ namespace AceStep.Runtime.Inference
         readonly int? threads;
         readonly bool useCuda, fastStart;
         volatile bool fusedOps;
+        static readonly object FirstFusedSession = new object();
+        static volatile bool fusedOpsDomainKnown;
 
         /// <summary>The custom-op domain of the core library's kernels ("ai.acestep"), registered on CPU sessions.</summary>
         public const string FusedOpsDomain = "ai.acestep";
@@ -190,7 +192,21 @@ namespace AceStep.Runtime.Inference
                 IntPtr path = OrtPath(modelPath);
                 try
                 {
-                    Api.Check(Api.CreateSession(env.DangerousGetHandle(), path, o, out p), name + ": cannot load " + modelPath + " into ONNX Runtime");
+                    if (fusedOps && !fusedOpsDomainKnown)
+                    {
+                        // ONNX Runtime adds a custom domain to a process-wide table when the first session
+                        // using it is created, with a check-then-add that two sessions created at once can
+                        // race ("the domain is already exist"): that first session is created alone.
+                        lock (FirstFusedSession)
+                        {
+                            CreateSession(name, modelPath, path, o, out p);
+                            fusedOpsDomainKnown = true;
+                        }
+                    }
+                    else
+                    {
+                        CreateSession(name, modelPath, path, o, out p);
+                    }
                 }
                 finally
                 {
@@ -198,6 +214,11 @@ namespace AceStep.Runtime.Inference
                 }
             }
             return new OrtSession(this, name, new OrtHandle(p, Api.ReleaseSession));
+        }
+
+        void CreateSession(string name, string modelPath, IntPtr path, IntPtr options, out IntPtr session)
+        {
+            Api.Check(Api.CreateSession(env.DangerousGetHandle(), path, options, out session), name + ": cannot load " + modelPath + " into ONNX Runtime");
         }
 
         internal static IntPtr AllocUtf8(string s)
