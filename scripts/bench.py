@@ -108,14 +108,14 @@ def _ort_start_worker(model: Path, threads: int | None, cache_dir: str = "off", 
     return {"start": start}
 
 
-def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None) -> dict:
+def _ort_worker(model: Path, durations: list[float], repeats: int, threads: int | None, fused_ops: bool = True) -> dict:
     """The timed runs, in a fresh process: open the package (pre-packed, no session cache), warm up, run."""
     sys.path.insert(0, str(ROOT / "bindings" / "python"))
     from acestep_runtime.pipeline import Pipeline
 
     reset_peak_rss()
     t0 = time.perf_counter()
-    pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=None)
+    pipe = Pipeline.open(model, device="cpu", threads=threads, session_cache=None, fused_ops=fused_ops)
     pipe.sessions.warm(COMPONENTS)
     load_s = time.perf_counter() - t0
     rss_after_start = current_rss_mb()
@@ -207,6 +207,8 @@ def run_worker(kind: str, target: str, args) -> dict:
            "--repeats", str(args.repeats)]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
+    if kind == "ort" and getattr(args, "_unfused_worker", False):
+        cmd += ["--_unfused"]
     if kind == "ort-start":
         cmd += ["--session-cache-dir", str(args.session_cache_dir)]
         if args.drop_caches:
@@ -337,7 +339,12 @@ def main() -> int:
     parser.add_argument("--drop-caches", action="store_true",
                         help="drop the kernel page cache before each cold session start (root only; "
                              "machine-wide: other jobs reread their files)")
+    parser.add_argument("--unfused", action="append", default=[], metavar="NAME",
+                        help="run the --model backend NAME without the core's fused ONNX Runtime kernels (the "
+                             "graphs' plain function bodies, as before they existed); e.g. --model fp32=PKG "
+                             "--model fp32-unfused=PKG --unfused fp32-unfused")
     parser.add_argument("--_worker", nargs=2, metavar=("KIND", "TARGET"), help=argparse.SUPPRESS)
+    parser.add_argument("--_unfused", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     durations = [float(d) for d in args.durations.split(",")]
 
@@ -346,7 +353,7 @@ def main() -> int:
         if kind == "ort-start":
             res = _ort_start_worker(Path(target), args.threads, args.session_cache_dir, args.drop_caches)
         elif kind == "ort":
-            res = _ort_worker(Path(target), durations, args.repeats, args.threads)
+            res = _ort_worker(Path(target), durations, args.repeats, args.threads, fused_ops=not args._unfused)
         else:
             res = _torch_worker(Path(target), durations, args.repeats, args.threads)
         print(json.dumps(res))
@@ -364,6 +371,9 @@ def main() -> int:
     names = [b[0] for b in backends]
     if len(set(names)) != len(names):
         parser.error(f"two backends share a name ({names}); name them with --model NAME=PKG")
+    unknown = {f"ort-{n}" for n in args.unfused} - set(names)
+    if unknown:
+        parser.error(f"--unfused {sorted(n[4:] for n in unknown)}: no --model of that name")
 
     started, start_load = time.strftime("%Y-%m-%d %H:%M", time.gmtime()), load_avg()
     print(f"{os.cpu_count()} CPUs, threads {args.threads or 'default'}, durations {durations}, repeats {args.repeats}")
@@ -371,6 +381,7 @@ def main() -> int:
     for name, kind, target in backends:
         gemm, load = gemm_gflops(), load_avg()
         print(f"[{name}] {target} | GEMM {gemm:.0f} GFLOP/s, load {load:.2f} before", flush=True)
+        args._unfused_worker = name[4:] in args.unfused
         res = run_worker(kind, target, args)
         if kind == "ort" and "error" not in res:
             # Session starts in a process of their own, after the runs' (see _ort_start_worker).

@@ -176,7 +176,8 @@ unsafe extern "system" fn homogeneous(_: *const CustomOp) -> c_int {
     1
 }
 
-/// The v1 entry (no status): an error can only be reported by the v2 one, which ORT ≥ 1.16 uses.
+/// The v1 entry, which has no way to report an error. Never called: ORT uses `KernelComputeV2` for an op
+/// of version ≥ 16, and registration refuses runtimes older than 1.17. Kept so the table has no null.
 unsafe extern "system" fn kernel_compute(kernel: *mut c_void, context: *mut Opaque) {
     let _ = kernel_compute_v2(kernel, context);
 }
