@@ -37,3 +37,18 @@ def test_bench_runs_and_profiles(capsys):
     # the ten largest op types: Conv among them, their shares a part of the whole
     assert "Conv" in shares and "Cos" in shares and 4 <= len(shares) <= 10, shares
     assert 50 <= sum(shares.values()) <= 100 + 0.05 * len(shares), shares  # each printed to 0.1 %
+
+
+def test_ops_variant_runs_the_fused_kernel(capsys):
+    """--ops NAME opens that variant with the core's kernels: its profile shows Snake and no Cos, and its
+    audio is the function bodies' within float rounding."""
+    graph = tiny_package_dir() / "vae_decoder.onnx"
+    assert bench_vae.main(["--graph", f"bodies={graph}", "--graph", f"fused={graph}", "--ops", "fused",
+                           "--seconds", "1.6", "--repeats", "1", "--threads", "1", "--profile"]) == 0
+    out = capsys.readouterr().out
+    diff = float(re.search(r"fused@512:64 +1 +[\d.]+ +[\d.]+ +[\d.]+ +([\d.e+-]+)", out).group(1))
+    assert diff <= 1e-5
+    fused_profile = out[out.index("profile fused"):]
+    assert "Snake" in fused_profile and "Cos" not in fused_profile
+    bodies_profile = out[out.index("profile bodies"):out.index("profile fused")]
+    assert "Cos" in bodies_profile and "Snake" not in bodies_profile
