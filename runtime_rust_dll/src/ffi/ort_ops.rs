@@ -13,6 +13,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::snake::snake_row;
 
@@ -224,11 +225,7 @@ enum Failure {
 }
 
 fn check(status: OrtStatus) -> Result<(), Failure> {
-    if status.is_null() {
-        Ok(())
-    } else {
-        Err(Failure::Ort(status))
-    }
+    check_status(status).map_err(Failure::Ort)
 }
 
 /// The shape of an ORT value.
@@ -349,15 +346,33 @@ pub unsafe extern "system" fn RegisterCustomOps(options: *mut Opaque, api_base: 
         return create_status(ORT_FAIL, text.as_ptr());
     }
     let api = Api::read(table);
+    match shared_domain(&api, table) {
+        Ok(domain) => (api.add_custom_op_domain)(options, domain),
+        Err(status) => status,
+    }
+}
+
+/// The `ai.acestep` domain of the ONNX Runtime whose API table is `table`, made on its first
+/// registration. Hosts register the library on every session's options; ORT keeps a pointer to the
+/// domain in each, so a domain is never released, and one per registration would leak one per session.
+/// The domain is only read once made, so any number of options may share it.
+unsafe fn shared_domain(api: &Api, table: *const *const c_void) -> Result<*mut Opaque, OrtStatus> {
+    static DOMAINS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new()); // (API table, domain) addresses
+    let mut domains = DOMAINS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&(_, domain)) = domains.iter().find(|(t, _)| *t == table as usize) {
+        return Ok(domain as *mut Opaque);
+    }
     let mut domain = std::ptr::null_mut();
-    // The domain is never released: ORT keeps a pointer to it in every session made from `options`.
-    let status = (api.create_custom_op_domain)(DOMAIN.as_ptr(), &mut domain);
-    if !status.is_null() {
-        return status;
+    check_status((api.create_custom_op_domain)(DOMAIN.as_ptr(), &mut domain))?;
+    check_status((api.custom_op_domain_add)(domain, &SNAKE_OP))?; // on failure the half-made domain leaks, once
+    domains.push((table as usize, domain as usize));
+    Ok(domain)
+}
+
+fn check_status(status: OrtStatus) -> Result<(), OrtStatus> {
+    if status.is_null() {
+        Ok(())
+    } else {
+        Err(status)
     }
-    let status = (api.custom_op_domain_add)(domain, &SNAKE_OP);
-    if !status.is_null() {
-        return status;
-    }
-    (api.add_custom_op_domain)(options, domain)
 }
