@@ -74,9 +74,11 @@
 // Custom turbo timestep lists longer than this are truncated.
 #define ACE_MAX_CUSTOM_TIMESTEPS 20
 
-// Official defaults on CUDA/CPU.
+// Official window on CUDA/CPU (`handler.tiled_decode`), in latent frames; the driver's default too.
 #define ACE_VAE_DEFAULT_CHUNK 512
 
+// Official overlap, in latent frames. A host looping over `ace_vae_tile_plan` itself may pass less, down
+// to 10 (the decoder's receptive radius), for the same audio; the driver uses 16.
 #define ACE_VAE_DEFAULT_OVERLAP 64
 
 // Result code of every `ace_*` function. `ACE_STATUS_OK` is 0; on any other value the call changed

@@ -5,26 +5,24 @@
 use crate::error::{Error, Result};
 use crate::frames::{MAX_FRAMES, SAMPLES_PER_FRAME};
 
-/// Official defaults on CUDA/CPU.
+/// Official window on CUDA/CPU (`handler.tiled_decode`), in latent frames; the driver's default too.
 pub const DEFAULT_CHUNK: u32 = 512;
-// The 1.5 decoder sees at most ~9.5 latent frames on either side of a sample (see the
-// receptive-radius test below), so any overlap of 10 or more decodes each kept sample from exactly the
-// latents an untiled decode uses: 64 recomputes far more than needed (16 would cut the decoded frames at
-// 30 s from 878 to 782 and the windows at 240 s from 16 to 13 with the same audio up to float rounding,
-// `bindings/python/tests/test_vae_tiling.py`; docs/performance.md, "VAE decode").
+/// Official overlap, in latent frames. A host looping over `ace_vae_tile_plan` itself may pass less, down
+/// to 10 (the decoder's receptive radius), for the same audio; the driver uses 16.
 pub const DEFAULT_OVERLAP: u32 = 64;
 
-/// Smallest window a request may ask for (`vae_decode_chunk`): its overlap, an eighth of it, is then 16
-/// frames, still more than the decoder's receptive radius, so every allowed chunk decodes the same audio
-/// up to float rounding; only the memory of a window (linear in its frames) and the frames decoded twice
-/// change.
-pub(crate) const MIN_REQUEST_CHUNK: u32 = 128;
+/// The overlap the driver decodes with, at every chunk. The 1.5 decoder sees at most ~9.5 latent frames
+/// on either side of a sample (the receptive-radius test below), so any overlap of 10 or more decodes
+/// each kept sample from exactly the latents an untiled decode uses, and the official 64 recomputes far
+/// more than that: 16 gives the official plan's audio up to float rounding (bit-identical in
+/// `bindings/python/tests/test_vae_tiling.py` and at full size at 30 s) while decoding 782 instead of
+/// 878 frames at 30 s and 13 instead of 16 windows at 240 s (docs/performance.md, "VAE decode").
+pub(crate) const DRIVER_OVERLAP: u32 = 16;
 
-/// The overlap the driver uses for a window of `chunk` frames: an eighth of it, capped at the official
-/// 64 (so the official 512 keeps its 64). The same proportion of frames is decoded twice at any chunk.
-pub(crate) fn overlap_for_chunk(chunk: u32) -> u32 {
-    DEFAULT_OVERLAP.min(chunk / 8)
-}
+/// Smallest window a request may ask for (`vae_decode_chunk`): a quarter of it is then decoded twice.
+/// Every allowed chunk decodes the same audio up to float rounding; only the memory of a window (linear
+/// in its frames) and the frames decoded twice change.
+pub(crate) const MIN_REQUEST_CHUNK: u32 = 128;
 
 /// One window of the plan. Latent ranges are half-open `[start, end)`; the host decodes latent
 /// frames `[start, end)`, which gives `(end − start)·1920` samples, drops `crop_left` samples at the
@@ -141,23 +139,29 @@ mod tests {
     }
 
     #[test]
-    fn default_overlap_covers_the_decoder_receptive_field() {
+    fn the_driver_overlap_covers_the_decoder_receptive_field() {
         let radius = decoder_receptive_radius();
-        // 9.46…: an overlap of 16 (bindings/python/tests/test_vae_tiling.py) is above it with a margin
-        assert!(radius > 9.0 && radius < 10.0, "{radius}");
-        assert!(DEFAULT_OVERLAP as f64 >= radius.ceil(), "overlap {DEFAULT_OVERLAP} < receptive radius {radius}");
+        assert!(radius > 9.0 && radius < 10.0, "{radius}"); // 9.46…
+        assert!(DRIVER_OVERLAP as f64 >= radius.ceil() + 4.0, "overlap {DRIVER_OVERLAP} has no margin over {radius}");
+        assert!(DRIVER_OVERLAP < DEFAULT_OVERLAP);
     }
 
     #[test]
-    fn every_chunk_a_request_may_ask_for_overlaps_past_the_receptive_field() {
-        let radius = decoder_receptive_radius();
-        assert_eq!(overlap_for_chunk(DEFAULT_CHUNK), DEFAULT_OVERLAP);
-        assert_eq!((overlap_for_chunk(256), overlap_for_chunk(MIN_REQUEST_CHUNK)), (32, 16));
+    fn every_chunk_a_request_may_ask_for_has_a_plan() {
         for chunk in MIN_REQUEST_CHUNK..=2 * DEFAULT_CHUNK {
-            let overlap = overlap_for_chunk(chunk);
-            assert!(overlap as f64 >= radius.ceil(), "chunk {chunk}: overlap {overlap} < receptive radius {radius}");
-            assert!(tile_plan(6000, chunk, overlap).is_ok(), "chunk {chunk}");
+            let plan = tile_plan(6000, chunk, DRIVER_OVERLAP).unwrap();
+            assert!(plan.windows(2).all(|w| w[0].core_end == w[1].core_start), "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn the_driver_overlap_decodes_fewer_frames_than_the_official_one() {
+        let decoded = |frames, overlap| -> u32 {
+            tile_plan(frames, DEFAULT_CHUNK, overlap).unwrap().iter().map(|w| w.end - w.start).sum()
+        };
+        assert_eq!((decoded(750, DEFAULT_OVERLAP), decoded(750, DRIVER_OVERLAP)), (878, 782)); // 30 s
+        assert_eq!(tile_count(6000, DEFAULT_CHUNK, DRIVER_OVERLAP).unwrap(), 13); // 240 s: 16 officially
+        assert_eq!(decoded(250, DRIVER_OVERLAP), 250); // 10 s: one direct window either way
     }
 
     #[test]

@@ -1,9 +1,10 @@
-"""A VAE tile overlap of 16 latent frames (the official code and the driver use 64) is exact: decoding
-through the core's tile plan and keeping the cropped cores gives the audio of one untiled decode,
-because the decoder's receptive radius is under 10 frames (computed from the layer shapes in
-`tiling.rs`'s tests). So the driver's overlap could drop to 16 (fewer recomputed frames, see
-docs/performance.md "VAE decode") without changing the audio beyond float rounding. The tiny decoder
-keeps the official kernels, dilations and strides, so its receptive field is the full-size one's."""
+"""The driver decodes the VAE in windows overlapping by 16 latent frames where the official code uses 64,
+and that is exact: decoding through the core's tile plan and keeping the cropped cores gives the audio of
+one untiled decode, because the decoder's receptive radius is under 10 frames (computed from the layer
+shapes in `tiling.rs`'s tests), so fewer frames are decoded twice for the same audio (docs/performance.md
+"VAE decode"). The tiny decoder keeps the official kernels, dilations and strides, so its receptive field
+is the full-size one's. (tools/parity/tests/test_host_goldens.py also compares the driver's tiled song bit
+for bit with the frozen per-step host, which decodes in the official plan.)"""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def test_overlap_16_matches_untiled_decode(decoder):
 
 
 def test_a_smaller_vae_decode_chunk_gives_the_same_song():
-    """The request's `vae_decode_chunk` (the official ACESTEP_VAE_DECODE_CHUNK_SIZE; default 512, overlap
-    min(64, chunk/8)) trades memory for frames decoded twice, not audio: 24 s (600 frames) in windows of
+    """The request's `vae_decode_chunk` (the official ACESTEP_VAE_DECODE_CHUNK_SIZE; default 512, the
+    driver's overlap 16 at any chunk) trades memory for frames decoded twice, not audio: 24 s (600 frames) in windows of
     128 frames (7 of them, overlap 16) is the default plan's audio (2 windows) up to float rounding, with
     the same track id; a chunk under 128 is refused naming the key."""
     from acestep_runtime._native import AceError
@@ -60,7 +61,7 @@ def test_a_smaller_vae_decode_chunk_gives_the_same_song():
         base = pipe.generate(request)
         small = pipe.generate({**request, "vae_decode_chunk": 128})
         plan = pipe.plan({**request, "vae_decode_chunk": 128})
-        assert pipe.plan(request)["vae_tile_plan"] == {"chunk": 512, "overlap": 64}
+        assert pipe.plan(request)["vae_tile_plan"] == {"chunk": 512, "overlap": EXACT_OVERLAP}
         with pytest.raises(AceError, match=r"request\.vae_decode_chunk: must be an integer in 128\.\."):
             pipe.plan({**request, "vae_decode_chunk": 127})
     assert plan["vae_tile_plan"] == {"chunk": 128, "overlap": 16} and plan["vae_tiles"] == len(vae_tile_plan(600, 128, 16)) == 7

@@ -292,9 +292,9 @@ impl DitRun {
         let timbre_frames = TIMBRE_FRAMES.min(silence_frames);
         let silence_rows = |n: usize| &silence.data[..n * channels];
         let tile_chunk = request.vae_decode_chunk.unwrap_or(tiling::DEFAULT_CHUNK);
-        let plan = tiling::tile_plan(frames as u32, tile_chunk, tiling::overlap_for_chunk(tile_chunk))?;
+        let plan = tiling::tile_plan(frames as u32, tile_chunk, tiling::DRIVER_OVERLAP)?;
         if tile_chunk != tiling::DEFAULT_CHUNK
-            && plan == tiling::tile_plan(frames as u32, tiling::DEFAULT_CHUNK, tiling::DEFAULT_OVERLAP)?
+            && plan == tiling::tile_plan(frames as u32, tiling::DEFAULT_CHUNK, tiling::DRIVER_OVERLAP)?
         {
             notes.push(format!(
                 "vae_decode_chunk {tile_chunk} changes nothing here: the song's {frames} latent frames are decoded in \
@@ -907,7 +907,7 @@ impl DitRun {
             "num_steps": self.ctx.num_steps(),
             "guided": self.guided,
             "vae_tiles": self.plan.len(),
-            "vae_tile_plan": {"chunk": self.tile_chunk, "overlap": tiling::overlap_for_chunk(self.tile_chunk)},
+            "vae_tile_plan": {"chunk": self.tile_chunk, "overlap": tiling::DRIVER_OVERLAP},
             "components": self.components(),
             "prompts": {"dit_caption": self.dit_caption, "dit_lyrics": self.dit_lyrics},
             "tokens": {
