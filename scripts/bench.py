@@ -157,6 +157,7 @@ def _ort_runs(pipe, durations: list[float], repeats: int) -> dict:
                 "load_avg": load_avg(),
             })
         rows.append({**_row(duration, result.frames, runs), "peak_rss_mb": peak_rss_mb()})
+        _report_row(rows[-1])
     pipe.close()
     return {"rows": rows, "peak_rss_mb": max(r["peak_rss_mb"] for r in rows)}
 
@@ -190,8 +191,15 @@ def _torch_worker(ckpt: Path, durations: list[float], repeats: int, threads: int
                 "total_cpu": cpu_total,
             })
         rows.append({**_row(duration, out["frames"], runs), "peak_rss_mb": peak_rss_mb()})
+        _report_row(rows[-1])
     return {"load_s": load_s, "precision": "fp32", "rows": rows, "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def _report_row(row: dict) -> None:
+    """Prints a finished duration's row at once, so a worker killed in a later (longer) duration — the
+    kernel's OOM killer at 600 s, say — still leaves the rows it finished (see run_worker)."""
+    print(json.dumps({"row": row}), flush=True)
 
 
 def _row(duration: float, frames: int, runs: list[dict]) -> dict:
@@ -201,9 +209,10 @@ def _row(duration: float, frames: int, runs: list[dict]) -> dict:
     return med
 
 
-def run_worker(kind: str, target: str, args) -> dict:
-    """Runs one backend in a fresh process of this script; returns its JSON result."""
-    cmd = [sys.executable, __file__, "--_worker", kind, target, "--durations", args.durations,
+def run_worker(kind: str, target: str, args, durations: str | None = None) -> dict:
+    """Runs one backend in a fresh process of this script; returns its JSON result. A worker that dies
+    returns {"error": ..., "rows": the rows it finished}."""
+    cmd = [sys.executable, __file__, "--_worker", kind, target, "--durations", durations or args.durations,
            "--repeats", str(args.repeats)]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
@@ -214,15 +223,21 @@ def run_worker(kind: str, target: str, args) -> dict:
         if args.drop_caches:
             cmd += ["--drop-caches"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0:  # e.g. -9: killed by the kernel's OOM killer; the other backends still count
-        return {"error": f"worker exited with status {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        rows = [line["row"] for line in lines if "row" in line]
+        return {"error": f"worker exited with status {proc.returncode}", "rows": rows}
+    return lines[-1]
 
 
 # --- report -------------------------------------------------------------------------------------------------
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} s"
+
+
 def print_backend(name: str, res: dict) -> None:
-    print(f"  {name}: load {res['load_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB")
+    print(f"  {name}: load {_seconds(res['load_s'])}, peak RSS {res['peak_rss_mb']:.0f} MB")
     for r in res["rows"]:
         extra = ""
         if "ort" in r:
@@ -241,10 +256,13 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
     for name, res in results.items():
         for r in res["rows"]:
             lines.append(
-                f"| {name} | {r['duration_s']:.0f} s | {res['load_s']:.1f} s | {r['text']:.2f} s | "
+                f"| {name} | {r['duration_s']:.0f} s | {_seconds(res['load_s'])} | {r['text']:.2f} s | "
                 f"{r['condition']:.2f} s | {r['dit_step']:.2f} s | {r['vae']:.2f} s | {r['total']:.1f} s | "
                 f"{r['rtf']:.2f} | {r['peak_rss_mb'] / 1024:.1f} GiB | {res['gemm_gflops']:.0f} | "
                 f"{r['load_avg_max']:.1f} |")
+    unfinished = [f"{name}: {res['incomplete']}" for name, res in results.items() if "incomplete" in res]
+    if unfinished:
+        lines += ["", "Not finished (rows above are the durations each finished): " + "; ".join(unfinished) + "."]
     starts = {name: res for name, res in results.items() if "start" in res}
     if starts:
         lines += ["", "Session start: open the package and create every session of a text2music run, each time "
@@ -275,7 +293,9 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
             if name == reference:
                 continue
             for r in res["rows"]:
-                ref = ref_rows[r["duration_s"]]
+                ref = ref_rows.get(r["duration_s"])
+                if ref is None:
+                    continue
                 cells = " | ".join(f"{r[k] / ref[k]:.2f}×" if ref[k] > 0 else "–" for k in (*STAGES, "total"))
                 lines.append(f"| {name} | {r['duration_s']:.0f} s | {cells} |")
         lines += ["", "The same ratios in process CPU seconds (less sensitive to other jobs on the machine):", "",
@@ -284,7 +304,9 @@ def markdown(results: dict[str, dict], reference: str | None) -> str:
             if name == reference:
                 continue
             for r in res["rows"]:
-                ref = ref_rows[r["duration_s"]]
+                ref = ref_rows.get(r["duration_s"])
+                if ref is None:
+                    continue
                 cells = " | ".join(f"{r[k + '_cpu'] / ref[k + '_cpu']:.2f}×" if ref.get(k + "_cpu") else "–"
                                    for k in (*STAGES, "total"))
                 lines.append(f"| {name} | {r['duration_s']:.0f} s | {cells} |")
@@ -324,6 +346,9 @@ def main() -> int:
     parser.add_argument("--torch", type=Path, metavar="CKPT",
                         help="also time the PyTorch reference on these checkpoints (the packages' source)")
     parser.add_argument("--durations", default="10,30")
+    parser.add_argument("--torch-durations", metavar="LIST",
+                        help="the durations the PyTorch reference runs (default: --durations); e.g. leave out 600 "
+                             "s, which takes it about an hour on 2 cores (ratio rows need a reference row)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
                         help="ORT intra-op threads and torch threads (default: ORT's default / all CPUs)")
@@ -382,7 +407,7 @@ def main() -> int:
         gemm, load = gemm_gflops(), load_avg()
         print(f"[{name}] {target} | GEMM {gemm:.0f} GFLOP/s, load {load:.2f} before", flush=True)
         args._unfused_worker = name[4:] in args.unfused
-        res = run_worker(kind, target, args)
+        res = run_worker(kind, target, args, args.torch_durations if kind == "torch" else None)
         if kind == "ort" and "error" not in res:
             # Session starts in a process of their own, after the runs' (see _ort_start_worker).
             start = run_worker("ort-start", target, args)
@@ -390,9 +415,16 @@ def main() -> int:
                 print(f"  {name}: session-start worker FAILED, {start['error']}", flush=True)
             else:
                 res["start"] = {**start["start"], "rss_after_start_mb": res.pop("rss_after_start_mb")}
-        if "error" in res:
+        if "error" in res and not res.get("rows"):
             print(f"  {name}: FAILED, {res['error']}; left out of the tables", flush=True)
             continue
+        if "error" in res:  # keep the durations it finished; the tables say which one it died in
+            done = [r["duration_s"] for r in res["rows"]]
+            res["incomplete"] = (f"{res.pop('error')} after the {', '.join(f'{d:.0f}' for d in done)} s rows, in "
+                                 f"the next duration")
+            print(f"  {name}: {res['incomplete']}", flush=True)
+            res.setdefault("load_s", None)
+            res["peak_rss_mb"] = max(r["peak_rss_mb"] for r in res["rows"])
         res.update(gemm_gflops=gemm, load_before=load, target=target)
         results[name] = res
         print_backend(name, res)

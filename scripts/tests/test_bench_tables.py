@@ -67,3 +67,36 @@ def test_a_tiny_run_measures_every_backend(tmp_path):
         assert row["frames"] == 250 and row["dit_steps"] == 8, (name, row)
         assert 0 < row["dit_step"] * row["dit_steps"] < row["total"], (name, row)
     assert "Ratios to `torch-fp32`" in proc.stdout
+
+
+def test_a_worker_killed_in_a_long_duration_keeps_the_rows_it_finished(bench, monkeypatch):
+    """A worker the OOM killer ends at 600 s still reports its shorter durations (printed as it finished
+    them), and the tables say where it stopped; a reference without a 600 s row gets no ratio row there."""
+    import json
+    import subprocess
+    import types
+
+    def row(duration, total):
+        keys = ("text", "condition", "dit_step", "vae", "total", "text_cpu", "condition_cpu", "dit_step_cpu",
+                "vae_cpu", "total_cpu")
+        return {**{k: total / 10 for k in keys}, "total": total, "total_cpu": total, "dit_steps": 8,
+                "duration_s": duration, "frames": int(duration * 25), "rtf": total / duration,
+                "load_avg_max": 1.0, "peak_rss_mb": 1024.0 * duration / 10}
+
+    stdout = "\n".join(json.dumps({"row": row(d, d)}) for d in (10.0, 30.0)) + "\n"
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: types.SimpleNamespace(returncode=-9, stdout=stdout))
+    args = types.SimpleNamespace(durations="10,30,600", repeats=1, threads=2)
+    res = bench.run_worker("ort", "PKG", args)
+    assert res["error"] == "worker exited with status -9"
+    assert [r["duration_s"] for r in res["rows"]] == [10.0, 30.0]
+
+    results = {"ort-int8": {"rows": res["rows"] + [], "load_s": None, "gemm_gflops": 300.0,
+                            "incomplete": "worker exited with status -9 after the 10, 30 s rows, in the next duration"},
+               "ort-fp32": {"rows": [row(10.0, 5.0), row(600.0, 900.0)], "load_s": 2.0, "gemm_gflops": 300.0},
+               "torch-fp32": {"rows": [row(10.0, 10.0), row(30.0, 30.0)], "load_s": 1.0, "gemm_gflops": 300.0}}
+    text = bench.markdown(results, "torch-fp32")
+    assert "| ort-int8 | 30 s | – |" in text
+    assert "Not finished (rows above are the durations each finished): ort-int8: worker exited with status -9" in text
+    ratios = text.split("Ratios to")[1]
+    assert "| ort-fp32 | 10 s | 0.50× | 0.50× | 0.50× | 0.50× | 0.50× |" in ratios
+    assert "| ort-fp32 | 600 s" not in ratios and "| ort-int8 | 30 s | 1.00×" in ratios
