@@ -1,10 +1,11 @@
 """Time the VAE decoder through the core's tile plan, variants interleaved in one process.
 
 Each variant is a decoder graph (`--graph NAME=PATH`) and a tile plan (`--plan CHUNK:OVERLAP`, the core's
-`ace_vae_tile_plan`; the driver uses 512:64). Every repeat runs every variant once in turn (A, B, A, B …),
-so load from other processes on this shared machine hits all variants alike; the machine's fp32 GEMM rate
-and load average are printed before and after. Latents are random (the decoder's cost does not depend on
-the values). `--profile` adds one ORT-profiled decode per variant and prints each op type's share.
+`ace_vae_tile_plan`; the driver uses 512:16, the official code 512:64). Every repeat runs every variant once
+in turn (A, B, A, B …), so load from other processes on this shared machine hits all variants alike; the
+machine's fp32 GEMM rate and load average are printed before and after. Latents are random (the decoder's
+cost does not depend on the values). `--profile` adds one ORT-profiled decode per variant and prints each
+op type's share.
 
     python scripts/bench_vae.py --graph base=/pkg/vae_decoder.onnx --graph new=/tmp/dec.onnx --seconds 10 30
 """
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--graph", action="append", required=True, metavar="NAME=PATH", help="decoder variant")
     ap.add_argument("--plan", action="append", default=None, metavar="CHUNK:OVERLAP",
-                    help="tile plan(s) to run every graph with (default 512:64, the driver's)")
+                    help="tile plan(s) to run every graph with (default 512:16, the driver's)")
     ap.add_argument("--seconds", type=float, nargs="+", default=[10.0, 30.0])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         ap.error(f"--ops {sorted(unknown)}: no such --graph variant")
     ops = {name: ops_library_path() if name in args.ops else None for name, _ in graphs}
     plans = []
-    for spec in args.plan or ["512:64"]:
+    for spec in args.plan or ["512:16"]:
         chunk, _, overlap = spec.partition(":")
         plans.append((int(chunk), int(overlap)))
 

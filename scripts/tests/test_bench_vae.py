@@ -46,7 +46,7 @@ def test_ops_variant_runs_the_fused_kernel(capsys):
     assert bench_vae.main(["--graph", f"bodies={graph}", "--graph", f"fused={graph}", "--ops", "fused",
                            "--seconds", "1.6", "--repeats", "1", "--threads", "1", "--profile"]) == 0
     out = capsys.readouterr().out
-    diff = float(re.search(r"fused@512:64 +1 +[\d.]+ +[\d.]+ +[\d.]+ +([\d.e+-]+)", out).group(1))
+    diff = float(re.search(r"fused@512:16 +1 +[\d.]+ +[\d.]+ +[\d.]+ +([\d.e+-]+)", out).group(1))
     assert diff <= 1e-5
     fused_profile = out[out.index("profile fused"):]
     assert "Snake" in fused_profile and "Cos" not in fused_profile

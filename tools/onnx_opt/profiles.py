@@ -3,6 +3,8 @@
     fp32  the exporter's output, unchanged.
     int8  the weight MatMuls of the text encoder, the condition encoder and the DiT get int8 weights
           (per output channel) and run as int8 GEMMs; every other graph stays fp32 (VAE included).
+          With `int8_vae` (`--int8-vae`, opt-in) the VAE decoder's convolutions become static int8
+          QLinearConv too, their activation scales calibrated on the fp32 package's own latents.
     fp16  every graph of the DiT path and the VAE in float16, graph inputs and outputs kept float32
           (a Cast at each boundary), so the core and the hosts feed and read float32 as for fp32.
           Meant for the CUDA execution provider: the CPU provider runs it, but casts the operators it
@@ -42,6 +44,12 @@ FP16_SKIP = {"lm_prefill": "LM graphs: KV-cache dtype is the LM host loop's; not
 INT8_METHODS = ("dynamic", "nbits")
 DEFAULT_INT8_METHOD = "dynamic"
 NBITS_BLOCK_SIZE = 128
+
+# --int8-vae: the decoder's activation ranges are calibrated on windows of this many latent frames cut
+# from the fp32 package's generations of the fixed requests (ORT's calibrator keeps every intermediate
+# tensor of every window: at full size ~1 GB per window of 32 frames, hence few and short windows).
+VAE_CALIBRATION_FRAMES = 32
+VAE_CALIBRATION_WINDOWS = 4
 
 # Worst-case deviation from fp32 a profile must stay within, on the fixed requests of deviation.py.
 # The issue's targets for the full-size random-weight package; tests use the same ones on tiny.
@@ -107,6 +115,43 @@ def _int8_nbits(src: Path, dst: Path, external: bool) -> None:
     _save(quantizer.model.model, dst, external)
 
 
+def _vae_calibration_windows(outputs) -> list:
+    """Latent windows [1, 64, VAE_CALIBRATION_FRAMES] spread evenly over the generations `outputs`
+    ((latents [B, T, 64], audio) per request): what the decoder sees in use, not random numbers."""
+    import numpy as np
+
+    songs = [np.ascontiguousarray(latents[b].T[None]) for latents, _ in outputs for b in range(latents.shape[0])]
+    per_song = -(-VAE_CALIBRATION_WINDOWS // len(songs))
+    windows = []
+    for song in songs:
+        frames = song.shape[2]
+        if frames < VAE_CALIBRATION_FRAMES:
+            raise ProfileError(f"VAE calibration needs songs of at least {VAE_CALIBRATION_FRAMES} latent frames")
+        for start in np.linspace(0, frames - VAE_CALIBRATION_FRAMES, per_song).astype(int):
+            windows.append(np.ascontiguousarray(song[:, :, start:start + VAE_CALIBRATION_FRAMES]))
+    return windows[:VAE_CALIBRATION_WINDOWS]
+
+
+def _int8_vae_static(src: Path, dst: Path, windows: list, external: bool) -> None:
+    """Static int8 VAE decoder: every Conv → QLinearConv (per-channel int8 weights, uint8 activations with
+    MinMax ranges from `windows`). The Snake nodes stay float between a DequantizeLinear and a
+    QuantizeLinear (the core's fused kernel still runs them); the ConvTransposes stay fp32 (ORT has no
+    quantized ConvTranspose) and are listed as such."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Windows(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{"latents": w} for w in windows])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    quantize_static(src, dst, Windows(), quant_format=QuantFormat.QOperator, op_types_to_quantize=["Conv"],
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    calibrate_method=CalibrationMethod.MinMax, use_external_data_format=external)
+
+
 def _fp16(src: Path, dst: Path, external: bool) -> list[str]:
     import onnx
     import onnx.inliner
@@ -148,6 +193,7 @@ def _left_fp32(path: Path, profile: str) -> list[dict]:
             reason = {"MatMul": "the quantizer left this constant-weight MatMul in fp32",
                       "Gemm": "Gemm is not quantized by this profile (MatMul only)",
                       "Gather": "embedding lookup: the table stays fp32",
+                      "ConvTranspose": "ONNX Runtime has no quantized ConvTranspose (QLinearConvTranspose)",
                       }.get(node.op_type, f"{node.op_type} is not converted by this profile")
             left.append({"node": node.name, "op": node.op_type, "weights": big, "reason": reason})
         elif profile == "int8" and node.op_type in ("MatMul", "Gemm"):
@@ -191,19 +237,23 @@ def _copy(src_pkg: Path, dst_pkg: Path, rel: str) -> None:
 
 
 def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFAULT_INT8_METHOD,
-                  measure: bool = True, check_thresholds: bool = True, threads: int | None = None,
-                  force: bool = False, requests=dev.REQUESTS,
+                  int8_vae: bool = False, measure: bool = True, check_thresholds: bool = True,
+                  threads: int | None = None, force: bool = False, requests=dev.REQUESTS,
                   log: Callable[[str], None] = print, _convert_hook=None) -> Path:
     """Write the `profile` package of the fp32 package `src` to `out`; return `out`.
 
     `measure` runs the fixed requests through the Python host on both packages (needs the built core)
     and records the deviation; with `check_thresholds` a deviation outside THRESHOLDS[profile] is a
-    ProfileError and nothing is written. `_convert_hook(component, path)` (tests) may alter a converted
-    graph before it is described, e.g. to break it on purpose.
+    ProfileError and nothing is written. `int8_vae` (int8 only) also makes the VAE decoder's convolutions
+    static int8, calibrated on the fp32 package's generations of `requests` (so it needs the core even
+    without `measure`). `_convert_hook(component, path)` (tests) may alter a converted graph before it is
+    described, e.g. to break it on purpose.
     """
     check_profile(profile)
     if profile == "fp32":
         raise ProfileError("profile fp32 is the exporter's own output: there is nothing to convert")
+    if int8_vae and profile != "int8":
+        raise ProfileError(f"int8_vae (--int8-vae) belongs to the int8 profile, not {profile}")
     if int8_method not in INT8_METHODS:
         raise ProfileError(f"unknown int8 method {int8_method!r}; choose one of: {', '.join(INT8_METHODS)}")
     src = Path(src).absolute()
@@ -222,6 +272,11 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
         convert = {name: comp for name, comp in source["components"].items() if name in INT8_COMPONENTS}
         kept = {name: "no weight GEMMs worth int8 here, or not measured to gain: kept fp32"
                 for name in source["components"] if name not in convert}
+        if int8_vae:
+            if "vae_decoder" not in source["components"]:
+                raise ProfileError(f"--int8-vae: {src} has no vae_decoder")
+            convert["vae_decoder"] = source["components"]["vae_decoder"]
+            kept.pop("vae_decoder")
         for name in ("vae_decoder", "vae_encoder"):
             if name in kept:
                 kept[name] = "convolutions; int8 is not applied to the VAE (kept fp32, see docs/precision_profiles.md)"
@@ -233,6 +288,11 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
     else:
         convert = {name: comp for name, comp in source["components"].items() if name not in FP16_SKIP}
         kept = {name: FP16_SKIP[name] for name in source["components"] if name in FP16_SKIP}
+
+    ref_outputs = None
+    if int8_vae:  # the fp32 generations calibrate the VAE, then serve as the deviation's reference
+        log(f"{profile}: generating {len(requests)} fixed requests with {src} to calibrate the VAE decoder")
+        ref_outputs = dev.run_requests(src, requests, threads=threads)
 
     with staged_package_dir(out) as staging:
         converted_files = {c["file"] for c in convert.values()}
@@ -248,7 +308,16 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
             external = bool(comp["external_data"])
             start = time.perf_counter()
             log(f"{profile}: {name} ({rel}{', external data' if external else ''})")
-            if profile == "int8":
+            if profile == "int8" and name == "vae_decoder":
+                windows = _vae_calibration_windows(ref_outputs)
+                _int8_vae_static(src_path, dst_path, windows, external)
+                entry = {"precision": "int8", "method": "onnxruntime.quantization.quantize_static, QOperator: Conv → "
+                                                        "QLinearConv, per-channel int8 weights, uint8 activations "
+                                                        "(MinMax)",
+                         "calibration": f"{len(windows)} windows of {VAE_CALIBRATION_FRAMES} latent frames from the "
+                                        f"fp32 package's generations of the fixed requests",
+                         "converted_ops": _op_counts(dst_path, ("QLinearConv",))}
+            elif profile == "int8":
                 (_int8_dynamic if int8_method == "dynamic" else _int8_nbits)(src_path, dst_path, external)
                 ops = ("MatMulInteger", "DynamicQuantizeLinear") if int8_method == "dynamic" else ("MatMulNBits",)
                 entry = {"precision": "int8", "converted_ops": _op_counts(dst_path, ops)}
@@ -286,6 +355,7 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
             "name": profile,
             "method": method,
             "int8_method": int8_method if profile == "int8" else None,
+            "int8_vae": int8_vae,
             "onnxruntime": onnxruntime.__version__,
             "source": {"precision": "fp32", "manifest_sha256": sha256_file(manifest_path)},
             "components": {**report, **{name: {"precision": "fp32", "reason": why} for name, why in kept.items()}},
@@ -296,7 +366,7 @@ def apply_profile(src: Path, out: Path, profile: str, *, int8_method: str = DEFA
 
         if measure:
             log(f"{profile}: measuring the deviation from {src} on {len(requests)} fixed requests")
-            deviation = dev.measure(src, staging, requests, threads=threads)
+            deviation = dev.measure(src, staging, requests, threads=threads, ref_outputs=ref_outputs)
             failures = dev.check(deviation, THRESHOLDS[profile])
             deviation["passed"] = not failures
             manifest["profile"]["deviation"] = deviation

@@ -279,3 +279,70 @@ def test_exporter_profile_flag_converts_its_fp32_export_and_removes_it(fp32_pack
     assert _manifest(out)["precision"] == "int8"
     assert exported and exported[0] != out and not exported[0].exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+@pytest.fixture(scope="module")
+def int8_vae_package(fp32_package, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("profiles") / "int8-vae"
+    return profiles.apply_profile(fp32_package, out, "int8", int8_vae=True, threads=2, log=lambda _m: None)
+
+
+def test_int8_vae_makes_every_decoder_conv_a_qlinearconv_and_keeps_the_audio(int8_vae_package, fp32_package):
+    """--int8-vae: every Conv of the decoder becomes a QLinearConv (the manifest's count is the graph's),
+    the ConvTransposes stay fp32 and are listed, the Snake nodes stay (run by the fused kernel or their
+    function body), and the decoder's audio on the same latents stays close to the fp32 decoder's
+    (measured here with numpy, independently of deviation.py)."""
+    import onnxruntime as ort
+
+    manifest = _manifest(int8_vae_package)
+    prof = manifest["profile"]
+    entry = prof["components"]["vae_decoder"]
+    assert prof["int8_vae"] is True and entry["precision"] == "int8" and "calibration" in entry
+    fp32_ops = [n.op_type for n in _graph(fp32_package, "vae_decoder").graph.node]
+    ops = [n.op_type for n in _graph(int8_vae_package, "vae_decoder").graph.node]
+    assert ops.count("QLinearConv") == entry["converted_ops"]["QLinearConv"] == fp32_ops.count("Conv") > 0
+    assert "Conv" not in ops and ops.count("Snake") == fp32_ops.count("Snake") > 0
+    assert ops.count("ConvTranspose") == fp32_ops.count("ConvTranspose")
+    assert all(i["op"] == "ConvTranspose" and i["reason"] for i in entry["left_fp32"])
+    assert prof["components"]["vae_encoder"]["precision"] == "fp32"
+    assert prof["deviation"]["passed"] is True
+    # the same latents through both decoders (latents of the fp32 package's own generation)
+    latents, _ = _generate(fp32_package, REQUESTS[0])
+    feed = {"latents": np.ascontiguousarray(latents.transpose(0, 2, 1))}
+
+    def decode(pkg):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        sess = ort.InferenceSession(str(pkg / "vae_decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, feed)[0].astype(np.float64)
+
+    ref, got = decode(fp32_package), decode(int8_vae_package)
+    snr = 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2))
+    assert 20.0 < snr < 80.0, snr  # quantized (not bit-equal), and close
+
+
+def test_a_broken_int8_vae_fails_the_deviation_check(fp32_package, tmp_path):
+    """The int8 profile's thresholds judge the VAE by the STFT cosine (the latents do not see it): int8
+    conv weights applied to the wrong output channels must fail it, and no package is written."""
+    import onnx
+    from onnx import numpy_helper
+
+    def scramble(component, path):
+        if component != "vae_decoder":
+            return
+        model = onnx.load(str(path))
+        for t in model.graph.initializer:
+            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 3:
+                t.CopyFrom(numpy_helper.from_array(np.roll(numpy_helper.to_array(t), 1, axis=0), t.name))
+        onnx.save(model, str(path))
+
+    out = tmp_path / "broken"
+    with pytest.raises(profiles.ProfileError, match="stft_cosine"):
+        profiles.apply_profile(fp32_package, out, "int8", int8_vae=True, threads=2, log=lambda _m: None,
+                               _convert_hook=scramble)
+    assert not out.exists()
+
+
+def test_int8_vae_is_refused_outside_the_int8_profile(fp32_package, tmp_path):
+    with pytest.raises(profiles.ProfileError, match="int8_vae .*int8 profile"):
+        profiles.apply_profile(fp32_package, tmp_path / "x", "fp16", int8_vae=True, log=lambda _m: None)
