@@ -140,24 +140,31 @@ def test_recorded_deviation_is_what_an_independent_measurement_finds(profile, fp
     assert deviation["worst"]["latent_max_abs"] == max(r["latent_max_abs"] for r in rows)
 
 
-def test_a_broken_quantization_fails_the_deviation_check(fp32_package, tmp_path):
-    """Weights quantized correctly but applied to the wrong output channels (int8 rows rolled) must be
-    caught by the thresholds, and no package is written."""
+def _rolling_output_channels(component: str, axis: int):
+    """A _convert_hook that rolls the int8 weights of `component` by one output channel (`axis`: 1 for a
+    MatMul's [K, N], 0 for a conv's [C_out, C_in, k]): quantized correctly, applied to the wrong channels."""
     import onnx
     from onnx import numpy_helper
 
-    def scramble(component, path):
-        if component != "dit_decoder":
+    def scramble(name, path):
+        if name != component:
             return
         model = onnx.load(str(path))
         for t in model.graph.initializer:
-            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2:
-                t.CopyFrom(numpy_helper.from_array(np.roll(numpy_helper.to_array(t), 1, axis=1), t.name))
+            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2:
+                t.CopyFrom(numpy_helper.from_array(np.roll(numpy_helper.to_array(t), 1, axis=axis), t.name))
         onnx.save(model, str(path))
 
+    return scramble
+
+
+def test_a_broken_quantization_fails_the_deviation_check(fp32_package, tmp_path):
+    """Weights quantized correctly but applied to the wrong output channels (int8 rows rolled) must be
+    caught by the thresholds, and no package is written."""
     out = tmp_path / "broken"
     with pytest.raises(profiles.ProfileError, match="latent_cosine"):
-        profiles.apply_profile(fp32_package, out, "int8", threads=2, log=lambda _m: None, _convert_hook=scramble)
+        profiles.apply_profile(fp32_package, out, "int8", threads=2, log=lambda _m: None,
+                               _convert_hook=_rolling_output_channels("dit_decoder", axis=1))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".broken")], "staging left behind"
 
@@ -324,22 +331,10 @@ def test_int8_vae_makes_every_decoder_conv_a_qlinearconv_and_keeps_the_audio(int
 def test_a_broken_int8_vae_fails_the_deviation_check(fp32_package, tmp_path):
     """The int8 profile's thresholds judge the VAE by the STFT cosine (the latents do not see it): int8
     conv weights applied to the wrong output channels must fail it, and no package is written."""
-    import onnx
-    from onnx import numpy_helper
-
-    def scramble(component, path):
-        if component != "vae_decoder":
-            return
-        model = onnx.load(str(path))
-        for t in model.graph.initializer:
-            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 3:
-                t.CopyFrom(numpy_helper.from_array(np.roll(numpy_helper.to_array(t), 1, axis=0), t.name))
-        onnx.save(model, str(path))
-
     out = tmp_path / "broken"
     with pytest.raises(profiles.ProfileError, match="stft_cosine"):
         profiles.apply_profile(fp32_package, out, "int8", int8_vae=True, threads=2, log=lambda _m: None,
-                               _convert_hook=scramble)
+                               _convert_hook=_rolling_output_channels("vae_decoder", axis=0))
     assert not out.exists()
 
 
